@@ -1,0 +1,1 @@
+"""Canonical history, labels and point-in-time features for incident-risk."""

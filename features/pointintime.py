@@ -1,0 +1,570 @@
+"""Point-in-time features of deploys: one code path for training rows and for scoring a new deploy.
+
+An entity is a deploy (one row of the deploys table) and its event timestamp is ``created_at``.
+Every feature of an entity uses only what was known strictly before that timestamp: events with
+an equal timestamp are not seen (Feast's point-in-time join includes them; we do not, so two
+deploys at the same instant never see each other), and a failure label counts only once it had
+matured. Training passes every historic deploy as entities, scoring passes a one-row frame of the
+upcoming deploy; both run the same functions against the same history, so they cannot disagree.
+
+Windows are sorted-array searches (``features.windows``), vectorised over all entities and all
+groups at once. Definitions, windows and reasons are in ``docs/features.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import numpy as np
+import pandas as pd
+
+from features.schema import ENVIRONMENTS, EXTRA_PREFIX, TOGGLE_ACTIONS, History
+from features.windows import (
+    OPEN_END,
+    BoolArray,
+    IntArray,
+    Queries,
+    count_before,
+    count_covering,
+    count_window,
+    group_time_order,
+    last_before,
+    min_start_covering,
+    previous_in_group,
+    sort_events,
+    sort_intervals,
+)
+
+#: Bump when any feature definition, default or column changes (models record it).
+FEATURE_SET_VERSION = "pit-1"
+
+#: Toggle actions that change what a flag serves ("flips").
+FLIP_ACTIONS = ("enabled", "disabled", "targeting_changed", "rollout_changed", "variants_changed")
+#: Categorical feature columns, returned as strings; encoded inside the model pipeline.
+CATEGORICAL_COLUMNS = ("service", "squad", "tribe")
+#: Value of a categorical feature whose input is missing.
+MISSING_CATEGORY = "(missing)"
+#: Identity columns leading every feature frame.
+KEY_COLUMNS = ("deploy_id", "created_at")
+
+MINUTE = 60_000_000
+HOUR = 60 * MINUTE
+DAY = 24 * HOUR
+
+_SIZE_COLUMNS = ("lines_added", "lines_deleted", "files_changed", "commit_count")
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Every tunable of the feature definitions; changing one changes features, so models log it.
+
+    - ``flip_window_minutes``: width of ``toggle_flips_recent`` (flips just before the deploy).
+    - ``stale_after_days``: an enabled toggle untouched for longer than this is stale.
+    - ``smoothing_prior_weight``: pseudo-count pulling past failure rates towards the prior.
+    - ``service_timezones``: service -> IANA zone for timing features; UTC for unlisted services.
+    - ``base_failure_rate``: prior failure rate before any label has matured at all.
+    - ``history_environments``: deploy environments counted in history windows (and the incident
+      and toggle environments counted, besides events without an environment).
+    - ``business_hours``: local [start, end) hours of the working day.
+    - ``friday_afternoon_hour``: local hour from which Friday counts as afternoon.
+    - ``max_gap_days``: cap (and fill value when there is none) of "time since the last ...".
+    - ``extra_columns``: declared ``extra_*`` change metrics to pass through; ``None`` means every
+      ``extra_*`` column present in the entities or the history deploys, so a scoring frame that
+      lacks one still gets the column (value 0, missing indicator 1).
+    """
+
+    flip_window_minutes: int = 30
+    stale_after_days: int = 30
+    smoothing_prior_weight: float = 10.0
+    service_timezones: Mapping[str, str] = field(default_factory=dict)
+    base_failure_rate: float = 0.1
+    history_environments: tuple[str, ...] = ("production",)
+    business_hours: tuple[int, int] = (9, 17)
+    friday_afternoon_hour: int = 12
+    max_gap_days: float = 365.0
+    extra_columns: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.flip_window_minutes <= 0:
+            raise ValueError("flip_window_minutes must be positive")
+        if self.stale_after_days <= 0:
+            raise ValueError("stale_after_days must be positive")
+        if not self.smoothing_prior_weight > 0:
+            raise ValueError("smoothing_prior_weight must be positive")
+        if not 0 < self.base_failure_rate < 1:
+            raise ValueError("base_failure_rate must be in (0, 1)")
+        unknown = [e for e in self.history_environments if e not in ENVIRONMENTS]
+        if not self.history_environments or unknown:
+            raise ValueError(f"history_environments must be a non-empty subset of {ENVIRONMENTS}; got {unknown}")
+        start, end = self.business_hours
+        if not 0 <= start < end <= 24:
+            raise ValueError("business_hours must be (start, end) with 0 <= start < end <= 24")
+        if not 0 <= self.friday_afternoon_hour <= 23:
+            raise ValueError("friday_afternoon_hour must be in 0..23")
+        if not self.max_gap_days > 0:
+            raise ValueError("max_gap_days must be positive")
+        if self.extra_columns is not None and any(not c.startswith(EXTRA_PREFIX) for c in self.extra_columns):
+            raise ValueError(f"extra_columns must start with {EXTRA_PREFIX!r}")
+        for service, zone in self.service_timezones.items():
+            try:
+                ZoneInfo(zone)
+            except (ZoneInfoNotFoundError, ValueError, TypeError):
+                raise ValueError(f"unknown timezone {zone!r} for service {service!r}") from None
+
+
+def feature_columns(features: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """(numeric, categorical) feature column names of a frame from ``build_features``."""
+    names = [str(c) for c in features.columns if c not in KEY_COLUMNS]
+    categorical = [c for c in names if c in CATEGORICAL_COLUMNS]
+    return [c for c in names if c not in CATEGORICAL_COLUMNS], categorical
+
+
+def build_features(
+    entities: pd.DataFrame, history: History, deploy_labels: pd.DataFrame, config: FeatureConfig
+) -> pd.DataFrame:
+    """Features of each entity deploy from events strictly before its ``created_at``.
+
+    Returns one row per entity in entity order (the entities' index is kept): ``deploy_id``,
+    ``created_at`` (UTC), then the numeric feature columns (float64) and the categorical ones
+    (strings, ``MISSING_CATEGORY`` when absent).
+    """
+    ent = _entity_view(entities)
+    hist = _history_view(history, deploy_labels, config)
+    svc_codes = _shared_codes(ent.service, hist.deploy_service, hist.incident_service, hist.toggle_service)
+    q_svc, dep_svc, inc_svc, tog_svc = svc_codes
+    q_author, dep_author = _shared_codes(ent.author, hist.deploy_author)
+
+    cols: dict[str, np.ndarray] = {}
+    cols |= _change_size(entities, history, config)
+    by_svc = Queries.of(q_svc, ent.t)  # most windows group by service: sort those queries once
+    cols |= _toggle_features(by_svc, hist, tog_svc, config)
+    cols |= _service_history(by_svc, hist, dep_svc, inc_svc, config)
+    by_author = Queries.of(q_author, ent.t)
+    cols |= _author_features(by_author, q_author, q_svc, ent.t, dep_svc, dep_author, hist)
+    cols |= _failure_rates(by_svc, by_author, ent.t, hist, dep_svc, dep_author, config)
+    cols |= _timing(ent, config)
+    cols |= _change_kind(entities)
+
+    out = pd.DataFrame(
+        {
+            "deploy_id": ent.deploy_id,
+            "created_at": ent.created_at,
+            **{name: np.asarray(v, dtype=np.float64) for name, v in cols.items()},
+        },
+        index=entities.index,
+    )
+    for name in CATEGORICAL_COLUMNS:
+        out[name] = _text(entities, name).fillna(MISSING_CATEGORY).astype("str").to_numpy()
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs: canonical or loosely typed frames -> arrays
+
+
+@dataclass(frozen=True)
+class _Entities:
+    deploy_id: pd.Series
+    created_at: pd.Series
+    t: IntArray
+    service: pd.Series
+    author: pd.Series
+
+
+@dataclass(frozen=True)
+class _HistoryView:
+    """The history rows that count, as arrays (times in UTC microseconds)."""
+
+    deploy_t: IntArray
+    deploy_service: pd.Series
+    deploy_author: pd.Series
+    incident_t: IntArray
+    incident_service: pd.Series
+    toggles: pd.DataFrame
+    toggle_t: IntArray
+    toggle_service: pd.Series
+    label_row: IntArray  # position in the counted deploys of each usable label
+    label_t: IntArray  # when the label became usable: max(matured_at, deploy created_at)
+    label_failed: BoolArray
+
+
+def _text(frame: pd.DataFrame, column: str) -> pd.Series:
+    """A text column as nullable strings; absent columns are all missing."""
+    if column not in frame.columns:
+        return pd.Series(pd.NA, index=frame.index, dtype="string")
+    return frame[column].astype("string")
+
+
+def _times(values: pd.Series, what: str) -> tuple[IntArray, BoolArray]:
+    """UTC microseconds since the epoch, and which values are present."""
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        ts = values
+    elif pd.api.types.is_datetime64_dtype(values.dtype):
+        raise ValueError(f"{what} holds naive timestamps; the canonical tables are timezone-aware UTC")
+    else:
+        ts = pd.to_datetime(values, utc=True)
+    naive = ts.dt.tz_convert("UTC").dt.tz_localize(None).dt.as_unit("us")
+    present = naive.notna().to_numpy()
+    return naive.to_numpy().view(np.int64).copy(), present
+
+
+def _numbers(frame: pd.DataFrame, column: str) -> np.ndarray:
+    """A numeric (or boolean) column as float64 with NaN for missing or non-finite values."""
+    if column not in frame.columns:
+        return np.full(len(frame), np.nan)
+    col = frame[column]
+    out: np.ndarray
+    if pd.api.types.is_bool_dtype(col.dtype):
+        out = col.astype("boolean").to_numpy(dtype=np.float64, na_value=np.nan)
+    elif pd.api.types.is_numeric_dtype(col.dtype):
+        out = pd.to_numeric(col, errors="coerce").astype("Float64").to_numpy(dtype=np.float64, na_value=np.nan)
+    else:
+        text = col.astype("string").str.strip().str.lower()
+        words = text.map({"true": 1.0, "false": 0.0, "yes": 1.0, "no": 0.0}, na_action="ignore")
+        numeric = pd.to_numeric(text, errors="coerce").astype("Float64")
+        out = numeric.fillna(words.astype("Float64")).to_numpy(dtype=np.float64, na_value=np.nan)
+    return np.where(np.isfinite(out), out, np.nan)
+
+
+def _entity_view(entities: pd.DataFrame) -> _Entities:
+    if "created_at" not in entities.columns:
+        raise ValueError("entities need a created_at column (the time the features are computed at)")
+    t, present = _times(entities["created_at"], "entities.created_at")
+    if not present.all():
+        raise ValueError(f"entities.created_at is missing in rows {np.flatnonzero(~present)[:10].tolist()}")
+    deploy_id = _text(entities, "deploy_id")
+    created = pd.Series(pd.to_datetime(t, unit="us", utc=True), index=entities.index).dt.as_unit("us")
+    return _Entities(deploy_id, created, t, _text(entities, "service"), _text(entities, "author"))
+
+
+def _history_view(history: History, deploy_labels: pd.DataFrame, config: FeatureConfig) -> _HistoryView:
+    envs = list(config.history_environments)
+    dep = history.deploys
+    dep_t, present = _times(dep["created_at"], "deploys.created_at")
+    keep = present & _text(dep, "environment").isin(envs).fillna(False).to_numpy(dtype=bool)
+    keep &= _text(dep, "service").notna().to_numpy()
+    dep = dep.loc[keep, [c for c in ("deploy_id", "service", "author") if c in dep.columns]]
+    dep_t = dep_t[keep]
+
+    inc = history.incidents
+    inc_t, present = _times(inc["created_at"], "incidents.created_at")
+    inc_env = _text(inc, "environment")
+    keep_inc = present & (inc_env.isna() | inc_env.isin(envs)).to_numpy(dtype=bool)
+    keep_inc &= _text(inc, "service").notna().to_numpy()
+    inc, inc_t = inc.loc[keep_inc, ["service"]], inc_t[keep_inc]
+
+    tog = history.toggle_events
+    tog_t, present = _times(tog["occurred_at"], "toggle_events.occurred_at")
+    tog_env = _text(tog, "environment")
+    keep_tog = present & (tog_env.isna() | tog_env.isin(envs)).to_numpy(dtype=bool)
+    keep_tog &= _text(tog, "service").notna().to_numpy()
+    needed = ("service", "project", "flag_key", "environment", "action", "actor", "new_enabled")
+    tog, tog_t = tog.loc[keep_tog, [c for c in needed if c in tog.columns]], tog_t[keep_tog]
+
+    label_row, label_t, label_failed = _usable_labels(deploy_labels, _text(dep, "deploy_id"), dep_t)
+    return _HistoryView(
+        deploy_t=dep_t,
+        deploy_service=_text(dep, "service"),
+        deploy_author=_text(dep, "author"),
+        incident_t=inc_t,
+        incident_service=_text(inc, "service"),
+        toggles=tog,
+        toggle_t=tog_t,
+        toggle_service=_text(tog, "service"),
+        label_row=label_row,
+        label_t=label_t,
+        label_failed=label_failed,
+    )
+
+
+def _usable_labels(
+    labels: pd.DataFrame, deploy_ids: pd.Series, deploy_t: IntArray
+) -> tuple[IntArray, IntArray, BoolArray]:
+    """Labels of counted deploys that have matured, stamped max(matured_at, created_at).
+
+    A label is knowledge about a deploy, so it cannot be usable before the deploy exists even if
+    a source stamps it earlier; this also keeps a deploy's features independent of later deploys.
+    """
+    empty = np.zeros(0, dtype=np.int64)
+    if len(labels) == 0:
+        return empty, empty, np.zeros(0, dtype=bool)
+    missing = [c for c in ("deploy_id", "failed", "matured_at") if c not in labels.columns]
+    if missing:
+        raise ValueError(f"deploy_labels lacks columns {missing}")
+    hist_codes, label_codes = _shared_codes(deploy_ids, _text(labels, "deploy_id"))
+    if len(np.unique(hist_codes)) != len(hist_codes):
+        raise ValueError("history.deploys has duplicate deploy_id values")
+    position = np.full(len(hist_codes) + len(label_codes) + 1, -1, dtype=np.int64)
+    position[hist_codes] = np.arange(len(hist_codes))
+    row = np.where(label_codes >= 0, position[label_codes], -1)
+    matured, present = _times(labels["matured_at"], "deploy_labels.matured_at")
+    failed = _numbers(labels, "failed")
+    keep = (row >= 0) & present & ~np.isnan(failed)
+    row = row[keep].astype(np.int64)
+    return row, np.maximum(matured[keep], deploy_t[row]), failed[keep] > 0
+
+
+def _shared_codes(*columns: pd.Series) -> list[IntArray]:
+    """Integer codes per column, equal values getting equal codes across columns; missing -> -1."""
+    joined = pd.concat([c.reset_index(drop=True) for c in columns], ignore_index=True)
+    codes, _ = pd.factorize(joined)
+    return np.split(codes.astype(np.int64), np.cumsum([len(c) for c in columns])[:-1])
+
+
+def _choice_codes(values: pd.Series, choices: tuple[str, ...]) -> IntArray:
+    """Position of each value in ``choices`` (case-insensitive); -1 for missing or unknown values.
+
+    Factorizes first, so the string work is done once per distinct value, not once per row.
+    """
+    codes, uniques = pd.factorize(values)
+    lookup = pd.Index(choices).get_indexer(pd.Index(uniques).str.lower()) if len(uniques) else np.zeros(0, int)
+    lookup = np.append(np.asarray(lookup, dtype=np.int64), -1)  # code -1 (missing) -> -1
+    return lookup[codes]
+
+
+def _combine(*codes: IntArray) -> IntArray:
+    """Dense codes for tuples of codes; -1 where any part is missing."""
+    out = codes[0].astype(np.int64)
+    for part in codes[1:]:
+        out = out * (int(part.max(initial=0)) + 1) + part
+        out = pd.factorize(out)[0].astype(np.int64)
+    missing = np.zeros(len(out), dtype=bool)
+    for part in codes:
+        missing |= part < 0
+    return np.where(missing, -1, out)
+
+
+# --------------------------------------------------------------------------------------------
+# Feature groups: each returns named float-able columns aligned with the entities
+
+
+def _change_size(entities: pd.DataFrame, history: History, config: FeatureConfig) -> dict[str, np.ndarray]:
+    """Size of the change itself; missing counts become 0 with a missing indicator."""
+    raw = {c: _numbers(entities, c) for c in _SIZE_COLUMNS}
+    out: dict[str, np.ndarray] = {c: np.nan_to_num(np.maximum(v, 0), nan=0.0) for c, v in raw.items()}
+    out["churn"] = out["lines_added"] + out["lines_deleted"]
+    for c in (*_SIZE_COLUMNS, "churn"):
+        out[f"log_{c}"] = np.log1p(out[c])
+    out["lines_missing"] = np.isnan(raw["lines_added"]) | np.isnan(raw["lines_deleted"])
+    out["files_changed_missing"] = np.isnan(raw["files_changed"])
+    out["commit_count_missing"] = np.isnan(raw["commit_count"])
+    extras = config.extra_columns
+    if extras is None:
+        names = {str(c) for c in (*entities.columns, *history.deploys.columns) if str(c).startswith(EXTRA_PREFIX)}
+        extras = tuple(sorted(names))
+    for name in extras:
+        values = _numbers(entities, name)
+        out[name] = np.nan_to_num(values, nan=0.0)
+        out[f"{name}_missing"] = np.isnan(values)
+    return out
+
+
+def _toggle_features(
+    by_svc: Queries, hist: _HistoryView, tog_svc: IntArray, config: FeatureConfig
+) -> dict[str, np.ndarray]:
+    """Flag activity of the deploy's service: recent flips, flippers, enabled and stale flags."""
+    tog = hist.toggles
+    action = _choice_codes(_text(tog, "action"), TOGGLE_ACTIONS)
+    action = np.where(action < 0, TOGGLE_ACTIONS.index("other"), action)
+    flip = np.isin(action, [TOGGLE_ACTIONS.index(a) for a in FLIP_ACTIONS])
+    flips = sort_events(tog_svc[flip], hist.toggle_t[flip])
+    g, t = by_svc.groups, by_svc.times
+    out: dict[str, np.ndarray] = {
+        "toggle_flips_1h": count_window(flips, g, t, HOUR),
+        "toggle_flips_24h": count_window(flips, g, t, DAY),
+        "toggle_flips_7d": count_window(flips, g, t, 7 * DAY),
+        "toggle_flips_recent": count_window(flips, g, t, config.flip_window_minutes * MINUTE),
+    }
+    actors = _text(tog, "actor")[flip]
+    out["toggle_actors_24h"] = _distinct_actors(by_svc, tog_svc[flip], hist.toggle_t[flip], actors)
+    out["no_toggle_history"] = count_before(sort_events(tog_svc, hist.toggle_t), g, t) == 0
+
+    groups, starts, ends = _enabled_intervals(tog, tog_svc, hist.toggle_t, action)
+    stale_after = config.stale_after_days * DAY
+    on = sort_intervals(groups, starts, ends)
+    stale = sort_intervals(groups, starts + stale_after, ends)
+    out["toggles_enabled"] = count_covering(on, g, t)
+    out["toggles_stale"] = count_covering(stale, g, t)
+    oldest, found = min_start_covering(on, g, t)
+    untouched = t - oldest
+    out["toggle_oldest_stale_days"] = np.where(found & (untouched > stale_after), untouched / DAY, 0.0)
+    return by_svc.restore(out)
+
+
+def _distinct_actors(by_svc: Queries, svc: IntArray, times: IntArray, actor: pd.Series) -> IntArray:
+    """Distinct actors flipping the service's flags in [t - 24 h, t), for the sorted queries.
+
+    An actor's flip at e counts for queries in (e, e + w] unless the same actor already flipped at
+    p with p + w >= query; so each flip covers (max(e, p + w), e + w] and distinct actors at t is
+    the number of those intervals containing t.
+    """
+    has_actor = actor.notna().to_numpy()
+    svc, times = svc[has_actor], times[has_actor]
+    actor_codes = pd.factorize(actor[has_actor])[0].astype(np.int64)
+    prev, found = previous_in_group(_combine(svc, actor_codes), times)
+    starts = np.where(found, np.maximum(times, prev + DAY), times)
+    return count_covering(sort_intervals(svc, starts, times + DAY), by_svc.groups, by_svc.times)
+
+
+def _enabled_intervals(
+    tog: pd.DataFrame, tog_svc: IntArray, times: IntArray, action: IntArray
+) -> tuple[IntArray, IntArray, IntArray]:
+    """(service, last touch, next touch) of every stretch in which a flag stayed enabled.
+
+    A flag is (service, project, flag_key, environment). Its state after an event: enabled after
+    ``enabled``; off after ``disabled``, ``archived``, ``deleted``; otherwise ``new_enabled`` when
+    given, else unchanged (a flag first seen without a state, or created without one, is off).
+    Ties at one timestamp are ordered by action then new_enabled, so input order never matters.
+    """
+    parts = [pd.factorize(_text(tog, c), use_na_sentinel=False)[0] for c in ("project", "flag_key", "environment")]
+    flag = _combine(tog_svc, *(p.astype(np.int64) for p in parts))
+    new_enabled = _numbers(tog, "new_enabled")
+    tie = action * 3 + np.where(np.isnan(new_enabled), 0, 1 + (new_enabled > 0))
+    order = group_time_order(flag, times, tie)
+    flag, times, svc, act, ne = flag[order], times[order], tog_svc[order], action[order], new_enabled[order]
+
+    code = TOGGLE_ACTIONS.index
+    state = np.where(np.isnan(ne), np.nan, (ne > 0).astype(np.float64))
+    state[act == code("enabled")] = 1.0
+    state[np.isin(act, [code("disabled"), code("archived"), code("deleted")])] = 0.0
+    first = np.ones(len(flag), dtype=bool)
+    first[1:] = flag[1:] != flag[:-1]
+    state[np.isnan(state) & (first | (act == code("created")))] = 0.0
+    last_known = np.maximum.accumulate(np.where(np.isnan(state), 0, np.arange(len(state))))
+    state = state[last_known]
+
+    last = np.ones(len(flag), dtype=bool)
+    last[:-1] = flag[1:] != flag[:-1]
+    nxt = np.full(len(flag), OPEN_END, dtype=np.int64)
+    nxt[:-1] = np.where(last[:-1], OPEN_END, times[1:])
+    on = state > 0
+    return svc[on], times[on], nxt[on]
+
+
+def _gap(t: IntArray, prev: IntArray, found: BoolArray, unit: int, config: FeatureConfig) -> np.ndarray:
+    cap = config.max_gap_days * DAY / unit
+    return np.where(found, np.minimum((t - prev) / unit, cap), cap)
+
+
+def _service_history(
+    by_svc: Queries, hist: _HistoryView, dep_svc: IntArray, inc_svc: IntArray, config: FeatureConfig
+) -> dict[str, np.ndarray]:
+    """How busy and how troubled the service has been lately."""
+    g, t = by_svc.groups, by_svc.times
+    deploys = sort_events(dep_svc, hist.deploy_t)
+    incidents = sort_events(inc_svc, hist.incident_t)
+    prev, has_prev = last_before(deploys, g, t)
+    last_inc, has_inc = last_before(incidents, g, t)
+    out = {
+        "service_deploys_24h": count_window(deploys, g, t, DAY),
+        "service_deploys_7d": count_window(deploys, g, t, 7 * DAY),
+        "service_prior_deploys": count_before(deploys, g, t),
+        "hours_since_prev_deploy": _gap(t, prev, has_prev, HOUR, config),
+        "no_prev_deploy": ~has_prev,
+        "service_incidents_7d": count_window(incidents, g, t, 7 * DAY),
+        "service_incidents_30d": count_window(incidents, g, t, 30 * DAY),
+        "days_since_last_incident": _gap(t, last_inc, has_inc, DAY, config),
+        "no_prev_incident": ~has_inc,
+    }
+    return by_svc.restore(out)
+
+
+def _author_features(
+    qa: Queries,
+    q_author: IntArray,
+    q_svc: IntArray,
+    t: IntArray,
+    dep_svc: IntArray,
+    dep_author: IntArray,
+    hist: _HistoryView,
+) -> dict[str, np.ndarray]:
+    """The author's experience overall and with this service, and recent activity."""
+    known = dep_author >= 0
+    by_author = sort_events(dep_author[known], hist.deploy_t[known])
+    pairs = _combine(np.concatenate([q_author, dep_author]), np.concatenate([q_svc, dep_svc]))
+    q_pair, dep_pair = pairs[: len(q_author)], pairs[len(q_author) :]
+    has_pair = dep_pair >= 0
+    by_pair = sort_events(dep_pair[has_pair], hist.deploy_t[has_pair])
+    qp = Queries.of(q_pair, t)
+    out: dict[str, np.ndarray] = qa.restore(
+        {
+            "author_prior_deploys": count_before(by_author, qa.groups, qa.times),
+            "author_deploys_7d": count_window(by_author, qa.groups, qa.times, 7 * DAY),
+        }
+    )
+    out |= qp.restore({"author_service_prior_deploys": count_before(by_pair, qp.groups, qp.times)})
+    out["author_missing"] = q_author < 0
+    return out
+
+
+def _failure_rates(
+    by_svc: Queries,
+    by_author: Queries,
+    t: IntArray,
+    hist: _HistoryView,
+    dep_svc: IntArray,
+    dep_author: IntArray,
+    config: FeatureConfig,
+) -> dict[str, np.ndarray]:
+    """Smoothed past failure rates of the service and the author, from matured labels only.
+
+    rate = (failures + w * prior) / (matured + w); the prior is itself the smoothed rate over all
+    services as of t, which falls back to ``base_failure_rate`` before any label has matured.
+    """
+    w = config.smoothing_prior_weight
+    lt, failed = hist.label_t, hist.label_failed
+
+    def counts(groups: IntArray, q: Queries) -> tuple[np.ndarray, np.ndarray]:
+        has = groups >= 0
+        total = count_before(sort_events(groups[has], lt[has]), q.groups, q.times)
+        fails = count_before(sort_events(groups[has & failed], lt[has & failed]), q.groups, q.times)
+        out = q.restore({"total": total, "fails": fails})
+        return out["total"], out["fails"]
+
+    everyone = Queries.of(np.zeros(len(t), dtype=np.int64), t)
+    n_all, f_all = counts(np.zeros(len(lt), dtype=np.int64), everyone)
+    prior = (f_all + w * config.base_failure_rate) / (n_all + w)
+    n_svc, f_svc = counts(dep_svc[hist.label_row], by_svc)
+    n_auth, f_auth = counts(dep_author[hist.label_row], by_author)
+    return {
+        "service_failure_rate": (f_svc + w * prior) / (n_svc + w),
+        "service_matured_labels": n_svc,
+        "author_failure_rate": (f_auth + w * prior) / (n_auth + w),
+        "author_matured_labels": n_auth,
+    }
+
+
+def _timing(ent: _Entities, config: FeatureConfig) -> dict[str, np.ndarray]:
+    """Local wall-clock position of the deploy (UTC unless the service has a configured zone)."""
+    zones_arr = np.full(len(ent.t), "UTC", dtype=object)
+    if config.service_timezones:
+        zones = ent.service.astype(object).map(dict(config.service_timezones))
+        zones_arr = zones.where(zones.notna(), "UTC").to_numpy(dtype=object)
+    hour = np.zeros(len(ent.t), dtype=np.int64)
+    dow = np.zeros(len(ent.t), dtype=np.int64)
+    for zone in np.unique(zones_arr):  # one pass per distinct configured zone
+        mask = zones_arr == zone
+        local = pd.DatetimeIndex(pd.to_datetime(ent.t[mask], unit="us", utc=True)).tz_convert(zone)
+        hour[mask] = local.hour
+        dow[mask] = local.dayofweek
+    start, end = config.business_hours
+    weekend = dow >= 5
+    return {
+        "hour_of_day": hour,
+        "day_of_week": dow,
+        "is_weekend": weekend,
+        "is_friday_afternoon": (dow == 4) & (hour >= config.friday_afternoon_hour),
+        "is_outside_business_hours": weekend | (hour < start) | (hour >= end),
+    }
+
+
+def _change_kind(entities: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Infrastructure changes and rollbacks behave differently from ordinary code changes."""
+    out: dict[str, np.ndarray] = {}
+    for name in ("touches_infra", "is_rollback"):
+        values = _numbers(entities, name)
+        out[name] = values > 0
+        out[f"{name}_missing"] = np.isnan(values)
+    return out

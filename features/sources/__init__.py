@@ -1,0 +1,1 @@
+"""Source connectors: each maps one tool's export format to a canonical table."""

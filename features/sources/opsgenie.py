@@ -1,0 +1,113 @@
+"""Opsgenie incidents (``GET /v1/incidents`` pages ``{"data": [...]}``, or single incidents)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from features.sources.base import ParsedFile, SourceKind, dig, read_json_records
+from features.sources.normalize import (
+    IncidentOptions,
+    environment,
+    explicit_causes,
+    lookup,
+    non_object_rejects,
+    not_change_related,
+    note_other,
+    obj,
+    parsed,
+    pick,
+    raw_of,
+    require_shape,
+    severity,
+    text,
+    to_utc,
+)
+
+KIND = "opsgenie_incidents"
+#: Opsgenie incident statuses; ``closed`` follows ``resolved`` and is resolved too.
+STATUSES = {"open": "open", "acknowledged": "acknowledged", "resolved": "resolved", "closed": "resolved"}
+
+
+class OpsgenieOptions(IncidentOptions):
+    """Keys of an ``opsgenie_incidents`` source."""
+
+    #: impacted_service (first of impactedServices, default) | owner_team | a dotted path
+    service_field: str = "impacted_service"
+
+
+def _matches(rec: dict[str, Any]) -> bool:
+    return "tinyId" in rec and "message" in rec and ("createdAt" in rec or "status" in rec)
+
+
+def parse_opsgenie(path: Path, display: str, options: OpsgenieOptions) -> ParsedFile:
+    """One canonical incident per Opsgenie incident."""
+    records = read_json_records(path, display, ("data",))
+    require_shape(
+        records,
+        display,
+        KIND,
+        _matches,
+        "Opsgenie incidents (id, tinyId, message, status, priority, impactedServices, createdAt), "
+        'or a {"data": [...]} page',
+    )
+    rejects = non_object_rejects("incidents", KIND, display, records)
+    other: Counter[str] = Counter()
+    rows: list[dict[str, Any]] = []
+    for n, rec in records:
+        if not isinstance(rec, dict):
+            continue
+        if not _matches(rec):
+            other["skipped:not an incident"] += 1
+            continue
+        raw_status = text(rec.get("status"))
+        status = lookup(STATUSES, raw_status)
+        # impactEndDate is set when the incident is resolved; updatedAt moves on later edits
+        end = to_utc(rec.get("impactEndDate")) or to_utc(rec.get("updatedAt"))
+        if status is None:
+            note_other(other, raw_status)
+            status = "resolved" if rec.get("impactEndDate") else "open"
+        tags: list[Any] = rec["tags"] if isinstance(rec.get("tags"), list) else []
+        props = obj(rec.get("extraProperties"))
+        if options.service_field == "impacted_service":
+            service = text(dig(rec, "impactedServices", 0))
+        elif options.service_field == "owner_team":
+            service = text(rec.get("ownerTeam"))
+        else:
+            service = text(pick(rec, options.service_field))
+        rows.append(
+            {
+                "_record": n,
+                "incident_id": text(rec.get("id")),
+                "title": text(rec.get("message")),
+                "service": service,
+                "environment": environment(options.environment, options.environment_map),
+                "severity": severity(rec.get("priority"), options.priority_map),
+                "priority": text(rec.get("priority")),
+                "status": status,
+                "status_raw": raw_status,
+                "created_at": to_utc(rec.get("createdAt")) or to_utc(rec.get("impactStartDate")),
+                "resolved_at": end if status == "resolved" else None,
+                "updated_at": to_utc(rec.get("updatedAt")),
+                "url": text(dig(rec, "links", "web")),
+                "not_change_related": not_change_related(rec, tags, options),
+                **explicit_causes(
+                    rec,
+                    [props, rec.get("details")],
+                    [rec.get("message"), rec.get("description")],
+                    options.root_cause_field,
+                ),
+                "raw": raw_of([rec]),
+            }
+        )
+    return parsed("incidents", rows, rejects=rejects, other=other, records_read=len(records))
+
+
+OPSGENIE_INCIDENTS = SourceKind(
+    name=KIND,
+    table="incidents",
+    description='Opsgenie incidents: GET /v1/incidents pages ({"data": [...]})',
+    options=OpsgenieOptions,
+    parse=parse_opsgenie,
+)

@@ -1,0 +1,1 @@
+"""Risk models: training, evaluation, registry, scoring and the HTTP service."""

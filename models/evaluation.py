@@ -1,0 +1,209 @@
+"""Metrics for a risk score: ranking, probability quality, gating recall and effort-aware recall.
+
+Definitions follow /work/shared/REFERENCE.md: gating recall (Meta's Diff Risk Score: share of
+incident-causing deploys among the riskiest k%), Recall@20%Effort and Popt (Kamei et al.: review
+changes by predicted risk per changed line), and ECE over ten equal-width probability bins.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
+
+#: Keys of every metrics dict, in report order (the --metrics-out contract).
+METRIC_KEYS = (
+    "roc_auc",
+    "pr_auc",
+    "brier",
+    "log_loss",
+    "ece",
+    "recall_at_5pct",
+    "recall_at_10pct",
+    "recall_at_20pct",
+    "recall_at_20pct_effort",
+    "popt",
+)
+#: Metrics where a lower value is better (the rest: higher is better).
+LOWER_IS_BETTER = frozenset({"brier", "log_loss", "ece"})
+
+
+def _order(scores: np.ndarray, tiebreak: np.ndarray) -> np.ndarray:
+    """Positions by descending score; ties broken by ``tiebreak`` ascending, then position."""
+    return np.lexsort((np.arange(len(scores)), tiebreak, -scores))
+
+
+def gating_recall(y: np.ndarray, scores: np.ndarray, share: float) -> float:
+    """Share of failures among the riskiest ``share`` of deploys (ceil of share * n are gated)."""
+    y = np.asarray(y, dtype=np.float64)
+    positives = y.sum()
+    if positives == 0 or len(y) == 0:
+        return math.nan
+    k = math.ceil(share * len(y))
+    top = _order(np.asarray(scores, dtype=np.float64), np.zeros(len(y)))[:k]
+    return float(y[top].sum() / positives)
+
+
+def _effort(effort: np.ndarray | None, n: int) -> np.ndarray:
+    """Lines to review per change; at least one line so that empty changes still cost something."""
+    if effort is None:
+        return np.ones(n)
+    e = np.asarray(effort, dtype=np.float64)
+    return np.where(np.isfinite(e) & (e > 1.0), e, 1.0)
+
+
+def recall_at_effort(y: np.ndarray, scores: np.ndarray, effort: np.ndarray | None, share: float = 0.2) -> float:
+    """Share of failures found reviewing by predicted risk per line until ``share`` of lines are read.
+
+    A change counts as found when its review starts within the budget (Kamei et al. 2013).
+    """
+    y = np.asarray(y, dtype=np.float64)
+    if y.sum() == 0:
+        return math.nan
+    e = _effort(effort, len(y))
+    order = _order(np.asarray(scores, dtype=np.float64) / e, e)
+    before = np.cumsum(e[order]) - e[order]
+    found = before < share * e.sum()
+    return float(y[order][found].sum() / y.sum())
+
+
+def _area(y: np.ndarray, e: np.ndarray, order: np.ndarray) -> float:
+    x = np.r_[0.0, np.cumsum(e[order]) / e.sum()]
+    f = np.r_[0.0, np.cumsum(y[order]) / y.sum()]
+    return float(np.sum((x[1:] - x[:-1]) * (f[1:] + f[:-1]) / 2.0))
+
+
+def popt(y: np.ndarray, scores: np.ndarray, effort: np.ndarray | None) -> float:
+    """Popt = 1 - (area(optimal) - area(model)) / (area(optimal) - area(worst)) on the effort curve."""
+    y = np.asarray(y, dtype=np.float64)
+    if y.sum() == 0 or y.sum() == len(y):
+        return math.nan
+    e = _effort(effort, len(y))
+    model = _area(y, e, _order(np.asarray(scores, dtype=np.float64) / e, e))
+    density = y / e
+    optimal = _area(y, e, _order(density, e))
+    worst = _area(y, e, _order(-density, -e))
+    if optimal - worst <= 0:
+        return math.nan
+    return float(1.0 - (optimal - model) / (optimal - worst))
+
+
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
+    """Weighted mean |observed rate - mean probability| over equal-width probability bins."""
+    y = np.asarray(y, dtype=np.float64)
+    p = np.asarray(p, dtype=np.float64)
+    if len(y) == 0:
+        return math.nan
+    idx = np.minimum((p * bins).astype(int), bins - 1)
+    total = 0.0
+    for b in range(bins):
+        mask = idx == b
+        if mask.any():
+            total += mask.sum() * abs(y[mask].mean() - p[mask].mean())
+    return float(total / len(y))
+
+
+def evaluate(y: np.ndarray, p: np.ndarray, effort: np.ndarray | None = None) -> dict[str, float]:
+    """Every metric of ``METRIC_KEYS`` for probabilities ``p``; NaN where a metric is undefined."""
+    y = np.asarray(y, dtype=np.int64)
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-6, 1 - 1e-6)
+    both = len(np.unique(y)) == 2
+    return {
+        "roc_auc": float(roc_auc_score(y, p)) if both else math.nan,
+        "pr_auc": float(average_precision_score(y, p)) if both else math.nan,
+        "brier": float(brier_score_loss(y, p)) if len(y) else math.nan,
+        "log_loss": float(log_loss(y, p, labels=[0, 1])) if len(y) else math.nan,
+        "ece": expected_calibration_error(y, p),
+        "recall_at_5pct": gating_recall(y, p, 0.05),
+        "recall_at_10pct": gating_recall(y, p, 0.10),
+        "recall_at_20pct": gating_recall(y, p, 0.20),
+        "recall_at_20pct_effort": recall_at_effort(y, p, effort, 0.20),
+        "popt": popt(y, p, effort),
+    }
+
+
+def gain_curve(y: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(share of deploys gated, share of failures caught) when gating the riskiest first."""
+    y = np.asarray(y, dtype=np.float64)
+    order = _order(np.asarray(scores, dtype=np.float64), np.zeros(len(y)))
+    caught = np.r_[0.0, np.cumsum(y[order])] / max(y.sum(), 1.0)
+    gated = np.arange(len(y) + 1) / max(len(y), 1)
+    return gated, caught
+
+
+def reliability(y: np.ndarray, p: np.ndarray, bins: int = 10) -> pd.DataFrame:
+    """Per probability bin: count, mean predicted probability and observed failure rate."""
+    y = np.asarray(y, dtype=np.float64)
+    p = np.asarray(p, dtype=np.float64)
+    idx = np.minimum((p * bins).astype(int), bins - 1)
+    rows = []
+    for b in range(bins):
+        mask = idx == b
+        if mask.any():
+            rows.append(
+                {"bin": b, "n": int(mask.sum()), "mean_p": float(p[mask].mean()), "rate": float(y[mask].mean())}
+            )
+    return pd.DataFrame(rows, columns=["bin", "n", "mean_p", "rate"])
+
+
+def metrics_by_group(frame: pd.DataFrame, group: str, y: np.ndarray, p: np.ndarray, min_size: int = 1) -> pd.DataFrame:
+    """Count, failures, mean probability, observed rate and ROC-AUC per value of ``group``."""
+    keys = frame[group].astype(object).where(frame[group].notna(), "(missing)").to_numpy()
+    rows = []
+    for key in sorted(set(keys), key=str):
+        mask = keys == key
+        if mask.sum() < min_size:
+            continue
+        yk, pk = np.asarray(y)[mask], np.asarray(p)[mask]
+        auc = float(roc_auc_score(yk, pk)) if len(np.unique(yk)) == 2 else math.nan
+        rows.append(
+            {
+                group: str(key),
+                "n": int(mask.sum()),
+                "failures": int(yk.sum()),
+                "observed_rate": float(yk.mean()),
+                "mean_p": float(pk.mean()),
+                "roc_auc": auc,
+            }
+        )
+    return pd.DataFrame(rows, columns=[group, "n", "failures", "observed_rate", "mean_p", "roc_auc"])
+
+
+def permutation_importance(
+    predict: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    numeric: np.ndarray,
+    categorical: np.ndarray,
+    names: Sequence[str],
+    y: np.ndarray,
+    repeats: int = 3,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Mean and std drop in ROC-AUC when one feature column is shuffled.
+
+    Works on the arrays the model scores (numeric columns, then categorical), so it costs one
+    array prediction per column and repeat; ``names`` names the numeric then categorical columns.
+    """
+    y = np.asarray(y)
+    if len(np.unique(y)) < 2:
+        return pd.DataFrame(columns=["feature", "importance", "std"])
+    base = roc_auc_score(y, predict(numeric, categorical))
+    rng = np.random.default_rng(seed)
+    rows = []
+    k = numeric.shape[1]
+    for j, name in enumerate(names):
+        drops = []
+        for _ in range(repeats):
+            perm = rng.permutation(len(y))
+            num, cat = numeric, categorical
+            if j < k:
+                num = numeric.copy()
+                num[:, j] = numeric[perm, j]
+            else:
+                cat = categorical.copy()
+                cat[:, j - k] = categorical[perm, j - k]
+            drops.append(base - roc_auc_score(y, predict(num, cat)))
+        rows.append({"feature": str(name), "importance": float(np.mean(drops)), "std": float(np.std(drops))})
+    return pd.DataFrame(rows).sort_values("importance", ascending=False, kind="stable").reset_index(drop=True)

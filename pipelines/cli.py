@@ -1,0 +1,78 @@
+"""The ``incident-risk`` command line: one entry point for every stage of the pipeline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from pipelines.console import make_console
+from pipelines.settings import HomeOption, prepare_runtime, resolve_settings
+
+
+def ingest(
+    config: Path = typer.Option(..., "--config", "-c", help="sources.yaml declaring the exports to read."),
+    home: Path | None = HomeOption,
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the ingest report as JSON to this file."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only errors."),
+) -> None:
+    """Read every source in a sources.yaml into the canonical history store."""
+    settings = resolve_settings(home)
+    prepare_runtime(settings)  # before Prefect is imported: it reads its settings once, at import
+    from pipelines.ingest_flow import print_error, run_ingest
+
+    report = run_ingest(config, settings.store_dir, quiet=quiet)
+    if json_out is not None:
+        json_out.write_text(json.dumps(report.as_dict(), indent=2))
+    if not report.ok:
+        print_error(report.error or "ingest failed")
+        raise typer.Exit(code=1)
+    if not quiet:
+        report.render(make_console())
+
+
+def sources() -> None:
+    """List the source kinds (connectors) sources.yaml can use."""
+    from features.sources.registry import source_kinds
+
+    console = make_console()
+    for name, kind in sorted(source_kinds().items()):
+        table = kind.table or "any table"
+        console.print(f"[bold]{name:24}[/bold] {table:14} {kind.description}")
+
+
+def demo(
+    home: Path | None = HomeOption,
+    sample: Path = typer.Option(Path("data/sample"), "--sample", help="Directory holding the sample's sources.yaml."),
+) -> None:
+    """Run the whole main job on the embedded sample data and say where to look next."""
+    settings = resolve_settings(home)
+    prepare_runtime(settings)  # before Prefect is imported: it reads its settings once, at import
+    from pipelines.demo import run_demo
+
+    code = run_demo(settings, sample)
+    raise typer.Exit(code=code)
+
+
+def build_app() -> typer.Typer:
+    """The CLI with every command; built on call so importing this module does nothing."""
+    app = typer.Typer(
+        name="incident-risk",
+        help="Score how likely a deploy is to cause an incident, learned from deploy, toggle and incident history.",
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        add_completion=False,
+    )
+    app.command()(demo)
+    app.command()(ingest)
+    app.command()(sources)
+    from pipelines import cmd_dora, cmd_simulate
+
+    for module in (cmd_simulate, cmd_dora):
+        module.register(app)
+    return app
+
+
+def main() -> None:
+    build_app()()
