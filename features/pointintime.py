@@ -294,11 +294,11 @@ def _usable_labels(
     if missing:
         raise ValueError(f"deploy_labels lacks columns {missing}")
     hist_codes, label_codes = _shared_codes(deploy_ids, _text(labels, "deploy_id"))
-    if len(np.unique(hist_codes)) != len(hist_codes):
-        raise ValueError("history.deploys has duplicate deploy_id values")
-    position = np.full(len(hist_codes) + len(label_codes) + 1, -1, dtype=np.int64)
-    position[hist_codes] = np.arange(len(hist_codes))
-    row = np.where(label_codes >= 0, position[label_codes], -1)
+    n = len(hist_codes)
+    # codes follow first appearance and the history comes first: unique ids are exactly 0..n-1
+    if not np.array_equal(hist_codes, np.arange(n)):
+        raise ValueError("history.deploys has duplicate (or missing) deploy_id values")
+    row = np.where(label_codes < n, label_codes, -1)
     matured, present = _times(labels["matured_at"], "deploy_labels.matured_at")
     failed = _numbers(labels, "failed")
     keep = (row >= 0) & present & ~np.isnan(failed)
@@ -538,17 +538,17 @@ def _failure_rates(
 
 def _timing(ent: _Entities, config: FeatureConfig) -> dict[str, np.ndarray]:
     """Local wall-clock position of the deploy (UTC unless the service has a configured zone)."""
-    zones_arr = np.full(len(ent.t), "UTC", dtype=object)
+    # UTC by integer arithmetic (1970-01-01 was a Thursday, Monday = 0); pandas only for other zones
+    hour = (ent.t // HOUR) % 24
+    dow = (ent.t // DAY + 3) % 7
     if config.service_timezones:
         zones = ent.service.astype(object).map(dict(config.service_timezones))
-        zones_arr = zones.where(zones.notna(), "UTC").to_numpy(dtype=object)
-    hour = np.zeros(len(ent.t), dtype=np.int64)
-    dow = np.zeros(len(ent.t), dtype=np.int64)
-    for zone in np.unique(zones_arr):  # one pass per distinct configured zone
-        mask = zones_arr == zone
-        local = pd.DatetimeIndex(pd.to_datetime(ent.t[mask], unit="us", utc=True)).tz_convert(zone)
-        hour[mask] = local.hour
-        dow[mask] = local.dayofweek
+        codes, names = pd.factorize(zones)
+        for i, zone in enumerate(names):  # one pass per distinct configured zone
+            mask = codes == i
+            local = pd.DatetimeIndex(pd.to_datetime(ent.t[mask], unit="us", utc=True)).tz_convert(str(zone))
+            hour[mask] = local.hour
+            dow[mask] = local.dayofweek
     start, end = config.business_hours
     weekend = dow >= 5
     return {

@@ -58,15 +58,15 @@ def _effort(effort: np.ndarray | None, n: int) -> np.ndarray:
 def recall_at_effort(y: np.ndarray, scores: np.ndarray, effort: np.ndarray | None, share: float = 0.2) -> float:
     """Share of failures found reviewing by predicted risk per line until ``share`` of lines are read.
 
-    A change counts as found when its review starts within the budget (Kamei et al. 2013).
+    A change counts as found when it is read completely within the budget (cumulative lines
+    including it <= ``share`` of all lines), as in Kamei et al. 2013 and Yang et al. 2016.
     """
     y = np.asarray(y, dtype=np.float64)
     if y.sum() == 0:
         return math.nan
     e = _effort(effort, len(y))
     order = _order(np.asarray(scores, dtype=np.float64) / e, e)
-    before = np.cumsum(e[order]) - e[order]
-    found = before < share * e.sum()
+    found = np.cumsum(e[order]) <= share * e.sum() * (1 + 1e-12)
     return float(y[order][found].sum() / y.sum())
 
 

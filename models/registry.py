@@ -117,6 +117,7 @@ def load_model(model_uri: str) -> RiskModel:
 
 
 def _jsonable(value: Any) -> Any:
+    """Plain JSON values (NaN -> None, numpy scalars -> Python, anything else -> str)."""
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

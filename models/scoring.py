@@ -565,14 +565,20 @@ class FastScorer:
 
     def contributions(self, num: np.ndarray, codes: np.ndarray) -> np.ndarray:
         """(rows, features) log-odds contribution of each feature; see the module docstring for the method."""
+        return self.explain(num, codes)[1]
+
+    def explain(self, num: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(calibrated probabilities, contributions) from one pass over the model (the serving call)."""
         if self.linear is not None:
-            return self._linear_terms(num, codes)
+            terms = self._linear_terms(num, codes)
+            raw = terms.sum(axis=1) + self.linear.intercept
+            return self.calibrator.predict(_expit(raw)), terms
         assert self.trees is not None
         trees = self.trees
-        used = _tree_contributions(trees, self._tree_input(num, codes))
+        mismatch, counts = _mismatches(trees, _node_left(trees, self._tree_input(num, codes)))
         out = np.zeros((num.shape[0], len(self.features)))
-        out[:, trees.perm[trees.used]] = used
-        return out
+        out[:, trees.perm[trees.used]] = _tree_contributions(trees, mismatch, counts)
+        return self.calibrator.predict(_expit(_leaf_sum(trees, counts))), out
 
     def _linear_terms(self, num: np.ndarray, codes: np.ndarray) -> np.ndarray:
         lin = self.linear
@@ -593,8 +599,9 @@ class FastScorer:
         """The matrix sklearn's trees read: HGB's category codes (NaN = unknown) and numerics, HGB's order."""
         assert self.trees is not None
         cats = [
-            np.where(codes[:, j] >= 0, remap[np.maximum(codes[:, j], 0)], np.nan) if len(remap) else
-            np.full(len(codes), np.nan)
+            np.where(codes[:, j] >= 0, remap[np.maximum(codes[:, j], 0)], np.nan)
+            if len(remap)
+            else np.full(len(codes), np.nan)
             for j, remap in enumerate(self.trees.cat_remap)
         ]
         design = np.column_stack([num, *cats]) if cats else num
@@ -636,13 +643,16 @@ def _mismatches(trees: _Trees, left: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 def _tree_raw(trees: _Trees, x: np.ndarray) -> np.ndarray:
     """Sum of the reached leaves' values plus the baseline per row, added in tree order as sklearn adds them."""
-    _, counts = _mismatches(trees, _node_left(trees, x))
+    return _leaf_sum(trees, _mismatches(trees, _node_left(trees, x))[1])
+
+
+def _leaf_sum(trees: _Trees, counts: np.ndarray) -> np.ndarray:
     per_tree = np.add.reduceat(np.where(counts == 0, trees.leaf_value, 0.0), trees.tree_start, axis=1)
-    summed = np.cumsum(np.column_stack([np.full(x.shape[0], trees.baseline), per_tree]), axis=1)
+    summed = np.cumsum(np.column_stack([np.full(counts.shape[0], trees.baseline), per_tree]), axis=1)
     return np.asarray(summed[:, -1])
 
 
-def _tree_contributions(trees: _Trees, x: np.ndarray) -> np.ndarray:
+def _tree_contributions(trees: _Trees, mismatch: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """(rows, used features): raw(x) - raw(x with the feature at its reference), for every feature at once.
 
     Setting feature j to its reference changes only the tests of nodes splitting on j, so only leaves
@@ -651,8 +661,7 @@ def _tree_contributions(trees: _Trees, x: np.ndarray) -> np.ndarray:
     being reached. Equal to re-scoring the substituted rows (tested), without re-walking every tree.
     """
     if not len(trees.used):
-        return np.zeros((x.shape[0], 0))
-    mismatch, counts = _mismatches(trees, _node_left(trees, x))
+        return np.zeros((counts.shape[0], 0))
     delta = trees.mismatch_ref.astype(np.int64)[None, :] - mismatch.astype(np.int64)
     group_delta = np.add.reduceat(delta[:, trees.group_order], trees.group_start, axis=1)
     before = counts[:, trees.group_leaf]
@@ -862,7 +871,9 @@ class ModelBundle:
 
 
 def make_bundle(
-    model: RiskModel, info: ModelInfo, metadata: Mapping[str, Any] | None = None,
+    model: RiskModel,
+    info: ModelInfo,
+    metadata: Mapping[str, Any] | None = None,
     reference: Mapping[str, float] | None = None,
 ) -> ModelBundle:
     """Bundle a fitted model; its configs come from ``metadata`` (the registry's serving metadata), else
@@ -946,8 +957,12 @@ class Factor:
         return "up" if self.contribution > 0 else "down"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"feature": self.feature, "value": self.value, "contribution": self.contribution,
-                "direction": self.direction}
+        return {
+            "feature": self.feature,
+            "value": self.value,
+            "contribution": self.contribution,
+            "direction": self.direction,
+        }
 
 
 @dataclass(frozen=True)
@@ -976,17 +991,22 @@ class ScoreResult:
         }
 
 
-def top_factors(names: Sequence[str], values: Sequence[float | str], contributions: np.ndarray,
-                k: int = TOP_FACTORS) -> tuple[Factor, ...]:
+def top_factors(
+    names: Sequence[str], values: Sequence[float | str], contributions: np.ndarray, k: int = TOP_FACTORS
+) -> tuple[Factor, ...]:
     """The ``k`` features with the largest absolute contribution (zero contributions left out)."""
     order = np.argsort(-np.abs(contributions), kind="stable")[:k]
-    return tuple(
-        Factor(names[i], values[i], float(contributions[i])) for i in order if contributions[i] != 0.0
-    )
+    return tuple(Factor(names[i], values[i], float(contributions[i])) for i in order if contributions[i] != 0.0)
 
 
-def _flags(deploy: UpcomingDeploy, numeric: Mapping[str, float], scorer: FastScorer, codes: np.ndarray,
-           filled: tuple[str, ...], cats: Mapping[str, str]) -> dict[str, Any]:
+def _flags(
+    deploy: UpcomingDeploy,
+    numeric: Mapping[str, float],
+    scorer: FastScorer,
+    codes: np.ndarray,
+    filled: tuple[str, ...],
+    cats: Mapping[str, str],
+) -> dict[str, Any]:
     """What the caller should know: new service or author, values the model has not seen, inputs ignored."""
     unseen = [c for c, code in zip(scorer.categorical, codes, strict=True) if code < 0]
     return {
@@ -1000,15 +1020,14 @@ def _flags(deploy: UpcomingDeploy, numeric: Mapping[str, float], scorer: FastSco
     }
 
 
-def score_deploy(index: FeatureIndex, scorer: FastScorer, deploy: UpcomingDeploy,
-                 k: int = TOP_FACTORS) -> ScoreResult:
+def score_deploy(index: FeatureIndex, scorer: FastScorer, deploy: UpcomingDeploy, k: int = TOP_FACTORS) -> ScoreResult:
     """The fast path: one deploy's features from the index, then the compiled model on a numpy row."""
     deploy, filled = deploy.with_teams(index.teams)
     numeric, cats = entity_features(index, deploy, [c for c in scorer.numeric if c.startswith(EXTRA_PREFIX)])
     num = np.array([[numeric.get(c, math.nan) for c in scorer.numeric]])
     codes = scorer.encode([[cats.get(c) for c in scorer.categorical]])
-    p = float(scorer.probability(num, codes)[0])
-    contrib = scorer.contributions(num, codes)[0]
+    probability, contributions = scorer.explain(num, codes)
+    p, contrib = float(probability[0]), contributions[0]
     values: list[float | str] = [*num[0].tolist(), *(cats.get(c, MISSING_CATEGORY) for c in scorer.categorical)]
     used = dict(zip(scorer.features, values, strict=True))
     return ScoreResult(
@@ -1040,8 +1059,9 @@ def with_teams(frame: pd.DataFrame, history: History) -> tuple[pd.DataFrame, pd.
     return out, filled
 
 
-def batch_features(frame: pd.DataFrame, history: History, deploy_labels: pd.DataFrame,
-                   bundle: ModelBundle) -> tuple[pd.DataFrame, pd.DataFrame]:
+def batch_features(
+    frame: pd.DataFrame, history: History, deploy_labels: pd.DataFrame, bundle: ModelBundle
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(feature frame, filled teams) of a frame of deploys, by ``build_features`` as in training."""
     entities, filled = with_teams(frame, history)
     for name in bundle.scorer.numeric:
@@ -1050,8 +1070,9 @@ def batch_features(frame: pd.DataFrame, history: History, deploy_labels: pd.Data
     return build_features(entities, history, deploy_labels, bundle.feature_config), filled
 
 
-def score_frame(frame: pd.DataFrame, history: History, deploy_labels: pd.DataFrame, bundle: ModelBundle,
-                k: int = TOP_FACTORS) -> pd.DataFrame:
+def score_frame(
+    frame: pd.DataFrame, history: History, deploy_labels: pd.DataFrame, bundle: ModelBundle, k: int = TOP_FACTORS
+) -> pd.DataFrame:
     """The batch path: probabilities from ``RiskModel.predict_proba`` on the feature frame, bands, factors.
 
     Returns one row per input deploy: deploy_id, service, created_at, probability, band, top_factors
@@ -1090,8 +1111,9 @@ def band_counts(bands: Sequence[str]) -> dict[str, int]:
     return {b: values.count(b) for b in BANDS}
 
 
-def feature_medians(history: History, deploy_labels: pd.DataFrame, config: FeatureConfig,
-                    numeric: Sequence[str], limit: int = 20_000) -> dict[str, float]:
+def feature_medians(
+    history: History, deploy_labels: pd.DataFrame, config: FeatureConfig, numeric: Sequence[str], limit: int = 20_000
+) -> dict[str, float]:
     """Median of each numeric feature over the latest ``limit`` counted deploys of the history.
 
     Stands in for the training medians when a tree model was saved without them: the store's deploys

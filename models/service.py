@@ -27,7 +27,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import pandas as pd
-from fastapi import Depends, FastAPI, HTTPException, Response
+from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, field_validator
@@ -199,6 +201,13 @@ class StatusOut(BaseModel):
     detail: str | None = None
 
 
+class ErrorOut(BaseModel):
+    detail: Any = Field(description="What was wrong with the request (or why the service cannot answer)")
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (400, 401, 413, 503)}
+
+
 _JSON = TypeAdapter(Any)
 EXPLANATION = {
     "logreg": "coefficient x standardised value (log-odds), missing indicator included",
@@ -231,6 +240,12 @@ class ScoringState:
         self._lock = threading.Lock()  # one refresh at a time; requests never take it
         self._on_swap: list[Callable[[Snapshot], None]] = []
 
+    def on_swap(self, hook: Callable[[Snapshot], None]) -> None:
+        """Call ``hook`` with every new snapshot (and now, with the current one if there is one)."""
+        self._on_swap.append(hook)
+        if self.snapshot is not None:
+            hook(self.snapshot)
+
     def refresh(self) -> bool:
         """Rebuild what changed and swap it in; True when a new snapshot was installed.
 
@@ -260,8 +275,10 @@ class ScoringState:
         same_model = current is not None and current.bundle.info.version == target[0]
         if same_model and current is not None and current.store_version == manifest.version:
             return False
-        bundle = current.bundle if same_model and current is not None else load_bundle(
-            client, cfg.model_name, target[0], cfg.alias
+        bundle = (
+            current.bundle
+            if same_model and current is not None
+            else load_bundle(client, cfg.model_name, target[0], cfg.alias)
         )
         if current is not None and current.store_version == manifest.version:
             history = current.history
@@ -269,9 +286,7 @@ class ScoringState:
             history = History(*(store.read(t, manifest) for t in ("deploys", "toggle_events", "incidents")))
         labels = attribute(history, bundle.attribution_config).deploy_labels
         if bundle.needs_medians:
-            bundle = bundle.with_medians(
-                feature_medians(history, labels, bundle.feature_config, bundle.scorer.numeric)
-            )
+            bundle = bundle.with_medians(feature_medians(history, labels, bundle.feature_config, bundle.scorer.numeric))
         index = build_feature_index(history, labels, bundle.feature_config)
         snap = Snapshot(bundle, index, history, manifest.version, time.time())
         self.snapshot = snap  # the swap: one reference assignment
@@ -302,12 +317,19 @@ class _Metrics:
             registry=reg,
             requests=Counter("incident_risk_requests", "HTTP requests", ["route", "method", "status"], registry=reg),
             latency=Histogram(
-                "incident_risk_request_seconds", "Request latency", ["route"], registry=reg,
+                "incident_risk_request_seconds",
+                "Request latency",
+                ["route"],
+                registry=reg,
                 buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
             ),
             scores=Counter("incident_risk_scores", "Deploys scored, by band", ["band"], registry=reg),
-            model=Gauge("incident_risk_model_info", "The model being served (value 1)",
-                        ["name", "version", "run_id"], registry=reg),
+            model=Gauge(
+                "incident_risk_model_info",
+                "The model being served (value 1)",
+                ["name", "version", "run_id"],
+                registry=reg,
+            ),
             store=Gauge("incident_risk_store_version", "History store version being served", registry=reg),
             refresh_errors=Counter("incident_risk_refresh_errors", "Failed store/model refreshes", registry=reg),
         )
@@ -399,8 +421,13 @@ class _Guard:
 
 async def _too_large(send: Send, limit: int) -> None:
     body = _JSON.dump_json({"detail": f"request body larger than {limit} bytes"})
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -434,6 +461,23 @@ def score_payload(snap: Snapshot, deploy: DeployIn, now: pd.Timestamp, k: int) -
     return out
 
 
+def _json_safe(value: Any) -> Any:
+    """Error details as strict JSON: a NaN or infinite input echoes back as text, not as invalid JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+async def _validation_error(_: Request, exc: Exception) -> Response:
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else [{"msg": str(exc)}]
+    body = _json_safe(jsonable_encoder(errors, custom_encoder={float: lambda v: v}))
+    return Response(_JSON.dump_json({"detail": body}), status_code=422, media_type="application/json")
+
+
 def _finite(values: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in values.items() if isinstance(v, (int, float)) and math.isfinite(v)}
 
@@ -442,7 +486,7 @@ def create_app(config: ServiceConfig, state: ScoringState | None = None) -> Fast
     """The scoring API; the model and store load at startup and refresh in the background."""
     state = state or ScoringState(config)
     metrics = _Metrics.create()
-    state._on_swap.append(metrics.on_swap)
+    state.on_swap(metrics.on_swap)
     stop = threading.Event()
 
     def refresh_logged() -> None:
@@ -473,6 +517,7 @@ def create_app(config: ServiceConfig, state: ScoringState | None = None) -> Fast
         lifespan=lifespan,
     )
     app.state.scoring = state
+    app.add_exception_handler(RequestValidationError, _validation_error)
     protected = [Depends(_token_check(config.tokens))] if config.tokens else []
 
     def current() -> Snapshot:
@@ -484,8 +529,7 @@ def create_app(config: ServiceConfig, state: ScoringState | None = None) -> Fast
     def json_response(payload: Any, status: int = 200) -> Response:
         return Response(_JSON.dump_json(payload), status_code=status, media_type="application/json")
 
-    @app.post("/v1/score", response_model=ScoreOut, dependencies=protected,
-              responses={401: {"model": StatusOut}, 413: {"model": StatusOut}, 503: {"model": StatusOut}})
+    @app.post("/v1/score", response_model=ScoreOut, dependencies=protected, responses=_ERRORS)
     async def score(deploy: DeployIn) -> Response:
         """Score one upcoming deploy against the current champion and the store's history."""
         snap = current()
@@ -493,8 +537,7 @@ def create_app(config: ServiceConfig, state: ScoringState | None = None) -> Fast
         metrics.scores.labels(payload["band"]).inc()
         return json_response(payload)
 
-    @app.post("/v1/score/batch", response_model=BatchOut, dependencies=protected,
-              responses={401: {"model": StatusOut}, 413: {"model": StatusOut}, 503: {"model": StatusOut}})
+    @app.post("/v1/score/batch", response_model=BatchOut, dependencies=protected, responses=_ERRORS)
     async def score_batch(batch: BatchIn) -> Response:
         """Score up to 500 deploys (``MAX_BATCH``) in one request, all with the same model and store view."""
         snap = current()
@@ -504,27 +547,33 @@ def create_app(config: ServiceConfig, state: ScoringState | None = None) -> Fast
             metrics.scores.labels(s["band"]).inc()
         return json_response({"scores": scores})
 
-    @app.get("/v1/model", response_model=ModelOut, dependencies=protected,
-             responses={401: {"model": StatusOut}, 503: {"model": StatusOut}})
+    @app.get(
+        "/v1/model",
+        response_model=ModelOut,
+        dependencies=protected,
+        responses={k: v for k, v in _ERRORS.items() if k in (401, 503)},
+    )
     async def model_info() -> Response:
         """The model being served: version, run, training time, test metrics and band thresholds."""
         snap = current()
         b = snap.bundle
         meta = b.metadata
-        return json_response({
-            **b.info.as_dict(),
-            "kind": b.scorer.kind,
-            "trained_at": b.info.trained_at,
-            "test_metrics": _finite(dict(b.info.metrics)),
-            "bands": {
-                "thresholds": {"medium": float(b.scorer.thresholds[0]), "high": float(b.scorer.thresholds[1])},
-                "shares": meta.get("band_shares", {}),
-            },
-            "features": {"numeric": list(b.scorer.numeric), "categorical": list(b.scorer.categorical)},
-            "explanation_method": EXPLANATION[b.scorer.kind],
-            "store_version": snap.store_version,
-            "loaded_at": snap.loaded_at,
-        })
+        return json_response(
+            {
+                **b.info.as_dict(),
+                "kind": b.scorer.kind,
+                "trained_at": b.info.trained_at,
+                "test_metrics": _finite(dict(b.info.metrics)),
+                "bands": {
+                    "thresholds": {"medium": float(b.scorer.thresholds[0]), "high": float(b.scorer.thresholds[1])},
+                    "shares": meta.get("band_shares", {}),
+                },
+                "features": {"numeric": list(b.scorer.numeric), "categorical": list(b.scorer.categorical)},
+                "explanation_method": EXPLANATION[b.scorer.kind],
+                "store_version": snap.store_version,
+                "loaded_at": snap.loaded_at,
+            }
+        )
 
     @app.get("/healthz", response_model=StatusOut)
     async def healthz() -> Response:

@@ -23,7 +23,7 @@ from mlflow.entities import Metric, Param
 
 from models.config import flatten
 from models.evaluation import METRIC_KEYS
-from models.registry import MODEL_NAME, GateOutcome, gate_and_alias, log_model, register_version
+from models.registry import MODEL_NAME, GateOutcome, _jsonable, gate_and_alias, log_model, register_version
 from models.report import write_report
 from models.training import EFFORT, LABEL, CandidateResult, TrainResult
 
@@ -187,8 +187,9 @@ def log_training(result: TrainResult, context: RunContext, progress: Any = None)
             )
             mlflow.log_artifacts(tmp, "report")
         say("logging model")
-        meta = serving_metadata(result, context)
+        meta = _jsonable(serving_metadata(result, context))
         mlflow.log_dict(meta, "serving.json")
+        result.model.set_params(metadata=meta)  # travels inside the skops file too
         example = result.test_frame.head(5)
         model_uri = log_model(result.model, example, meta)
         version = register_version(client, model_uri, run_id)

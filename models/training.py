@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -164,15 +165,25 @@ def _score(metrics: dict[str, float], metric: str) -> float:
     return -value if metric in LOWER_IS_BETTER else value
 
 
-def search(table: TrainingTable, config: TrainConfig, progress: Any = None) -> list[CandidateResult]:
-    """Every candidate of the grid, validated by rolling origin on the (sorted) training table."""
-    frame = table.frame
-    y = frame[LABEL].to_numpy(dtype=np.int64)
-    effort = frame[EFFORT].to_numpy(dtype=np.float64, na_value=np.nan) if EFFORT in frame else None
-    results = []
-    specs = [(g.kind, p) for g in config.candidates for p in g.expand()]
-    for i, (kind, params) in enumerate(specs):
+CandidateSpec = tuple[ModelKind, dict[str, Any]]
+#: Evaluates every candidate spec on a table, returning results in spec order; lets an orchestrator
+#: (pipelines/train_flow.py) run the independent candidates in parallel.
+EvaluateAll = Callable[[TrainingTable, TrainConfig, list[CandidateSpec]], list["CandidateResult"]]
+
+
+def candidate_specs(config: TrainConfig) -> list[CandidateSpec]:
+    """Every (kind, params) of the grid, in a fixed order (ties in selection go to the earlier)."""
+    return [(g.kind, p) for g in config.candidates for p in g.expand()]
+
+
+def evaluate_candidate(table: TrainingTable, config: TrainConfig, spec: CandidateSpec) -> CandidateResult:
+    """One candidate's rolling-origin validation; a pure function of its inputs, so it can run anywhere."""
+    kind, params = spec
+    with threadpool_limits(limits=config.n_threads):
         started = time.perf_counter()
+        frame = table.frame
+        y = frame[LABEL].to_numpy(dtype=np.int64)
+        effort = frame[EFFORT].to_numpy(dtype=np.float64, na_value=np.nan) if EFFORT in frame else None
         clf = make_classifier(kind, params, table, config)
         scores, folds = out_of_fold_scores(clf, frame[table.features], y, config.n_splits)
         per_fold = []
@@ -183,14 +194,28 @@ def search(table: TrainingTable, config: TrainConfig, progress: Any = None) -> l
             m: float(np.nanmean([f[m] for f in per_fold])) if _any_finite(per_fold, m) else math.nan
             for m in METRIC_KEYS
         }
-        result = CandidateResult(
+        return CandidateResult(
             candidate_name(kind, params), kind, params, per_fold, mean, time.perf_counter() - started
         )
-        results.append(result)
-        if progress is not None:
+
+
+def _evaluate_sequentially(
+    table: TrainingTable, config: TrainConfig, specs: list[CandidateSpec]
+) -> list[CandidateResult]:
+    return [evaluate_candidate(table, config, spec) for spec in specs]
+
+
+def search(
+    table: TrainingTable, config: TrainConfig, progress: Any = None, evaluate_all: EvaluateAll | None = None
+) -> list[CandidateResult]:
+    """Every candidate of the grid, validated by rolling origin on the (sorted) training table."""
+    specs = candidate_specs(config)
+    results = (evaluate_all or _evaluate_sequentially)(table, config, specs)
+    if progress is not None:
+        for i, result in enumerate(results):
             progress(
                 f"candidate {i + 1}/{len(specs)} {result.name}: "
-                f"{config.selection_metric}={mean.get(config.selection_metric, math.nan):.4f}"
+                f"{config.selection_metric}={result.mean_metrics.get(config.selection_metric, math.nan):.4f}"
             )
     return results
 
@@ -299,17 +324,24 @@ def train(
     test_fraction: float = 0.2,
     test_start: pd.Timestamp | None = None,
     progress: Any = None,
+    evaluate_all: EvaluateAll | None = None,
 ) -> TrainResult:
     """Split by time, search candidates on the training period, calibrate, and evaluate on the test period.
 
-    ``progress``, if given, is called with one line of text per step.
+    ``progress``, if given, is called with one line of text per step; ``evaluate_all``, if given,
+    runs the candidate search (e.g. in parallel) and must return what the sequential search would.
     """
     with threadpool_limits(limits=config.n_threads):
-        return _train(table, config, test_fraction, test_start, progress or (lambda _msg: None))
+        return _train(table, config, test_fraction, test_start, progress or (lambda _msg: None), evaluate_all)
 
 
 def _train(
-    table: TrainingTable, config: TrainConfig, test_fraction: float, test_start: pd.Timestamp | None, say: Any
+    table: TrainingTable,
+    config: TrainConfig,
+    test_fraction: float,
+    test_start: pd.Timestamp | None,
+    say: Any,
+    evaluate_all: EvaluateAll | None = None,
 ) -> TrainResult:
     timings: dict[str, float] = {}
     table = table.sorted()
@@ -329,7 +361,7 @@ def _train(
     )
 
     started = time.perf_counter()
-    results = search(train_table, config, say)
+    results = search(train_table, config, say, evaluate_all)
     chosen = select(results, config.selection_metric)
     timings["search"] = time.perf_counter() - started
     say(f"chosen {chosen.name}")

@@ -67,9 +67,9 @@ def build_app() -> typer.Typer:
     app.command()(demo)
     app.command()(ingest)
     app.command()(sources)
-    from pipelines import cmd_dora, cmd_simulate
+    from pipelines import cmd_deploy, cmd_dora, cmd_serve, cmd_simulate, cmd_train
 
-    for module in (cmd_simulate, cmd_dora):
+    for module in (cmd_simulate, cmd_dora, cmd_train, cmd_serve, cmd_deploy):
         module.register(app)
     return app
 

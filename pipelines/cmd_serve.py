@@ -32,10 +32,16 @@ def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
     port: int = typer.Option(8080, "--port", min=1, max=65535),
     home: Path | None = HomeOption,
-    refresh_seconds: float = typer.Option(30.0, "--refresh-seconds", min=0.5,
-                                          help="How often to look for a new champion or store version."),
-    tokens_file: Path | None = typer.Option(None, "--tokens-file", exists=True, dir_okay=False,
-                                            help="Bearer tokens, one per line (also $INCIDENT_RISK_TOKENS)."),
+    refresh_seconds: float = typer.Option(
+        30.0, "--refresh-seconds", min=0.5, help="How often to look for a new champion or store version."
+    ),
+    tokens_file: Path | None = typer.Option(
+        None,
+        "--tokens-file",
+        exists=True,
+        dir_okay=False,
+        help="Bearer tokens, one per line (also $INCIDENT_RISK_TOKENS).",
+    ),
     model: str = typer.Option("incident-risk", "--model", help="Registered model name."),
     alias: str = typer.Option("champion", "--alias", help="Registry alias to serve and follow."),
     access_log: bool = typer.Option(False, "--access-log/--no-access-log", help="Log every request line."),
@@ -55,10 +61,20 @@ def serve(
         refresh_seconds=refresh_seconds,
         tokens=tokens,
     )
-    print(f"incident-risk serving {model}@{alias} on http://{host}:{port} (auth {'on' if tokens else 'off'})",
-          file=sys.stderr)
-    uvicorn.run(create_app(config), host=host, port=port, log_level="warning", access_log=access_log,
-                http="httptools", loop="uvloop", timeout_graceful_shutdown=5)
+    print(
+        f"incident-risk serving {model}@{alias} on http://{host}:{port} (auth {'on' if tokens else 'off'})",
+        file=sys.stderr,
+    )
+    uvicorn.run(
+        create_app(config),
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=access_log,
+        http="httptools",
+        loop="uvloop",
+        timeout_graceful_shutdown=5,
+    )
 
 
 def _parse_extra(values: list[str]) -> dict[str, float]:
@@ -150,7 +166,10 @@ def score(
     at: str | None = typer.Option(None, "--at", help="Planned ship time, ISO 8601 with offset (default now)."),
     extra: list[str] = typer.Option([], "--extra", help="Extra change metric NAME=NUMBER (repeatable)."),
     fail_above: float | None = typer.Option(
-        None, "--fail-above", min=0.0, max=1.0,
+        None,
+        "--fail-above",
+        min=0.0,
+        max=1.0,
         help="Exit 3 when the probability is above this. Default: when the band is 'high'.",
     ),
     json_out: bool = typer.Option(False, "--json", help="Print the full response as JSON."),
@@ -158,7 +177,8 @@ def score(
     token: str | None = typer.Option(None, "--token", help=f"Bearer token (default ${TOKEN_ENV})."),
     timeout: float = typer.Option(5.0, "--timeout", min=0.1, help="Seconds to wait for the service."),
     fail_open: bool = typer.Option(
-        True, "--fail-open/--fail-closed",
+        True,
+        "--fail-open/--fail-closed",
         help="When the scorer is unavailable: exit 0 with a warning (open) or exit 4 (closed).",
     ),
     home: Path | None = HomeOption,
@@ -171,10 +191,19 @@ def score(
 
     try:
         body: dict[str, Any] = {
-            "service": service, "environment": environment, "author": author, "lines_added": lines_added,
-            "lines_deleted": lines_deleted, "files_changed": files, "commit_count": commits,
-            "commit_sha": commit_sha, "touches_infra": touches_infra, "is_rollback": rollback,
-            "squad": squad, "tribe": tribe, "extra": _parse_extra(extra),
+            "service": service,
+            "environment": environment,
+            "author": author,
+            "lines_added": lines_added,
+            "lines_deleted": lines_deleted,
+            "files_changed": files,
+            "commit_count": commits,
+            "commit_sha": commit_sha,
+            "touches_infra": touches_infra,
+            "is_rollback": rollback,
+            "squad": squad,
+            "tribe": tribe,
+            "extra": _parse_extra(extra),
             "planned_at": datetime.fromisoformat(at.replace("Z", "+00:00")).isoformat() if at else None,
         }
         body = {k: v for k, v in body.items() if v is not None and v != {}}
@@ -201,8 +230,13 @@ def score(
 
 
 def score_batch(
-    input_path: Path = typer.Option(..., "--input", exists=True, dir_okay=False,
-                                    help="CSV/Parquet/JSON(L) of upcoming deploys with canonical column names."),
+    input_path: Path = typer.Option(
+        ...,
+        "--input",
+        exists=True,
+        dir_okay=False,
+        help="CSV/Parquet/JSON(L) of upcoming deploys with canonical column names.",
+    ),
     out: Path = typer.Option(..., "--out", help="Where to write the scores (Parquet, or CSV by extension)."),
     home: Path | None = HomeOption,
     model: str = typer.Option("incident-risk", "--model", help="Registered model name."),

@@ -163,11 +163,18 @@ def log_summary(summary: BatchSummary, settings: Settings) -> str:
     from models.tracking import ensure_experiment
 
     experiment = ensure_experiment(MlflowClient(), EXPERIMENT, str(settings.artifact_root))
-    with mlflow.start_run(experiment_id=experiment.experiment_id, run_name="score-batch",
-                          tags={"run_kind": "batch_scoring"}) as run:
-        mlflow.log_params({"input": summary.input[:500], "output": summary.output[:500],
-                           "model_name": summary.model_name, "model_version": summary.model_version,
-                           "store_version": summary.store_version})
+    with mlflow.start_run(
+        experiment_id=experiment.experiment_id, run_name="score-batch", tags={"run_kind": "batch_scoring"}
+    ) as run:
+        mlflow.log_params(
+            {
+                "input": summary.input[:500],
+                "output": summary.output[:500],
+                "model_name": summary.model_name,
+                "model_version": summary.model_version,
+                "store_version": summary.store_version,
+            }
+        )
         metrics: dict[str, float] = {
             "n_input": summary.n_input,
             "n_scored": summary.n_scored,

@@ -25,7 +25,16 @@ from features.store import HistoryStore
 from models.config import TrainConfig
 from models.dataset import build_training_table, config_dict, fingerprint
 from models.tracking import RunContext, TrackedRun, log_training
-from models.training import TrainingTable, TrainResult, train
+from models.training import (
+    CandidateResult,
+    CandidateSpec,
+    EvaluateAll,
+    TrainingTable,
+    TrainResult,
+    evaluate_candidate,
+    train,
+)
+from pipelines.runners import RunnerConfig, make_task_runner
 from pipelines.settings import Settings
 
 Progress = Callable[[str], None]
@@ -90,9 +99,11 @@ def context_for(table: TrainingTable, options: TrainOptions, artifact_root: Path
     )
 
 
-def fit_models(table: TrainingTable, options: TrainOptions, progress: Progress) -> TrainResult:
+def fit_models(
+    table: TrainingTable, options: TrainOptions, progress: Progress, evaluate_all: EvaluateAll | None = None
+) -> TrainResult:
     try:
-        return train(table, options.train, options.test_fraction, options.test_start, progress)
+        return train(table, options.train, options.test_fraction, options.test_start, progress, evaluate_all)
     except ValueError as exc:
         raise TrainingError(str(exc)) from exc
 
@@ -103,6 +114,7 @@ def _steps(
     artifact_root: Path | None,
     progress: Progress,
     wrap: Any,
+    evaluate_all: EvaluateAll | None = None,
 ) -> TrainOutcome:
     """The shared sequence; ``wrap(fn, name)`` turns a step into a Prefect task or leaves it plain."""
     seconds: dict[str, float] = {}
@@ -119,7 +131,7 @@ def _steps(
         f"training table: {len(table.frame)} deploys ({int(y.sum())} failed, rate {y.mean():.3f}), "
         f"{len(table.numeric)} numeric + {len(table.categorical)} categorical features; excluded {table.excluded}"
     )
-    result: TrainResult = timed("train", fit_models, table, options, progress)
+    result: TrainResult = timed("train", fit_models, table, options, progress, evaluate_all)
     context = context_for(table, options, artifact_root)
     tracked: TrackedRun = timed("mlflow", log_training, result, context, progress)
     doc = tracked.metrics_json(result)
@@ -145,6 +157,17 @@ def _plain(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
     return fn
 
 
+@task(name="candidate", cache_policy=NO_CACHE, persist_result=False)
+def candidate_task(table: TrainingTable, config: TrainConfig, spec: CandidateSpec) -> CandidateResult:
+    return evaluate_candidate(table, config, spec)
+
+
+def _submit_candidates(table: TrainingTable, config: TrainConfig, specs: list[CandidateSpec]) -> list[CandidateResult]:
+    """Every candidate as a task on the flow's task runner (threads or Dask), results in spec order."""
+    futures = [candidate_task.submit(table, config, spec) for spec in specs]
+    return [future.result() for future in futures]
+
+
 @flow(name="train", persist_result=False, validate_parameters=False)
 def train_flow(
     store_dir: Path | None,
@@ -152,9 +175,14 @@ def train_flow(
     artifact_root: Path | None = None,
     progress: Progress = print,
     table: TrainingTable | None = None,
+    parallel: bool = False,
 ) -> TrainOutcome:
-    """Prefect flow: each step is a task, so the UI shows where time goes."""
-    return _steps(_source(store_dir, options, table), options, artifact_root, progress, _as_task)
+    """Prefect flow: each step is a task, so the UI shows where time goes.
+
+    ``parallel`` submits the candidates to the flow's task runner (``run_training(runner=...)``).
+    """
+    evaluate_all = _submit_candidates if parallel else None
+    return _steps(_source(store_dir, options, table), options, artifact_root, progress, _as_task, evaluate_all)
 
 
 def _source(store_dir: Path | None, options: TrainOptions, table: TrainingTable | None) -> Callable[[], TrainingTable]:
@@ -170,15 +198,22 @@ def run_training(
     progress: Progress | None = None,
     orchestrate: bool = True,
     table: TrainingTable | None = None,
+    runner: RunnerConfig | None = None,
 ) -> TrainOutcome:
     """Train from the store under ``settings`` (or from a ready ``table``), log, register and gate.
 
     The caller has run ``prepare_runtime(settings)``. ``progress`` receives one line per step
     (default: print). ``orchestrate=False`` skips Prefect; ``table`` skips store, labels and
-    features (benchmarks on external data).
+    features (benchmarks on external data). ``runner`` (threads or Dask, pipelines/runners.py)
+    evaluates the candidates in parallel; the result equals the sequential one.
     """
     opts = options or TrainOptions()
     say = progress or (lambda msg: print(msg, flush=True))
+    if runner is not None and runner.parallel:
+        if not orchestrate:
+            raise ValueError(f"the {runner.kind} task runner needs Prefect orchestration")
+        parallel_flow = train_flow.with_options(task_runner=make_task_runner(runner))
+        return parallel_flow(settings.store_dir, opts, settings.artifact_root, say, table, parallel=True)
     if orchestrate:
         return train_flow(settings.store_dir, opts, settings.artifact_root, say, table)
     return _steps(_source(settings.store_dir, opts, table), opts, settings.artifact_root, say, _plain)

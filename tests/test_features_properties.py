@@ -23,6 +23,7 @@ from features.windows import (
     count_before,
     count_covering,
     count_window,
+    group_time_order,
     last_before,
     min_start_covering,
     sort_events,
@@ -346,3 +347,19 @@ def test_interval_kernels_match_brute_force(
     assert [int(v) if f else None for v, f in zip(values, found, strict=True)] == [
         min(c, default=None) for c in covering
     ]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(-1, 4), st.one_of(times, st.integers(-(2**61), 2**61)), st.integers(0, 30)),
+        max_size=40,
+    ),
+)
+def test_group_time_order_sorts_by_group_time_tie_in_every_key_regime(rows: list[tuple[int, int, int]]) -> None:
+    g = np.array([r[0] for r in rows], dtype=np.int64)
+    t = np.array([r[1] for r in rows], dtype=np.int64)
+    tie = np.array([r[2] for r in rows], dtype=np.int64)
+    order = group_time_order(g, t, tie)
+    assert sorted(order.tolist()) == list(range(len(rows)))
+    assert [rows[i] for i in order] == sorted(rows)

@@ -25,8 +25,13 @@ def _assert_rows_equal(index, deploys: list[UpcomingDeploy], reference: pd.DataF
         assert cats == {c: row[c] for c in categorical}
 
 
-@pytest.mark.parametrize("config", [FEATURES, FeatureConfig(flip_window_minutes=90, stale_after_days=3,
-                                                            history_environments=("production", "staging"))])
+@pytest.mark.parametrize(
+    "config",
+    [
+        FEATURES,
+        FeatureConfig(flip_window_minutes=90, stale_after_days=3, history_environments=("production", "staging")),
+    ],
+)
 def test_every_deploy_of_a_history_equals_the_training_build(config: FeatureConfig) -> None:
     sim = simulated(days=60, services=12, seed=3)
     labels = attribute(sim.history, ATTRIBUTION).deploy_labels
@@ -46,10 +51,24 @@ def test_new_entities_missing_values_extras_and_one_row_frames() -> None:
     deploys = [
         UpcomingDeploy(service="never-seen-svc", created_at=at, author="new.person", lines_added=5),
         UpcomingDeploy(service=str(known["service"]), created_at=at, author=None),  # sizes all missing
-        UpcomingDeploy(service="reviews-svc", created_at=at, author=str(known["author"]), lines_added=-3,
-                       touches_infra=True, is_rollback=False, squad="sq", extra={"extra_tests": 4.0}),
-        UpcomingDeploy(service=str(known["service"]), created_at=pd.Timestamp(known["created_at"]),
-                       author=str(known["author"]), lines_added=10, lines_deleted=2, files_changed=1),
+        UpcomingDeploy(
+            service="reviews-svc",
+            created_at=at,
+            author=str(known["author"]),
+            lines_added=-3,
+            touches_infra=True,
+            is_rollback=False,
+            squad="sq",
+            extra={"extra_tests": 4.0},
+        ),
+        UpcomingDeploy(
+            service=str(known["service"]),
+            created_at=pd.Timestamp(known["created_at"]),
+            author=str(known["author"]),
+            lines_added=10,
+            lines_deleted=2,
+            files_changed=1,
+        ),
     ]
     for deploy in deploys:  # each as its own one-row frame, as a scoring request would be
         reference = build_features(deploys_frame([deploy]), sim.history, labels, FEATURES)

@@ -27,8 +27,13 @@ ATTRIBUTION = AttributionConfig()
 FEATURES = FeatureConfig(service_timezones={"reviews-svc": "Europe/Berlin"})
 PARAMS: dict[str, dict[str, Any]] = {
     "logreg": {"C": 0.3},
-    "hgb": {"learning_rate": 0.1, "max_leaf_nodes": 7, "max_iter": 25, "min_samples_leaf": 20,
-            "l2_regularization": 1.0},
+    "hgb": {
+        "learning_rate": 0.1,
+        "max_leaf_nodes": 7,
+        "max_iter": 25,
+        "min_samples_leaf": 20,
+        "l2_regularization": 1.0,
+    },
 }
 
 

@@ -82,7 +82,7 @@ def test_tree_contributions_equal_rescoring_with_the_feature_at_its_median() -> 
     raw = estimator._raw_predict(model.classifier_.design(X))[:, 0]
     for j, name in enumerate(scorer.features):
         changed = X.copy()
-        changed[name] = medians[name] if name in medians else None
+        changed[name] = medians.get(name)
         expected = raw - estimator._raw_predict(model.classifier_.design(changed))[:, 0]
         np.testing.assert_allclose(contrib[:, j], expected, atol=1e-9, err_msg=name)
     assert np.abs(contrib).sum() > 0

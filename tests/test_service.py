@@ -14,8 +14,16 @@ from models.service import MAX_BATCH, ScoringState, ServiceConfig, create_app, l
 from tests.test_scoring_helpers import fitted, register, simulated, write_store
 
 NAME = "incident-risk-test-service"
-DEPLOY = {"service": "reviews-svc", "author": "guido.turing", "lines_added": 120, "lines_deleted": 30,
-          "files_changed": 4, "commit_count": 2, "touches_infra": True, "planned_at": "2026-02-04T10:00:00Z"}
+DEPLOY = {
+    "service": "reviews-svc",
+    "author": "guido.turing",
+    "lines_added": 120,
+    "lines_deleted": 30,
+    "files_changed": 4,
+    "commit_count": 2,
+    "touches_infra": True,
+    "planned_at": "2026-02-04T10:00:00Z",
+}
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +36,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _config(home: Path, **kw: object) -> ServiceConfig:
-    return ServiceConfig(store_dir=home / "store", model_name=NAME, refresh_seconds=3600, **kw)  # type: ignore[arg-type]
+    options: dict = {"refresh_seconds": 3600.0, **kw}
+    return ServiceConfig(store_dir=home / "store", model_name=NAME, **options)
 
 
 @pytest.fixture(scope="module")
@@ -98,17 +107,27 @@ def test_malformed_requests_get_field_level_422(client: TestClient, body: dict, 
     assert any(field in map(str, e["loc"]) for e in r.json()["detail"])
 
 
-@pytest.mark.parametrize("raw", ['{"service": "a", "lines_added": NaN}', '{"service": "a", "extra": '
-                                 '{"extra_x": Infinity}}', '{"service": ', "[]", "null"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"service": "a", "lines_added": NaN}',
+        '{"service": "a", "extra": {"extra_x": Infinity}}',
+        '{"service": ',
+        "[]",
+        "null",
+    ],
+)
 def test_non_finite_numbers_and_broken_json_get_422(client: TestClient, raw: str) -> None:
     r = client.post("/v1/score", content=raw, headers={"content-type": "application/json"})
     assert r.status_code == 422
 
 
 def test_oversized_bodies_get_413(served: Path) -> None:
-    with TestClient(create_app(_config(served, max_body_bytes=2000))) as c:
+    with TestClient(create_app(_config(served, max_body_bytes=1000))) as c:
         big = {**DEPLOY, "deploy_id": "x" * 200, "extra": {f"extra_{i}": 1.0 for i in range(60)}}
         assert c.post("/v1/score", json=big).status_code == 413
+        chunks = (part.encode() for part in ['{"service": "a", "deploy_id": "', "y" * 1200, '"}'])
+        assert c.post("/v1/score", content=chunks, headers={"content-type": "application/json"}).status_code == 413
         assert c.post("/v1/score", json=DEPLOY).status_code == 200
 
 

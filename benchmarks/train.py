@@ -1,0 +1,118 @@
+"""Training evidence on simulated history: champion vs oracle AUC, and where the flow's time goes.
+
+1. Simulate a history, commit it to a fresh store (temporary home).
+2. Labels + features + ``train`` as plain functions: the test ROC-AUC next to the oracle AUC of
+   the simulator's true probabilities (``deploy_truth.p_incident``) on the same test deploys.
+3. ``run_training`` without Prefect, then with Prefect: total time, the time of each step, and
+   the MLflow (tracking, report, model logging, registry) and Prefect shares.
+
+    .venv/bin/python -m benchmarks.train --days 90 --services 20
+    .venv/bin/python -m benchmarks.train --days 180 --services 60        # the larger simulation
+    .venv/bin/python -m benchmarks.train --sample data/sample            # the demo sample instead
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from sklearn.metrics import roc_auc_score
+from threadpoolctl import threadpool_limits
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--days", type=int, default=90)
+    parser.add_argument("--services", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sample", type=Path, default=None, help="ingest this sample's sources.yaml instead")
+    parser.add_argument("--no-flow", action="store_true", help="skip the Prefect run")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+
+    from pipelines.settings import prepare_runtime, resolve_settings
+
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = resolve_settings(Path(tmp) / "home")
+        prepare_runtime(settings)
+        report = run(settings, args)
+    print(json.dumps(report, indent=2))
+    if args.out is not None:
+        args.out.write_text(json.dumps(report, indent=2))
+
+
+def run(settings, args) -> dict:  # type: ignore[no-untyped-def]
+    from features.attribution import AttributionConfig
+    from features.pointintime import FeatureConfig
+    from features.simulate import SimulationConfig, simulate
+    from features.store import HistoryStore
+    from models.config import TrainConfig
+    from models.dataset import build_training_table
+    from models.training import train
+    from pipelines.train_flow import TrainOptions, run_training
+
+    report: dict = {}
+    truth = None
+    started = time.perf_counter()
+    if args.sample is not None:
+        from pipelines.ingest_flow import run_ingest
+
+        ingest = run_ingest(args.sample / "sources.yaml", settings.store_dir)
+        if not ingest.ok:
+            raise SystemExit(f"ingest failed: {ingest.error}")
+        report["data"] = f"sample {args.sample}"
+    else:
+        sim = simulate(SimulationConfig(days=args.days, services=args.services, seed=args.seed))
+        store = HistoryStore(settings.store_dir)
+        h = sim.history
+        with store.lock():
+            store.commit({"deploys": h.deploys, "toggle_events": h.toggle_events, "incidents": h.incidents}, None, 0)
+        truth = sim.deploy_truth.set_index("deploy_id")["p_incident"]
+        report["data"] = f"simulate(days={args.days}, services={args.services}, seed={args.seed})"
+    report["seconds_data"] = time.perf_counter() - started
+
+    config = TrainConfig(seed=args.seed)
+    history = HistoryStore(settings.store_dir).read_history()
+    started = time.perf_counter()
+    table = build_training_table(history, AttributionConfig(), FeatureConfig())
+    report["seconds_features"] = time.perf_counter() - started
+    started = time.perf_counter()
+    with threadpool_limits(limits=config.n_threads):
+        result = train(table, config)
+    report["seconds_train_plain"] = time.perf_counter() - started
+    y = result.test_frame["label"].to_numpy()
+    report["n_deploys"] = len(history.deploys)
+    report["n_train"], report["n_test"] = result.n_train, result.n_test
+    report["excluded"] = table.excluded
+    report["test_failure_rate"] = float(y.mean())
+    report["chosen"] = result.chosen.name
+    report["calibration"] = result.calibration
+    report["test"] = result.test_metrics
+    report["baselines"] = result.baseline_metrics
+    if truth is not None:
+        oracle = roc_auc_score(y, truth.reindex(result.test_frame["deploy_id"]).to_numpy())
+        report["oracle_roc_auc"] = oracle
+        report["roc_auc_share_of_oracle"] = result.test_metrics["roc_auc"] / oracle
+
+    options = TrainOptions(train=config, experiment="benchmark")
+    started = time.perf_counter()
+    plain = run_training(settings, options, progress=lambda _m: None, orchestrate=False)
+    report["seconds_run_training_no_prefect"] = time.perf_counter() - started
+    report["steps_no_prefect"] = plain.seconds
+    if not args.no_flow:
+        started = time.perf_counter()
+        flowed = run_training(settings, options, progress=lambda _m: None, orchestrate=True)
+        report["seconds_run_training_prefect"] = time.perf_counter() - started
+        report["steps_prefect"] = flowed.seconds
+        report["prefect_overhead_seconds"] = (
+            report["seconds_run_training_prefect"] - report["seconds_run_training_no_prefect"]
+        )
+    report["mlflow_seconds"] = plain.seconds.get("mlflow")
+    return report
+
+
+if __name__ == "__main__":
+    main()
