@@ -32,8 +32,10 @@ def main() -> None:
     h = sim.history
     n = len(h.deploys)
     print(f"config: services={args.services} days={args.days} seed={args.seed}")
-    print(f"simulate: {sim_s:.1f} s for {n:,} deploys ({n / sim_s:,.0f} deploys/s), "
-          f"{len(h.toggle_events):,} toggle events, {len(h.incidents):,} incidents")
+    print(
+        f"simulate: {sim_s:.1f} s for {n:,} deploys ({n / sim_s:,.0f} deploys/s), "
+        f"{len(h.toggle_events):,} toggle events, {len(h.incidents):,} incidents"
+    )
     if not args.no_write:
         with tempfile.TemporaryDirectory() as tmp:
             out = args.out or Path(tmp)

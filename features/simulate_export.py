@@ -143,7 +143,9 @@ def _write_generic(sim: SimulatedHistory, out: Path) -> str:
     incidents.insert(0, "id", native_ids(h.incidents["incident_id"], INCIDENT_SOURCE))
     _write_jsonl(out / "incidents.jsonl", incidents)
 
-    return _HEADER.format(style="generic") + f"""sources:
+    return (
+        _HEADER.format(style="generic")
+        + f"""sources:
   - name: {DEPLOY_SOURCE}
     kind: generic
     table: deploys
@@ -170,6 +172,7 @@ def _write_generic(sim: SimulatedHistory, out: Path) -> str:
     columns:
       incident_id: id
 """
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -200,7 +203,9 @@ def _write_tools(sim: SimulatedHistory, out: Path) -> str:
         "items": launchdarkly_entries(h.toggle_events),
     })  # fmt: skip
     _write_gz_json(out / "pagerduty" / "incidents.json.gz", pagerduty_incidents(h.incidents))
-    return _HEADER.format(style="tools") + f"""sources:
+    return (
+        _HEADER.format(style="tools")
+        + f"""sources:
   - name: {DEPLOY_SOURCE}
     kind: github_deployments
     path: github/deployments.json.gz     # GET /repos/{{owner}}/{{repo}}/deployments, each with its statuses
@@ -213,6 +218,7 @@ def _write_tools(sim: SimulatedHistory, out: Path) -> str:
     environment: production
     not_change_related_field: custom_fields.not_change_related
 """
+    )
 
 
 def _write_gz_json(path: Path, payload: Any) -> None:

@@ -26,14 +26,21 @@ def register(app: typer.Typer) -> None:
 
     @app.command("simulate")
     def simulate_command(
-        out: Path = typer.Option(..., "--out", help="Directory to write sources.yaml, the exports, upcoming.csv and "
-                                 "ground_truth/ into (created if missing)."),  # fmt: skip
+        out: Path = typer.Option(
+            ...,
+            "--out",
+            help="Directory to write sources.yaml, the exports, upcoming.csv and "
+            "ground_truth/ into (created if missing).",
+        ),  # fmt: skip
         days: int = typer.Option(180, "--days", min=1, help="Days of history to simulate."),
         services: int = typer.Option(60, "--services", min=1, help="Number of services in the organisation."),
         seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives byte-identical files."),
         style: ExportStyle = typer.Option(
-            ExportStyle.generic, "--style", help="generic: CSV/JSON lines for the generic connector; tools: "
-            "GitHub/LaunchDarkly/PagerDuty API records (gzip JSON) for their connectors."),  # fmt: skip
+            ExportStyle.generic,
+            "--style",
+            help="generic: CSV/JSON lines for the generic connector; tools: "
+            "GitHub/LaunchDarkly/PagerDuty API records (gzip JSON) for their connectors.",
+        ),  # fmt: skip
         start: str = typer.Option("2026-01-05", "--start", help="First day of the history (UTC, YYYY-MM-DD)."),
     ) -> None:
         """Simulate deploy, toggle and incident history with a known ground truth."""

@@ -10,8 +10,9 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from features.attribution import AttributionConfig, attribute
+from features.attribution import Attribution, AttributionConfig, attribute
 from features.dora import DoraConfig, dora_metrics
+from features.schema import History
 from features.store import HistoryStore
 from pipelines.cmd_dora import plot_trends, to_csv
 from pipelines.console import make_console
@@ -66,7 +67,9 @@ def run_demo(settings: Settings, sample_dir: Path) -> int:
         f"model {outcome.metrics['model_name']} v{outcome.model_version}: test ROC-AUC {test['roc_auc']:.3f}, "
         f"PR-AUC {test['pr_auc']:.3f}, recall at 10% gated {test['recall_at_10pct']:.2f}, ECE {test['ece']:.3f}"
     )
-    console.print(f"promotion gate: {'promoted to champion' if outcome.promoted else 'kept the champion'}: {outcome.reason}")
+    console.print(
+        f"promotion gate: {'promoted to champion' if outcome.promoted else 'kept the champion'}: {outcome.reason}"
+    )
 
     console.print(f"\n[bold]5/{STEPS} score the upcoming deploys[/bold]")
     scores_path = settings.home / "scores" / "upcoming.parquet"
@@ -82,13 +85,15 @@ def run_demo(settings: Settings, sample_dir: Path) -> int:
     console.print(f"\nDone in {time.perf_counter() - started:.0f} s. Everything is under {settings.home}")
     console.print("Look next:")
     console.print(f"  .venv/bin/mlflow ui --backend-store-uri {settings.mlflow_tracking_uri}")
-    console.print("  (experiment 'incident-risk': open the training run's report.html; 'incident-risk-dora': DORA trends)")
+    console.print(
+        "  (experiment 'incident-risk': open the training run's report.html; 'incident-risk-dora': DORA trends)"
+    )
     console.print(f"  .venv/bin/incident-risk runs --home {settings.home}")
     console.print(f"  .venv/bin/incident-risk serve --home {settings.home}")
     return 0
 
 
-def _log_dora(history, attribution, settings: Settings) -> str:  # type: ignore[no-untyped-def]
+def _log_dora(history: History, attribution: Attribution, settings: Settings) -> str:
     """DORA by tribe and week as a CSV and a trend plot in an MLflow run, where analysts look."""
     import mlflow
 

@@ -132,4 +132,4 @@ def test_scheduled_flows_ingest_report_and_train_on_the_recent_window(
     span = pd.Timestamp(split["test_end"]) - pd.Timestamp(split["train_start"])
     assert span <= pd.Timedelta(days=30)  # only the rolling window's deploys are training rows
     version = MlflowClient().get_model_version_by_alias(MODEL_NAME, CHALLENGER)
-    assert version.version == outcome["model_version"]
+    assert str(version.version) == outcome["model_version"]

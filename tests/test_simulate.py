@@ -419,4 +419,3 @@ def test_cli_writes_a_loadable_sample(tmp_path: Path) -> None:
         assert option in help_text
     bad = CliRunner().invoke(app, ["simulate", "--out", str(out), "--style", "csv"])
     assert bad.exit_code != 0
-
