@@ -6,23 +6,20 @@ the service, so both come from the source's options (or ``defaults``).
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from features.sources.base import ParsedFile, SourceKind, dig, read_json_records
+from features.sources.base import ParsedFile, SourceKind, dig
 from features.sources.normalize import (
     EnvironmentOptions,
     environment,
     epoch_ms,
+    load_tool_records,
     lookup,
-    non_object_rejects,
     note_other,
     obj,
-    parsed,
     pick,
     raw_of,
-    require_shape,
     text,
 )
 
@@ -58,23 +55,18 @@ def _matches(rec: dict[str, Any]) -> bool:
 
 def parse_bamboo(path: Path, display: str, options: BambooOptions) -> ParsedFile:
     """One canonical deploy per deployment result ``id``; epoch-millisecond times become UTC."""
-    records = read_json_records(path, display, ("results",))
-    require_shape(
-        records,
+    tool = load_tool_records(
+        path,
         display,
-        KIND,
-        _matches,
-        "Bamboo deployment results (objects with id, deploymentState, lifeCycleState, deploymentVersion)",
+        kind=KIND,
+        table="deploys",
+        matches=_matches,
+        expected="Bamboo deployment results (objects with id, deploymentState, lifeCycleState, deploymentVersion)",
+        envelope_keys=("results",),
+        skipped="not a deployment result",
     )
-    rejects = non_object_rejects("deploys", KIND, display, records)
-    other: Counter[str] = Counter()
     rows: list[dict[str, Any]] = []
-    for n, rec in records:
-        if not isinstance(rec, dict):
-            continue
-        if not _matches(rec):
-            other["skipped:not a deployment result"] += 1
-            continue
+    for n, rec in tool.records:
         life = text(rec.get("lifeCycleState"))
         state = text(rec.get("deploymentState"))
         life_key = life.strip().lower().replace(" ", "_") if life else None
@@ -87,7 +79,7 @@ def parse_bamboo(path: Path, display: str, options: BambooOptions) -> ParsedFile
         raw_status = "/".join(x for x in (life, state) if x) or None
         if raw_status and status is None:
             status = "other"
-            note_other(other, raw_status)
+            note_other(tool.other, raw_status)
         version = obj(rec.get("deploymentVersion"))
         plan = text(dig(version, "items", 0, "planResultKey", "entityKey", "key"))
         if options.service_field == "plan":
@@ -113,7 +105,7 @@ def parse_bamboo(path: Path, display: str, options: BambooOptions) -> ParsedFile
                 "raw": raw_of([rec]),
             }
         )
-    return parsed("deploys", rows, rejects=rejects, other=other, records_read=len(records))
+    return tool.result(rows)
 
 
 BAMBOO_DEPLOYS = SourceKind(

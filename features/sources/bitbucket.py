@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from features.sources.base import ParsedFile, SourceKind, dig, read_json_records
+from features.sources.base import ParsedFile, SourceKind, dig
 from features.sources.normalize import (
     EnvironmentOptions,
     environment,
-    lookup,
-    non_object_rejects,
-    note_other,
+    load_tool_records,
     obj,
-    parsed,
     pick,
     raw_of,
     repo_from_url,
-    require_shape,
+    status_or_other,
     text,
     to_utc,
 )
@@ -61,30 +57,22 @@ def _matches(rec: dict[str, Any]) -> bool:
 
 def parse_bitbucket(path: Path, display: str, options: BitbucketOptions) -> ParsedFile:
     """One canonical deploy per deployment ``uuid``."""
-    records = read_json_records(path, display, ("values",))
-    require_shape(
-        records,
+    tool = load_tool_records(
+        path,
         display,
-        KIND,
-        _matches,
-        "Bitbucket deployments (objects with uuid, state{name}, environment and release)",
+        kind=KIND,
+        table="deploys",
+        matches=_matches,
+        expected="Bitbucket deployments (objects with uuid, state{name}, environment and release)",
+        envelope_keys=("values",),
+        skipped="not a deployment",
     )
-    rejects = non_object_rejects("deploys", KIND, display, records)
-    other: Counter[str] = Counter()
     rows: list[dict[str, Any]] = []
-    for n, rec in records:
-        if not isinstance(rec, dict):
-            continue
-        if not _matches(rec):
-            other["skipped:not a deployment"] += 1
-            continue
+    for n, rec in tool.records:
         state = rec["state"]
         outcome = text(dig(state, "status", "name")) or text(dig(state, "result", "name"))
         raw_status = outcome if text(state.get("name")) in ("COMPLETED", None) and outcome else text(state.get("name"))
-        status = lookup(STATES, raw_status)
-        if raw_status and status is None:
-            status = "other"
-            note_other(other, raw_status)
+        status = status_or_other(STATES, raw_status, tool.other)
         env = obj(rec.get("environment"))
         env_raw = text(env.get("name"))
         env_type = text(dig(env, "environment_type", "name")) or text(dig(env, "category", "name"))
@@ -121,7 +109,7 @@ def parse_bitbucket(path: Path, display: str, options: BitbucketOptions) -> Pars
                 "raw": raw_of([rec]),
             }
         )
-    return parsed("deploys", rows, rejects=rejects, other=other, records_read=len(records))
+    return tool.result(rows)
 
 
 def _environment(name: str | None, env_type: str | None, options: BitbucketOptions) -> str | None:

@@ -6,26 +6,25 @@ Teams that already push to DevLake's webhook (``POST /plugins/webhook/:id/deploy
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field
 
-from features.sources.base import ParsedFile, SourceKind, read_json_records
+from features.sources.base import ParsedFile, SourceKind
 from features.sources.normalize import (
     IncidentOptions,
+    ToolRecords,
     environment,
     explicit_causes,
+    incident_status,
+    load_tool_records,
     lookup,
-    non_object_rejects,
     not_change_related,
     note_other,
-    parsed,
     pick,
     raw_of,
     repo_from_url,
-    require_shape,
     severity,
     text,
     to_utc,
@@ -63,38 +62,38 @@ def _is_issue(rec: dict[str, Any]) -> bool:
 
 def parse_devlake(path: Path, display: str, options: DevLakeOptions) -> ParsedFile:
     """Deploy bodies: one canonical deploy per (body, repo/commit entry); issue bodies: incidents."""
-    records = read_json_records(path, display)
     if options.table == "deploys":
-        require_shape(
-            records,
+        deploys = load_tool_records(
+            path,
             display,
-            KIND,
-            _is_deployment,
-            "DevLake deployment webhook bodies (pipeline_id, repo_url, commit_sha or deployment_commits, "
+            kind=KIND,
+            table="deploys",
+            matches=_is_deployment,
+            expected="DevLake deployment webhook bodies (pipeline_id, repo_url, commit_sha or deployment_commits, "
             "start_time, result)",
+            skipped="not a deployment body",
         )
-        return _deploys(records, display, options)
-    require_shape(
-        records, display, KIND, _is_issue, "DevLake issue webhook bodies (issue_key, title, type, status, created_date)"
+        return _deploys(deploys, options)
+    issues = load_tool_records(
+        path,
+        display,
+        kind=KIND,
+        table="incidents",
+        matches=_is_issue,
+        expected="DevLake issue webhook bodies (issue_key, title, type, status, created_date)",
     )
-    return _incidents(records, display, options)
+    return _incidents(issues, options)
 
 
-def _deploys(records: list[tuple[int, Any]], display: str, options: DevLakeOptions) -> ParsedFile:
-    other: Counter[str] = Counter()
+def _deploys(tool: ToolRecords, options: DevLakeOptions) -> ParsedFile:
     rows: list[dict[str, Any]] = []
     field = options.service_field or "repository"
-    for n, rec in records:
-        if not isinstance(rec, dict):
-            continue
-        if not _is_deployment(rec):
-            other["skipped:not a deployment body"] += 1
-            continue
+    for n, rec in tool.records:
         raw_result = text(rec.get("result"))
         status = lookup(RESULTS, raw_result or DEFAULT_RESULT)
         if status is None:
             status = "other"
-            note_other(other, raw_result)
+            note_other(tool.other, raw_result)
         env_raw = text(rec.get("environment")) or DEFAULT_ENVIRONMENT
         entries = [e for e in rec.get("deployment_commits") or [] if isinstance(e, dict)] or [rec]
         pipeline = text(rec.get("pipeline_id"))
@@ -125,27 +124,20 @@ def _deploys(records: list[tuple[int, Any]], display: str, options: DevLakeOptio
                     "raw": raw_of([rec]),
                 }
             )
-    rejects = non_object_rejects("deploys", KIND, display, records)
-    return parsed("deploys", rows, rejects=rejects, other=other, records_read=len(records))
+    return tool.result(rows)
 
 
-def _incidents(records: list[tuple[int, Any]], display: str, options: DevLakeOptions) -> ParsedFile:
-    other: Counter[str] = Counter()
+def _incidents(tool: ToolRecords, options: DevLakeOptions) -> ParsedFile:
     rows: list[dict[str, Any]] = []
     wanted = {t.lower() for t in options.incident_types}
-    for n, rec in records:
-        if not isinstance(rec, dict):
-            continue
+    for n, rec in tool.records:
         issue_type = text(rec.get("type")) or ""
         if not _is_issue(rec) or issue_type.lower() not in wanted:
-            other[f"skipped:{issue_type or 'not an issue body'}"] += 1
+            tool.other[f"skipped:{issue_type or 'not an issue body'}"] += 1
             continue
         raw_status = text(rec.get("status"))
-        status = lookup(ISSUE_STATUSES, raw_status)
         resolved = to_utc(rec.get("resolution_date"))
-        if status is None:
-            status = "resolved" if resolved is not None else "open"
-            note_other(other, raw_status)
+        status = incident_status(ISSUE_STATUSES, raw_status, resolved, tool.other)
         field = options.service_field or "component"
         sev_raw = text(rec.get("severity")) or text(rec.get("priority"))
         rows.append(
@@ -168,8 +160,7 @@ def _incidents(records: list[tuple[int, Any]], display: str, options: DevLakeOpt
                 "raw": raw_of([rec]),
             }
         )
-    rejects = non_object_rejects("incidents", KIND, display, records)
-    return parsed("incidents", rows, rejects=rejects, other=other, records_read=len(records))
+    return tool.result(rows)
 
 
 DEVLAKE_WEBHOOK = SourceKind(

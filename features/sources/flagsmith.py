@@ -10,20 +10,18 @@ same file never duplicates events.
 from __future__ import annotations
 
 import re
-from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
 
-from features.sources.base import ParsedFile, SourceKind, dig, read_json_records
+from features.sources.base import ParsedFile, SourceKind, dig
 from features.sources.normalize import (
     EnvironmentOptions,
     environment,
-    non_object_rejects,
+    flag_service,
+    load_tool_records,
     note_other,
     obj,
-    parsed,
     raw_of,
-    require_shape,
     text,
     to_utc,
 )
@@ -112,21 +110,18 @@ def _matches(rec: dict[str, Any]) -> bool:
 
 def parse_flagsmith(path: Path, display: str, options: FlagsmithOptions) -> ParsedFile:
     """One toggle event per flag audit record or flag webhook; other records skipped and counted."""
-    records = read_json_records(path, display, ("results",))
-    require_shape(
-        records,
+    tool = load_tool_records(
+        path,
         display,
-        KIND,
-        _matches,
-        "Flagsmith audit-log records (created_date, log, related_object_type, project, environment) "
+        kind=KIND,
+        table="toggle_events",
+        matches=_matches,
+        expected="Flagsmith audit-log records (created_date, log, related_object_type, project, environment) "
         "or environment webhooks (event_type FLAG_UPDATED/FLAG_DELETED with data.new_state)",
+        envelope_keys=("results",),
     )
-    rejects = non_object_rejects("toggle_events", KIND, display, records)
-    other: Counter[str] = Counter()
     rows: list[dict[str, Any]] = []
-    for n, original in records:
-        if not isinstance(original, dict):
-            continue
+    for n, original in tool.records:
         rec = _unwrap(original)
         values: dict[str, Any] | None
         if _is_flag_webhook(rec):
@@ -137,16 +132,18 @@ def parse_flagsmith(path: Path, display: str, options: FlagsmithOptions) -> Pars
             values = None
         if values is None:
             label = text(rec.get("related_object_type")) or text(rec.get("event_type")) or "unrecognised"
-            other[f"skipped:{label}"] += 1
+            tool.other[f"skipped:{label}"] += 1
             continue
         if values["action"] == "other":
-            note_other(other, values["action_raw"])
+            note_other(tool.other, values["action_raw"])
         env_raw = values.pop("env_raw")
         values["environment"] = environment(env_raw, options.environment_map)
         values["environment_raw"] = env_raw
-        values["service"] = _service(values.get("flag_key"), values.get("project"), options)
+        values["service"] = flag_service(
+            values.get("flag_key"), values.get("project"), options.service_from, options.flag_prefix_separator
+        )
         rows.append({"_record": n, **values, "raw": raw_of([original])})
-    return parsed("toggle_events", rows, rejects=rejects, other=other, records_read=len(records))
+    return tool.result(rows)
 
 
 def _audit(rec: dict[str, Any]) -> dict[str, Any] | None:
@@ -224,14 +221,6 @@ def _variants(state: dict[str, Any] | None) -> list[tuple[str, str]]:
         for v in values
         if isinstance(v, dict)
     )
-
-
-def _service(flag: str | None, project: str | None, options: FlagsmithOptions) -> str | None:
-    if options.service_from == "project":
-        return project
-    if options.service_from == "flag_prefix" and flag:
-        return flag.split(options.flag_prefix_separator, 1)[0] or None
-    return None
 
 
 FLAGSMITH_AUDIT = SourceKind(

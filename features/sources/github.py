@@ -7,11 +7,11 @@ the latest status GitHub recorded.
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from features.sources.base import ParsedFile, SourceKind, dig, read_json_records
+from features.sources.base import ParsedFile, SourceKind, dig
 from features.sources.normalize import (
     EnvironmentOptions,
     camelize_keys,
@@ -19,15 +19,13 @@ from features.sources.normalize import (
     earliest,
     environment,
     latest,
-    non_object_rejects,
+    load_tool_records,
     note_other,
     obj,
-    parsed,
     payload_fields,
     pick,
     raw_of,
     repo_from_url,
-    require_shape,
     text,
     to_utc,
 )
@@ -191,26 +189,24 @@ def _final_status(statuses: list[tuple[str, Any]], state: str | None) -> tuple[s
 
 def parse_github(path: Path, display: str, options: GitHubOptions) -> ParsedFile:
     """One canonical deploy per deployment id; webhook deliveries and status lists are folded."""
-    records = [(n, r) for n, rec in read_json_records(path, display, ("deployments", "items")) for r in _expand(rec)]
-    require_shape(
-        records,
+    tool = load_tool_records(
+        path,
         display,
-        KIND,
-        _matches,
-        "GitHub deployments (REST objects with id/sha/environment, deployment or deployment_status webhook "
+        kind=KIND,
+        table="deploys",
+        matches=_matches,
+        expected="GitHub deployments (REST objects with id/sha/environment, deployment or deployment_status webhook "
         "payloads, or GraphQL deployment nodes)",
+        envelope_keys=("deployments", "items"),
+        expand=_expand,
     )
-    rejects = non_object_rejects("deploys", KIND, display, records)
     groups: dict[str, list[tuple[int, dict[str, Any], dict[str, Any]]]] = defaultdict(list)
     order: list[str] = []
     rows: list[dict[str, Any]] = []
-    other: Counter[str] = Counter()
-    for n, rec in records:
-        if not isinstance(rec, dict):
-            continue
+    for n, rec in tool.records:
         reduced = _reduce(rec)
         if reduced is None:
-            other["skipped:not a deployment"] += 1
+            tool.other["skipped:not a deployment"] += 1
             continue
         key = reduced["id"] or f"#record{n}"
         if key not in groups:
@@ -230,7 +226,7 @@ def parse_github(path: Path, display: str, options: GitHubOptions) -> ParsedFile
         status = STATES.get(raw_state) if raw_state else None
         if raw_state and status is None:
             status = "other"
-            note_other(other, raw_state)
+            note_other(tool.other, raw_state)
         env_raw = merged.get("environment")
         env = (
             "production"
@@ -260,7 +256,7 @@ def parse_github(path: Path, display: str, options: GitHubOptions) -> ParsedFile
         if values.get("commit_sha") and not values.get("commit_shas"):
             values["commit_shas"] = values["commit_sha"]
         rows.append({"_record": items[0][0], **values, "raw": raw_of([r for _, r, _ in items])})
-    return parsed("deploys", rows, rejects=rejects, other=other, records_read=len(records))
+    return tool.result(rows)
 
 
 def _service(field: str, merged: dict[str, Any], record: dict[str, Any]) -> str | None:

@@ -10,21 +10,18 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from features.sources.base import ParsedFile, SourceKind, dig, read_json_records
+from features.sources.base import ParsedFile, SourceKind, dig
 from features.sources.normalize import (
     EnvironmentOptions,
     compare_stats,
     earliest,
     environment,
-    lookup,
-    non_object_rejects,
-    note_other,
+    load_tool_records,
     obj,
-    parsed,
     pick,
     raw_of,
     repo_from_url,
-    require_shape,
+    status_or_other,
     text,
     to_utc,
 )
@@ -81,10 +78,7 @@ def _stats(rec: dict[str, Any]) -> dict[str, Any]:
 
 def _rest_row(n: int, rec: dict[str, Any], options: GitLabOptions, other: Counter[str]) -> dict[str, Any]:
     raw_status = text(rec.get("status"))
-    status = lookup(STATUSES, raw_status)
-    if raw_status and status is None:
-        status = "other"
-        note_other(other, raw_status)
+    status = status_or_other(STATUSES, raw_status, other)
     env = obj(rec.get("environment"))
     env_raw = text(env.get("name"))
     tier = text(env.get("tier"))
@@ -93,11 +87,7 @@ def _rest_row(n: int, rec: dict[str, Any], options: GitLabOptions, other: Counte
     values = {
         "deploy_id": text(rec.get("id")),
         "service": _service(options.service_field, rec, env_raw),
-        "environment": (
-            tier.lower()
-            if tier and tier.lower() in ("production", "staging", "testing", "development")
-            else environment(env_raw, options.environment_map)
-        ),
+        "environment": _environment(tier, env_raw, options),
         "environment_raw": env_raw,
         "commit_sha": sha,
         "commit_shas": sha,
@@ -121,10 +111,7 @@ def _webhook_row(
     events = sorted(items, key=lambda x: (str(to_utc(x[1].get("status_changed_at"))), x[0]))
     last = events[-1][1]
     raw_status = text(last.get("status"))
-    status = lookup(STATUSES, raw_status)
-    if raw_status and status is None:
-        status = "other"
-        note_other(other, raw_status)
+    status = status_or_other(STATUSES, raw_status, other)
     times = [(text(r.get("status")), to_utc(r.get("status_changed_at"))) for _, r in events]
     commit_url = text(last.get("commit_url"))
     sha = commit_url.rstrip("/").split("/")[-1] if commit_url else text(last.get("short_sha"))
@@ -133,11 +120,7 @@ def _webhook_row(
     values = {
         "deploy_id": text(last.get("deployment_id")),
         "service": _service(options.service_field, last, env_raw),
-        "environment": (
-            tier.lower()
-            if tier and tier.lower() in ("production", "staging", "testing", "development")
-            else environment(env_raw, options.environment_map)
-        ),
+        "environment": _environment(tier, env_raw, options),
         "environment_raw": env_raw,
         "commit_sha": sha,
         "commit_shas": sha,
@@ -154,6 +137,13 @@ def _webhook_row(
     return {"_record": events[0][0], **values, "raw": raw_of([r for _, r in events])}
 
 
+def _environment(tier: str | None, env_raw: str | None, options: GitLabOptions) -> str | None:
+    """GitLab's deployment tier, when it is a canonical one, beats guessing from the environment name."""
+    if tier and tier.lower() in ("production", "staging", "testing", "development"):
+        return tier.lower()
+    return environment(env_raw, options.environment_map)
+
+
 def _service(field: str, rec: dict[str, Any], env_raw: str | None) -> str | None:
     if field == "project":
         return _project(rec)
@@ -164,30 +154,27 @@ def _service(field: str, rec: dict[str, Any], env_raw: str | None) -> str | None
 
 def parse_gitlab(path: Path, display: str, options: GitLabOptions) -> ParsedFile:
     """REST deployments map one to one; webhook deliveries fold by ``deployment_id``."""
-    records = read_json_records(path, display, ("deployments", "items"))
-    require_shape(
-        records,
+    tool = load_tool_records(
+        path,
         display,
-        KIND,
-        _matches,
-        "GitLab deployments (REST objects with id/iid/sha/status/environment{name}, or deployment webhooks "
+        kind=KIND,
+        table="deploys",
+        matches=_matches,
+        expected="GitLab deployments (REST objects with id/iid/sha/status/environment{name}, or deployment webhooks "
         "with object_kind 'deployment')",
+        envelope_keys=("deployments", "items"),
     )
-    rejects = non_object_rejects("deploys", KIND, display, records)
-    other: Counter[str] = Counter()
     rows: list[dict[str, Any]] = []
     hooks: dict[str, list[tuple[int, dict[str, Any]]]] = defaultdict(list)
-    for n, rec in records:
-        if not isinstance(rec, dict):
-            continue
+    for n, rec in tool.records:
         if rec.get("object_kind") == "deployment":
             hooks[text(rec.get("deployment_id")) or f"#record{n}"].append((n, rec))
         elif "iid" in rec and ("sha" in rec or "status" in rec):  # a deployment, even if a field is missing
-            rows.append(_rest_row(n, rec, options, other))
+            rows.append(_rest_row(n, rec, options, tool.other))
         else:
-            other["skipped:not a deployment"] += 1
-    rows.extend(_webhook_row(items, options, other) for items in hooks.values())
-    return parsed("deploys", rows, rejects=rejects, other=other, records_read=len(records))
+            tool.other["skipped:not a deployment"] += 1
+    rows.extend(_webhook_row(items, options, tool.other) for items in hooks.values())
+    return tool.result(rows)
 
 
 GITLAB_DEPLOYMENTS = SourceKind(

@@ -6,28 +6,25 @@ labels, or a small JQL-like filter (type names are whatever the site uses, local
 from __future__ import annotations
 
 import re
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pydantic import field_validator
 
-from features.sources.base import ParsedFile, SourceKind, dig, read_json_records
+from features.sources.base import ParsedFile, SourceKind, dig
 from features.sources.normalize import (
     JIRA_PRIORITIES,
     IncidentOptions,
     adf_text,
     environment,
     explicit_causes,
-    non_object_rejects,
+    load_tool_records,
     not_change_related,
     note_other,
     obj,
-    parsed,
     pick,
     raw_of,
-    require_shape,
     severity,
     text,
     to_utc,
@@ -265,35 +262,32 @@ def _service(issue: dict[str, Any], field: str) -> str | None:
 
 def parse_jira(path: Path, display: str, options: JiraOptions) -> ParsedFile:
     """One incident per selected issue; other issues are skipped and counted by issue type."""
-    records = read_json_records(path, display, ("issues",))
-    require_shape(
-        records,
+    tool = load_tool_records(
+        path,
         display,
-        KIND,
-        _matches,
-        "Jira issues (id, key, fields{issuetype, status, priority, created, resolutiondate}), an "
+        kind=KIND,
+        table="incidents",
+        matches=_matches,
+        expected="Jira issues (id, key, fields{issuetype, status, priority, created, resolutiondate}), an "
         '{"issues": [...]} search page, or jira:issue_* webhooks',
+        envelope_keys=("issues",),
     )
-    rejects = non_object_rejects("incidents", KIND, display, records)
     selected = selection(options)
-    other: Counter[str] = Counter()
     rows: list[dict[str, Any]] = []
-    for n, original in records:
-        if not isinstance(original, dict):
-            continue
+    for n, original in tool.records:
         issue = _unwrap(original)
         if not _matches(issue):
-            other["skipped:not an issue"] += 1
+            tool.other["skipped:not an issue"] += 1
             continue
         if not selected(issue):
-            other[f"skipped:{text(dig(issue, 'fields', 'issuetype', 'name')) or 'no issue type'}"] += 1
+            tool.other[f"skipped:{text(dig(issue, 'fields', 'issuetype', 'name')) or 'no issue type'}"] += 1
             continue
         fields = issue["fields"]
         category = text(dig(fields, "status", "statusCategory", "key"))
         status = CATEGORIES.get((category or "").lower())
         resolved = to_utc(fields.get("resolutiondate"))
         if status is None:
-            note_other(other, category)
+            note_other(tool.other, category)
             status = "resolved" if resolved is not None else "open"
         prio = text(dig(fields, "priority", "name"))
         sev_raw = text(pick(issue, options.severity_field)) if options.severity_field else None
@@ -332,7 +326,7 @@ def parse_jira(path: Path, display: str, options: JiraOptions) -> ParsedFile:
                 "raw": raw_of([original]),
             }
         )
-    return parsed("incidents", rows, rejects=rejects, other=other, records_read=len(records))
+    return tool.result(rows)
 
 
 JIRA_INCIDENTS = SourceKind(

@@ -8,21 +8,19 @@ environment, project, segment, member... entries are skipped and counted.
 from __future__ import annotations
 
 import re
-from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
 
-from features.sources.base import ParsedFile, SourceKind, read_json_records
+from features.sources.base import ParsedFile, SourceKind
 from features.sources.normalize import (
     EnvironmentOptions,
     environment,
     epoch_ms,
-    non_object_rejects,
+    flag_service,
+    load_tool_records,
     note_other,
     obj,
-    parsed,
     raw_of,
-    require_shape,
     text,
 )
 
@@ -124,29 +122,26 @@ def _actor(rec: dict[str, Any]) -> str | None:
 
 def parse_launchdarkly(path: Path, display: str, options: LaunchDarklyOptions) -> ParsedFile:
     """One toggle event per audit entry that touches a flag; ``date`` is epoch milliseconds."""
-    records = read_json_records(path, display, ("items",))
-    require_shape(
-        records,
+    tool = load_tool_records(
+        path,
         display,
-        KIND,
-        _matches,
-        "LaunchDarkly audit-log entries (_id, date, kind, accesses[{action, resource}]), a "
+        kind=KIND,
+        table="toggle_events",
+        matches=_matches,
+        expected="LaunchDarkly audit-log entries (_id, date, kind, accesses[{action, resource}]), a "
         '{"_links", "items"} page, or a webhook payload',
+        envelope_keys=("items",),
     )
-    rejects = non_object_rejects("toggle_events", KIND, display, records)
-    other: Counter[str] = Counter()
     rows: list[dict[str, Any]] = []
-    for n, rec in records:
-        if not isinstance(rec, dict):
-            continue
+    for n, rec in tool.records:
         raw_action, res, _ = _flag_access(rec)
         if not res:
-            other[f"skipped:{text(rec.get('kind')) or 'no flag resource'}"] += 1
+            tool.other[f"skipped:{text(rec.get('kind')) or 'no flag resource'}"] += 1
             continue
         action = ACTIONS.get(raw_action or "")
         if action is None:
             action = "other"
-            note_other(other, raw_action)
+            note_other(tool.other, raw_action)
         env_raw = res.get("env")
         env_raw = None if env_raw in ("*", "~") else env_raw
         flag = res["flag"]
@@ -169,7 +164,7 @@ def parse_launchdarkly(path: Path, display: str, options: LaunchDarklyOptions) -
                 "raw": raw_of([rec]),
             }
         )
-    return parsed("toggle_events", rows, rejects=rejects, other=other, records_read=len(records))
+    return tool.result(rows)
 
 
 def _service(flag: str, project: str | None, tags: list[str], options: LaunchDarklyOptions) -> str | None:
@@ -177,12 +172,7 @@ def _service(flag: str, project: str | None, tags: list[str], options: LaunchDar
     for tag in tags:
         if tag.startswith(prefix) and tag[len(prefix) :].strip():
             return tag[len(prefix) :].strip()
-    if options.service_from == "project":
-        return project
-    if options.service_from == "flag_prefix":
-        head = flag.split(options.flag_prefix_separator, 1)[0]
-        return head or None
-    return None
+    return flag_service(flag, project, options.service_from, options.flag_prefix_separator)
 
 
 LAUNCHDARKLY_AUDITLOG = SourceKind(

@@ -11,13 +11,23 @@ import json
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
 from pydantic import Field
 
 from features.schema import MAX_RAW, RECORD_COLUMN
-from features.sources.base import KindOptions, ParsedFile, SourceError, frame_from_rows, reject_rows, to_raw
+from features.sources.base import (
+    KindOptions,
+    ParsedFile,
+    SourceError,
+    frame_from_rows,
+    read_json_records,
+    reject_rows,
+    to_raw,
+)
 
 Environment = Literal["production", "staging", "testing", "development", "other"]
 Severity = Literal["sev1", "sev2", "sev3", "sev4", "sev5"]
@@ -82,6 +92,57 @@ def parsed(
     if rejects is not None:
         out.rejects = rejects
     out.records_read = records_read
+    return out
+
+
+@dataclass
+class ToolRecords:
+    """A vendor export after the checks every connector makes, so each one only maps its records."""
+
+    table: str
+    #: the JSON-object records left to map, with their record numbers
+    records: list[tuple[int, dict[str, Any]]]
+    #: quarantine rows for the records that are not JSON objects
+    rejects: pd.DataFrame
+    #: counts for the ``other_counts`` of the result (``skipped:...`` and unknown raw values)
+    other: Counter[str] = field(default_factory=Counter)
+    #: every record read, objects or not (``records_read``)
+    read: int = 0
+
+    def result(self, rows: list[dict[str, Any]]) -> ParsedFile:
+        """The ``ParsedFile`` of the mapped rows, with these rejects and counts."""
+        return parsed(self.table, rows, rejects=self.rejects, other=self.other, records_read=self.read)
+
+
+def load_tool_records(
+    path: Path,
+    display: str,
+    *,
+    kind: str,
+    table: str,
+    matches: Callable[[dict[str, Any]], bool],
+    expected: str,
+    envelope_keys: tuple[str, ...] = (),
+    skipped: str | None = None,
+    expand: Callable[[Any], list[Any]] | None = None,
+) -> ToolRecords:
+    """Read an export, refuse it if it is of another kind, quarantine non-objects.
+
+    ``expand`` splits a record into several (GraphQL pages); with ``skipped``, objects that do
+    not ``match`` are dropped here and counted as ``skipped:<skipped>``.
+    """
+    records = read_json_records(path, display, envelope_keys)
+    if expand is not None:
+        records = [(n, r) for n, rec in records for r in expand(rec)]
+    require_shape(records, display, kind, matches, expected)
+    out = ToolRecords(table, [], non_object_rejects(table, kind, display, records), read=len(records))
+    for n, rec in records:
+        if not isinstance(rec, dict):
+            continue
+        if skipped is not None and not matches(rec):
+            out.other[f"skipped:{skipped}"] += 1
+            continue
+        out.records.append((n, rec))
     return out
 
 
@@ -335,6 +396,33 @@ def lookup(table: Mapping[str, str], raw: Any) -> str | None:
 
 def note_other(counter: Counter[str], raw: Any) -> None:
     counter[text(raw) or "(missing)"] += 1
+
+
+def status_or_other(table: Mapping[str, str], raw: str | None, other: Counter[str]) -> str | None:
+    """``lookup`` of a raw status; one the table does not know is ``other`` and counted, not lost."""
+    status = lookup(table, raw)
+    if raw and status is None:
+        note_other(other, raw)
+        return "other"
+    return status
+
+
+def incident_status(table: Mapping[str, str], raw: str | None, resolved: Any, other: Counter[str]) -> str:
+    """``lookup`` of a raw incident status; an unknown one is counted and read from ``resolved``."""
+    status = lookup(table, raw)
+    if status is None:
+        note_other(other, raw)
+        status = "resolved" if resolved is not None else "open"
+    return status
+
+
+def flag_service(flag: str | None, project: str | None, service_from: str, separator: str) -> str | None:
+    """Service of a flag event without a service tag: its project, its key's prefix, or none."""
+    if service_from == "project":
+        return project
+    if service_from == "flag_prefix" and flag:
+        return flag.split(separator, 1)[0] or None
+    return None
 
 
 # --------------------------------------------------------------------------------------------

@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from features.sources.base import ParsedFile, SourceKind, dig, read_json_records
+from features.sources.base import ParsedFile, SourceKind, dig
 from features.sources.normalize import (
     IncidentOptions,
     environment,
     explicit_causes,
+    load_tool_records,
     lookup,
-    non_object_rejects,
     not_change_related,
     note_other,
     obj,
-    parsed,
     pick,
     raw_of,
-    require_shape,
     severity,
     text,
     to_utc,
@@ -43,30 +40,25 @@ def _matches(rec: dict[str, Any]) -> bool:
 
 def parse_opsgenie(path: Path, display: str, options: OpsgenieOptions) -> ParsedFile:
     """One canonical incident per Opsgenie incident."""
-    records = read_json_records(path, display, ("data",))
-    require_shape(
-        records,
+    tool = load_tool_records(
+        path,
         display,
-        KIND,
-        _matches,
-        "Opsgenie incidents (id, tinyId, message, status, priority, impactedServices, createdAt), "
+        kind=KIND,
+        table="incidents",
+        matches=_matches,
+        expected="Opsgenie incidents (id, tinyId, message, status, priority, impactedServices, createdAt), "
         'or a {"data": [...]} page',
+        envelope_keys=("data",),
+        skipped="not an incident",
     )
-    rejects = non_object_rejects("incidents", KIND, display, records)
-    other: Counter[str] = Counter()
     rows: list[dict[str, Any]] = []
-    for n, rec in records:
-        if not isinstance(rec, dict):
-            continue
-        if not _matches(rec):
-            other["skipped:not an incident"] += 1
-            continue
+    for n, rec in tool.records:
         raw_status = text(rec.get("status"))
         status = lookup(STATUSES, raw_status)
         # impactEndDate is set when the incident is resolved; updatedAt moves on later edits
         end = to_utc(rec.get("impactEndDate")) or to_utc(rec.get("updatedAt"))
         if status is None:
-            note_other(other, raw_status)
+            note_other(tool.other, raw_status)
             status = "resolved" if rec.get("impactEndDate") else "open"
         tags: list[Any] = rec["tags"] if isinstance(rec.get("tags"), list) else []
         props = obj(rec.get("extraProperties"))
@@ -101,7 +93,7 @@ def parse_opsgenie(path: Path, display: str, options: OpsgenieOptions) -> Parsed
                 "raw": raw_of([rec]),
             }
         )
-    return parsed("incidents", rows, rejects=rejects, other=other, records_read=len(records))
+    return tool.result(rows)
 
 
 OPSGENIE_INCIDENTS = SourceKind(

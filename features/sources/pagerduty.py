@@ -14,23 +14,22 @@ from typing import Any
 import pandas as pd
 from pydantic import Field
 
-from features.sources.base import ParsedFile, SourceKind, dig, read_json_records, reject_rows
+from features.sources.base import ParsedFile, SourceKind, dig, reject_rows
 from features.sources.normalize import (
     IncidentOptions,
     Severity,
     earliest,
     environment,
     explicit_causes,
+    incident_status,
     latest,
+    load_tool_records,
     lookup,
-    non_object_rejects,
     not_change_related,
-    note_other,
     obj,
     parsed,
     pick,
     raw_of,
-    require_shape,
     severity,
     text,
     to_utc,
@@ -95,14 +94,6 @@ def _severity(inc: dict[str, Any], options: PagerDutyOptions) -> str | None:
     return severity(prio, options.priority_map) or lookup(options.urgency_severity, inc.get("urgency"))
 
 
-def _status(raw: str | None, resolved: Any, other: Counter[str]) -> str:
-    status = lookup(STATUSES, raw)
-    if status is None:
-        note_other(other, raw)
-        status = "resolved" if resolved is not None else "open"
-    return status
-
-
 def _common(inc: dict[str, Any], options: PagerDutyOptions, texts: list[Any]) -> dict[str, Any]:
     custom = inc.get("custom_fields")
     return {
@@ -136,7 +127,7 @@ def _rest_row(
         resolved = to_utc(inc.get("last_status_change_at")) or latest(
             to_utc(e.get("created_at")) for e in logs if e.get("type") == "resolve_log_entry"
         )
-    status = _status(raw_status, resolved, other)
+    status = incident_status(STATUSES, raw_status, resolved, other)
     notes = [e.get("content") or e.get("summary") for e in logs if e.get("type") == "annotate_log_entry"]
     return {
         "_record": n,
@@ -177,7 +168,7 @@ def _v3_row(
             (EVENT_STATUS[ev["event_type"]] for ev, _ in reversed(states) if ev.get("event_type") in EVENT_STATUS), None
         )
     resolved = to_utc(inc.get("resolved_at")) or latest(times["incident.resolved"])
-    status = _status(raw_status, resolved, other)
+    status = incident_status(STATUSES, raw_status, resolved, other)
     created = to_utc(inc.get("created_at")) or earliest(times["incident.triggered"])
     notes = [dig(d, "content") for ev, d in states if ev.get("event_type") == "incident.annotated"]
     custom = [
@@ -213,49 +204,46 @@ def _v3_row(
 
 def parse_pagerduty(path: Path, display: str, options: PagerDutyOptions) -> ParsedFile:
     """REST and v2 incidents map one to one; v3 webhook events fold per incident id."""
-    records = read_json_records(path, display, ("incidents", "messages"))
-    require_shape(
-        records,
+    tool = load_tool_records(
+        path,
         display,
-        KIND,
-        _matches,
-        "PagerDuty incidents (id, incident_number, status, created_at, service), an "
+        kind=KIND,
+        table="incidents",
+        matches=_matches,
+        expected="PagerDuty incidents (id, incident_number, status, created_at, service), an "
         '{"incidents": [...]} page, or v3 webhooks {"event": {"event_type": "incident.*", ...}}',
+        envelope_keys=("incidents", "messages"),
     )
-    rejects = [non_object_rejects("incidents", KIND, display, records)]
-    other: Counter[str] = Counter()
     rows: list[dict[str, Any]] = []
     hooks: dict[str, list[tuple[int, dict[str, Any]]]] = defaultdict(list)
-    for n, rec in records:
-        if not isinstance(rec, dict):
-            continue
+    for n, rec in tool.records:
         if _is_v3(rec):
             event = rec["event"]
             if event.get("resource_type") not in (None, "incident") or not str(event.get("event_type")).startswith(
                 "incident."
             ):
-                other[f"skipped:{text(event.get('event_type'))}"] += 1
+                tool.other[f"skipped:{text(event.get('event_type'))}"] += 1
                 continue
             hooks[_v3_incident_id(event) or f"#record{n}"].append((n, rec))
         elif _is_v2(rec):
-            rows.append(_rest_row(n, rec["incident"], rec, options, other))
+            rows.append(_rest_row(n, rec["incident"], rec, options, tool.other))
         elif _is_rest(rec):
-            rows.append(_rest_row(n, rec, rec, options, other))
+            rows.append(_rest_row(n, rec, rec, options, tool.other))
         else:
-            other["skipped:not an incident"] += 1
+            tool.other["skipped:not an incident"] += 1
     bad: list[tuple[int, str, str, object]] = []
     for items in hooks.values():
-        values, problems = _v3_row(items, options, other, display)
+        values, problems = _v3_row(items, options, tool.other, display)
         if values is not None:
             rows.append(values)
         bad.extend(problems)
-    rejects.append(reject_rows("incidents", KIND, display, bad))
+    rejects = [tool.rejects, reject_rows("incidents", KIND, display, bad)]
     return parsed(
         "incidents",
         rows,
         rejects=pd.concat([r for r in rejects if len(r)] or rejects[:1]),
-        other=other,
-        records_read=len(records),
+        other=tool.other,
+        records_read=tool.read,
     )
 
 

@@ -8,20 +8,18 @@ Types Unleash adds later still parse: feature ones become ``other``, the rest ar
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
 
-from features.sources.base import ParsedFile, SourceKind, read_json_records
+from features.sources.base import ParsedFile, SourceKind
 from features.sources.normalize import (
     EnvironmentOptions,
     environment,
-    non_object_rejects,
+    flag_service,
+    load_tool_records,
     note_other,
     obj,
-    parsed,
     raw_of,
-    require_shape,
     text,
     to_utc,
 )
@@ -151,29 +149,26 @@ def _action(kind: str, rec: dict[str, Any]) -> str:
 
 def parse_unleash(path: Path, display: str, options: UnleashOptions) -> ParsedFile:
     """One toggle event per feature event; other events are skipped and counted."""
-    records = read_json_records(path, display, ("events",))
-    require_shape(
-        records,
+    tool = load_tool_records(
+        path,
         display,
-        KIND,
-        _matches,
-        "Unleash events (id, type, createdBy, createdAt, featureName, project, environment), "
+        kind=KIND,
+        table="toggle_events",
+        matches=_matches,
+        expected="Unleash events (id, type, createdBy, createdAt, featureName, project, environment), "
         'or a {"version", "events"} response',
+        envelope_keys=("events",),
     )
-    rejects = non_object_rejects("toggle_events", KIND, display, records)
-    other: Counter[str] = Counter()
     rows: list[dict[str, Any]] = []
-    for n, rec in records:
-        if not isinstance(rec, dict):
-            continue
+    for n, rec in tool.records:
         kind = text(rec.get("type")) or ""
         known_feature = kind in ACTIONS or kind in OTHER_TYPES
         if kind in SKIPPED_TYPES or not (known_feature or (kind.startswith("feature-") and rec.get("featureName"))):
-            other[f"skipped:{kind or '(missing type)'}"] += 1
+            tool.other[f"skipped:{kind or '(missing type)'}"] += 1
             continue
         action = _action(kind, rec)
         if action == "other":
-            note_other(other, kind)
+            note_other(tool.other, kind)
         flag = _flag(rec, kind)
         env_raw = text(rec.get("environment"))
         project = text(rec.get("project")) or text(
@@ -196,7 +191,7 @@ def parse_unleash(path: Path, display: str, options: UnleashOptions) -> ParsedFi
                 "raw": raw_of([rec]),
             }
         )
-    return parsed("toggle_events", rows, rejects=rejects, other=other, records_read=len(records))
+    return tool.result(rows)
 
 
 def _service(flag: str | None, project: str | None, tags: Any, options: UnleashOptions) -> str | None:
@@ -208,11 +203,7 @@ def _service(flag: str | None, project: str | None, tags: Any, options: UnleashO
             return value
         if value and value.startswith(options.service_tag_prefix) and value[len(options.service_tag_prefix) :]:
             return value[len(options.service_tag_prefix) :]
-    if options.service_from == "project":
-        return project
-    if options.service_from == "flag_prefix" and flag:
-        return flag.split(options.flag_prefix_separator, 1)[0] or None
-    return None
+    return flag_service(flag, project, options.service_from, options.flag_prefix_separator)
 
 
 UNLEASH_EVENTS = SourceKind(
