@@ -7,17 +7,26 @@ deploys at the same instant never see each other), and a failure label counts on
 matured. Training passes every historic deploy as entities, scoring passes a one-row frame of the
 upcoming deploy; both run the same functions against the same history, so they cannot disagree.
 
+Two stages, shared by training and serving: ``prepare_history`` indexes everything that depends
+only on the history (once per training build, once per store refresh in the service), and
+``compute_features`` answers the entities against it (``EntityArrays.from_frame`` for a table,
+``EntityArrays.from_mapping`` for one request). ``build_features`` is the two in a row.
+
 Windows are sorted-array searches (``features.windows``), vectorised over all entities and all
 groups at once. Definitions, windows and reasons are in ``docs/features.md``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from features.schema import ENVIRONMENTS, EXTRA_PREFIX, TOGGLE_ACTIONS, History
@@ -26,6 +35,8 @@ from features.windows import (
     BoolArray,
     IntArray,
     Queries,
+    SortedEvents,
+    SortedIntervals,
     count_before,
     count_covering,
     count_window,
@@ -36,6 +47,9 @@ from features.windows import (
     sort_events,
     sort_intervals,
 )
+
+FloatArray = npt.NDArray[np.float64]
+ObjectArray = npt.NDArray[np.object_]
 
 #: Bump when any feature definition, default or column changes (models record it).
 FEATURE_SET_VERSION = "pit-1"
@@ -54,6 +68,13 @@ HOUR = 60 * MINUTE
 DAY = 24 * HOUR
 
 _SIZE_COLUMNS = ("lines_added", "lines_deleted", "files_changed", "commit_count")
+_KIND_COLUMNS = ("touches_infra", "is_rollback")
+_NUMBER_COLUMNS = (*_SIZE_COLUMNS, *_KIND_COLUMNS)
+_TEXT_COLUMNS = ("service", "author", "squad", "tribe")
+_WORDS = {"true": 1.0, "false": 0.0, "yes": 1.0, "no": 0.0}
+#: Up to this many entities, per-row Python beats pandas' fixed per-call cost (a scoring request).
+_FEW_ROWS = 16
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -128,49 +149,208 @@ def build_features(
 
     Returns one row per entity in entity order (the entities' index is kept): ``deploy_id``,
     ``created_at`` (UTC), then the numeric feature columns (float64) and the categorical ones
-    (strings, ``MISSING_CATEGORY`` when absent).
+    (strings, ``MISSING_CATEGORY`` when absent). Both stages are the ones scoring uses:
+    ``compute_features(prepare_history(...), EntityArrays.from_frame(entities))``.
     """
-    ent = _entity_view(entities)
-    hist = _history_view(history, deploy_labels, config)
-    svc_codes = _shared_codes(ent.service, hist.deploy_service, hist.incident_service, hist.toggle_service)
-    q_svc, dep_svc, inc_svc, tog_svc = svc_codes
-    q_author, dep_author = _shared_codes(ent.author, hist.deploy_author)
-
-    cols: dict[str, np.ndarray] = {}
-    cols |= _change_size(entities, history, config)
-    by_svc = Queries.of(q_svc, ent.t)  # most windows group by service: sort those queries once
-    cols |= _toggle_features(by_svc, hist, tog_svc, config)
-    cols |= _service_history(by_svc, hist, dep_svc, inc_svc, config)
-    by_author = Queries.of(q_author, ent.t)
-    cols |= _author_features(by_author, q_author, q_svc, ent.t, dep_svc, dep_author, hist)
-    cols |= _failure_rates(by_svc, by_author, ent.t, hist, dep_svc, dep_author, config)
-    cols |= _timing(ent, config)
-    cols |= _change_kind(entities)
-
+    ents = EntityArrays.from_frame(entities)
+    features = compute_features(prepare_history(history, deploy_labels, config), ents)
+    created = pd.Series(pd.to_datetime(ents.t, unit="us", utc=True), index=entities.index).dt.as_unit("us")
     out = pd.DataFrame(
-        {
-            "deploy_id": ent.deploy_id,
-            "created_at": ent.created_at,
-            **{name: np.asarray(v, dtype=np.float64) for name, v in cols.items()},
-        },
+        {"deploy_id": _text(entities, "deploy_id"), "created_at": created, **features.numeric},
         index=entities.index,
     )
-    for name in CATEGORICAL_COLUMNS:
-        out[name] = _text(entities, name).fillna(MISSING_CATEGORY).astype("str").to_numpy()
+    for name, values in features.categorical.items():
+        out[name] = values
     return out
 
 
 # --------------------------------------------------------------------------------------------
-# Inputs: canonical or loosely typed frames -> arrays
+# Stage 1: everything that depends only on the history (once per build, once per store refresh)
 
 
 @dataclass(frozen=True)
-class _Entities:
-    deploy_id: pd.Series
-    created_at: pd.Series
-    t: IntArray
-    service: pd.Series
-    author: pd.Series
+class Vocabulary:
+    """Integer codes of the names the history holds; any other name (or none) codes -1, i.e. no events."""
+
+    codes: Mapping[str, int]
+
+    def encode(self, values: ObjectArray) -> IntArray:
+        """Codes of ``values`` (str or None); a dict walk for a request's few rows, a hash join for a table."""
+        if len(values) <= _FEW_ROWS:
+            return np.array([self.codes.get(v, -1) if v is not None else -1 for v in values], dtype=np.int64)
+        mapped = pd.Series(values, dtype=object).map(self.codes)
+        return np.asarray(mapped.fillna(-1).to_numpy(), dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class LabelCounts:
+    """Matured labels (and the failed ones) per group, indexed by the time they became usable."""
+
+    total: SortedEvents
+    failed: SortedEvents
+
+    @classmethod
+    def of(cls, groups: IntArray, usable_at: IntArray, failed: BoolArray) -> LabelCounts:
+        has = groups >= 0
+        return cls(sort_events(groups[has], usable_at[has]), sort_events(groups[has & failed], usable_at[has & failed]))
+
+
+@dataclass(frozen=True)
+class PreparedHistory:
+    """The history's counted events as window indexes (``features.windows``), for one ``FeatureConfig``.
+
+    Nothing here depends on the entities, so training builds it once per table and the service once
+    per store refresh; ``compute_features`` then only searches it.
+    """
+
+    config: FeatureConfig
+    services: Vocabulary
+    authors: Vocabulary
+    pair_keys: IntArray  # sorted author * n_services + service of the (author, service) pairs deployed
+    n_services: int
+    deploys: SortedEvents  # by service
+    incidents: SortedEvents  # by service
+    flips: SortedEvents  # toggle flips by service
+    toggles: SortedEvents  # every toggle event by service
+    flip_actors: SortedIntervals  # per service: when each actor's flip counts as "recent" (24 h)
+    enabled: SortedIntervals  # per service: stretches in which a flag stayed enabled
+    stale: SortedIntervals  # the same stretches, from when the flag had been untouched too long
+    by_author: SortedEvents
+    by_pair: SortedEvents
+    labels_all: LabelCounts  # one group: every service
+    labels_service: LabelCounts
+    labels_author: LabelCounts
+    history_extras: tuple[str, ...]  # ``extra_*`` columns of the history's deploys
+    n_deploys: int
+
+
+def prepare_history(history: History, deploy_labels: pd.DataFrame, config: FeatureConfig) -> PreparedHistory:
+    """Index the history (and its labels, usable once matured) for point-in-time feature queries."""
+    hist = _history_view(history, deploy_labels, config)
+    (dep_svc, inc_svc, tog_svc), services = _vocabulary(hist.deploy_service, hist.incident_service, hist.toggle_service)
+    (dep_author,), authors = _vocabulary(hist.deploy_author)
+    n_services = len(services.codes)
+    known = dep_author >= 0
+    pair_keys = np.unique(dep_author[known] * n_services + dep_svc[known])
+    dep_pair = _pair_codes(pair_keys, n_services, dep_author, dep_svc)
+
+    tog, tog_t = hist.toggles, hist.toggle_t
+    action = _choice_codes(_text(tog, "action"), TOGGLE_ACTIONS)
+    action = np.where(action < 0, TOGGLE_ACTIONS.index("other"), action)
+    flip = np.isin(action, [TOGGLE_ACTIONS.index(a) for a in FLIP_ACTIONS])
+    groups, starts, ends = _enabled_intervals(tog, tog_svc, tog_t, action)
+    stale_after = config.stale_after_days * DAY
+
+    row, label_t, failed = hist.label_row, hist.label_t, hist.label_failed
+    return PreparedHistory(
+        config=config,
+        services=services,
+        authors=authors,
+        pair_keys=pair_keys,
+        n_services=n_services,
+        deploys=sort_events(dep_svc, hist.deploy_t),
+        incidents=sort_events(inc_svc, hist.incident_t),
+        flips=sort_events(tog_svc[flip], tog_t[flip]),
+        toggles=sort_events(tog_svc, tog_t),
+        flip_actors=_actor_intervals(tog_svc[flip], tog_t[flip], _text(tog, "actor")[flip]),
+        enabled=sort_intervals(groups, starts, ends),
+        stale=sort_intervals(groups, starts + stale_after, ends),
+        by_author=sort_events(dep_author[known], hist.deploy_t[known]),
+        by_pair=sort_events(dep_pair[dep_pair >= 0], hist.deploy_t[dep_pair >= 0]),
+        labels_all=LabelCounts.of(np.zeros(len(label_t), dtype=np.int64), label_t, failed),
+        labels_service=LabelCounts.of(dep_svc[row], label_t, failed),
+        labels_author=LabelCounts.of(dep_author[row], label_t, failed),
+        history_extras=tuple(sorted({str(c) for c in history.deploys.columns if str(c).startswith(EXTRA_PREFIX)})),
+        n_deploys=len(hist.deploy_t),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Stage 2: the entities (every historic deploy for training, one upcoming deploy for scoring)
+
+
+@dataclass(frozen=True)
+class EntityArrays:
+    """The entity columns the features read, as plain arrays (so one request pays no pandas).
+
+    ``numbers`` holds the change-size, change-kind and ``extra_*`` inputs as float64 with NaN for
+    missing; text columns are object arrays of str or None.
+    """
+
+    t: IntArray  # created_at as UTC microseconds
+    service: ObjectArray
+    author: ObjectArray
+    squad: ObjectArray
+    tribe: ObjectArray
+    numbers: Mapping[str, FloatArray]
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+    @property
+    def extra_names(self) -> tuple[str, ...]:
+        return tuple(c for c in self.numbers if c.startswith(EXTRA_PREFIX))
+
+    def number(self, name: str) -> FloatArray:
+        """A numeric input; all missing when the entities lack it."""
+        values = self.numbers.get(name)
+        return np.full(len(self.t), np.nan) if values is None else values
+
+    @classmethod
+    def from_frame(cls, entities: pd.DataFrame) -> EntityArrays:
+        """Entities from a canonical or loosely typed frame (training, batch scoring)."""
+        if "created_at" not in entities.columns:
+            raise ValueError("entities need a created_at column (the time the features are computed at)")
+        t, present = _times(entities["created_at"], "entities.created_at")
+        if not present.all():
+            raise ValueError(f"entities.created_at is missing in rows {np.flatnonzero(~present)[:10].tolist()}")
+        extras = [str(c) for c in entities.columns if str(c).startswith(EXTRA_PREFIX)]
+        text = {c: _objects(_text(entities, c)) for c in _TEXT_COLUMNS}
+        return cls(t=t, **text, numbers={c: _numbers(entities, c) for c in (*_NUMBER_COLUMNS, *extras)})
+
+    @classmethod
+    def from_mapping(cls, row: Mapping[str, Any]) -> EntityArrays:
+        """One entity from a mapping of its columns (a scoring request), without pandas.
+
+        ``created_at`` is UTC microseconds or a timezone-aware timestamp; absent keys are missing.
+        """
+        values = {c: v for c, v in row.items() if c in _NUMBER_COLUMNS or c.startswith(EXTRA_PREFIX)}
+        numbers = {c: np.array([_number(values.get(c))]) for c in (*_NUMBER_COLUMNS, *values)}
+        text = {c: np.array([_opt_text(row.get(c))], dtype=object) for c in _TEXT_COLUMNS}
+        return cls(t=np.array([_micros(row["created_at"])], dtype=np.int64), **text, numbers=numbers)
+
+
+@dataclass(frozen=True)
+class EntityFeatures:
+    """Feature columns of the entities, in the training table's column order."""
+
+    numeric: Mapping[str, FloatArray]
+    categorical: Mapping[str, ObjectArray]  # str, ``MISSING_CATEGORY`` when absent
+
+
+def compute_features(prepared: PreparedHistory, entities: EntityArrays) -> EntityFeatures:
+    """Point-in-time features of the entities against a prepared history: the only feature definitions."""
+    p, t = prepared, entities.t
+    q_svc = p.services.encode(entities.service)
+    q_author = p.authors.encode(entities.author)
+    by_svc = Queries.of(q_svc, t)  # most windows group by service: sort those queries once
+    by_author = Queries.of(q_author, t)
+    by_pair = Queries.of(_pair_codes(p.pair_keys, p.n_services, q_author, q_svc), t)
+
+    cols: dict[str, np.ndarray] = {}
+    cols |= _change_size(entities, p)
+    cols |= _toggle_features(by_svc, p)
+    cols |= _service_history(by_svc, p)
+    cols |= _author_features(by_author, by_pair, entities, p)
+    cols |= _failure_rates(by_svc, by_author, t, p)
+    cols |= _timing(entities, p.config)
+    cols |= _change_kind(entities)
+    categorical = {c: _category(getattr(entities, c)) for c in CATEGORICAL_COLUMNS}
+    return EntityFeatures({c: np.asarray(v, dtype=np.float64) for c, v in cols.items()}, categorical)
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs: canonical or loosely typed frames -> arrays
 
 
 @dataclass(frozen=True)
@@ -197,6 +377,18 @@ def _text(frame: pd.DataFrame, column: str) -> pd.Series:
     return frame[column].astype("string")
 
 
+def _objects(values: pd.Series) -> ObjectArray:
+    """A text column as an object array of str, None when missing."""
+    out = np.asarray(values.to_numpy(dtype=object), dtype=object)
+    out[values.isna().to_numpy()] = None
+    return out
+
+
+def _opt_text(value: Any) -> str | None:
+    """A request's text value as ``_text`` reads a column: str, or None when missing."""
+    return None if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)) else str(value)
+
+
 def _times(values: pd.Series, what: str) -> tuple[IntArray, BoolArray]:
     """UTC microseconds since the epoch, and which values are present."""
     if isinstance(values.dtype, pd.DatetimeTZDtype):
@@ -208,6 +400,18 @@ def _times(values: pd.Series, what: str) -> tuple[IntArray, BoolArray]:
     naive = ts.dt.tz_convert("UTC").dt.tz_localize(None).dt.as_unit("us")
     present = naive.notna().to_numpy()
     return naive.to_numpy().view(np.int64).copy(), present
+
+
+def _micros(value: Any) -> int:
+    """One time as ``_times`` reads a column: integers are UTC microseconds, naive datetimes are refused."""
+    if isinstance(value, int | np.integer) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, datetime) and value.tzinfo is None:
+        raise ValueError("created_at is a naive timestamp; entity times are timezone-aware UTC")
+    ts = pd.to_datetime(value, utc=True)
+    if ts is pd.NaT:
+        raise ValueError("created_at is missing")
+    return int(ts.as_unit("us").value // 1000)
 
 
 def _numbers(frame: pd.DataFrame, column: str) -> np.ndarray:
@@ -222,21 +426,34 @@ def _numbers(frame: pd.DataFrame, column: str) -> np.ndarray:
         out = pd.to_numeric(col, errors="coerce").astype("Float64").to_numpy(dtype=np.float64, na_value=np.nan)
     else:
         text = col.astype("string").str.strip().str.lower()
-        words = text.map({"true": 1.0, "false": 0.0, "yes": 1.0, "no": 0.0}, na_action="ignore")
+        words = text.map(_WORDS, na_action="ignore")
         numeric = pd.to_numeric(text, errors="coerce").astype("Float64")
         out = numeric.fillna(words.astype("Float64")).to_numpy(dtype=np.float64, na_value=np.nan)
     return np.where(np.isfinite(out), out, np.nan)
 
 
-def _entity_view(entities: pd.DataFrame) -> _Entities:
-    if "created_at" not in entities.columns:
-        raise ValueError("entities need a created_at column (the time the features are computed at)")
-    t, present = _times(entities["created_at"], "entities.created_at")
-    if not present.all():
-        raise ValueError(f"entities.created_at is missing in rows {np.flatnonzero(~present)[:10].tolist()}")
-    deploy_id = _text(entities, "deploy_id")
-    created = pd.Series(pd.to_datetime(t, unit="us", utc=True), index=entities.index).dt.as_unit("us")
-    return _Entities(deploy_id, created, t, _text(entities, "service"), _text(entities, "author"))
+def _number(value: Any) -> float:
+    """One value as ``_numbers`` reads a column: float, NaN when missing, unparsable or not finite."""
+    if value is None or value is pd.NA:
+        return math.nan
+    if isinstance(value, str):
+        text = value.strip().lower()
+        try:
+            x = float(text)
+        except ValueError:
+            return _WORDS.get(text, math.nan)
+    else:
+        try:
+            x = float(value)
+        except (TypeError, ValueError):
+            return math.nan
+    return x if math.isfinite(x) else math.nan
+
+
+def _category(values: ObjectArray) -> ObjectArray:
+    out = values.copy()
+    out[pd.isna(values)] = MISSING_CATEGORY
+    return out
 
 
 def _history_view(history: History, deploy_labels: pd.DataFrame, config: FeatureConfig) -> _HistoryView:
@@ -313,6 +530,22 @@ def _shared_codes(*columns: pd.Series) -> list[IntArray]:
     return np.split(codes.astype(np.int64), np.cumsum([len(c) for c in columns])[:-1])
 
 
+def _vocabulary(*columns: pd.Series) -> tuple[list[IntArray], Vocabulary]:
+    """``_shared_codes`` of history columns, and the vocabulary that codes entities the same way."""
+    joined = pd.concat([c.reset_index(drop=True) for c in columns], ignore_index=True)
+    codes, names = pd.factorize(joined)
+    parts = np.split(codes.astype(np.int64), np.cumsum([len(c) for c in columns])[:-1])
+    return parts, Vocabulary({str(name): i for i, name in enumerate(names)})
+
+
+def _pair_codes(pair_keys: IntArray, n_services: int, author: IntArray, service: IntArray) -> IntArray:
+    """Code of each (author, service) among the history's deployed pairs; -1 when unknown or missing."""
+    keys = author * n_services + service
+    pos = np.searchsorted(pair_keys, keys)
+    hit = pair_keys[np.minimum(pos, len(pair_keys) - 1)] == keys if len(pair_keys) else np.zeros(len(keys), bool)
+    return np.where((author >= 0) & (service >= 0) & hit, pos, -1).astype(np.int64)
+
+
 def _choice_codes(values: pd.Series, choices: tuple[str, ...]) -> IntArray:
     """Position of each value in ``choices`` (case-insensitive); -1 for missing or unknown values.
 
@@ -336,65 +569,8 @@ def _combine(*codes: IntArray) -> IntArray:
     return np.where(missing, -1, out)
 
 
-# --------------------------------------------------------------------------------------------
-# Feature groups: each returns named float-able columns aligned with the entities
-
-
-def _change_size(entities: pd.DataFrame, history: History, config: FeatureConfig) -> dict[str, np.ndarray]:
-    """Size of the change itself; missing counts become 0 with a missing indicator."""
-    raw = {c: _numbers(entities, c) for c in _SIZE_COLUMNS}
-    out: dict[str, np.ndarray] = {c: np.nan_to_num(np.maximum(v, 0), nan=0.0) for c, v in raw.items()}
-    out["churn"] = out["lines_added"] + out["lines_deleted"]
-    for c in (*_SIZE_COLUMNS, "churn"):
-        out[f"log_{c}"] = np.log1p(out[c])
-    out["lines_missing"] = np.isnan(raw["lines_added"]) | np.isnan(raw["lines_deleted"])
-    out["files_changed_missing"] = np.isnan(raw["files_changed"])
-    out["commit_count_missing"] = np.isnan(raw["commit_count"])
-    extras = config.extra_columns
-    if extras is None:
-        names = {str(c) for c in (*entities.columns, *history.deploys.columns) if str(c).startswith(EXTRA_PREFIX)}
-        extras = tuple(sorted(names))
-    for name in extras:
-        values = _numbers(entities, name)
-        out[name] = np.nan_to_num(values, nan=0.0)
-        out[f"{name}_missing"] = np.isnan(values)
-    return out
-
-
-def _toggle_features(
-    by_svc: Queries, hist: _HistoryView, tog_svc: IntArray, config: FeatureConfig
-) -> dict[str, np.ndarray]:
-    """Flag activity of the deploy's service: recent flips, flippers, enabled and stale flags."""
-    tog = hist.toggles
-    action = _choice_codes(_text(tog, "action"), TOGGLE_ACTIONS)
-    action = np.where(action < 0, TOGGLE_ACTIONS.index("other"), action)
-    flip = np.isin(action, [TOGGLE_ACTIONS.index(a) for a in FLIP_ACTIONS])
-    flips = sort_events(tog_svc[flip], hist.toggle_t[flip])
-    g, t = by_svc.groups, by_svc.times
-    out: dict[str, np.ndarray] = {
-        "toggle_flips_1h": count_window(flips, g, t, HOUR),
-        "toggle_flips_24h": count_window(flips, g, t, DAY),
-        "toggle_flips_7d": count_window(flips, g, t, 7 * DAY),
-        "toggle_flips_recent": count_window(flips, g, t, config.flip_window_minutes * MINUTE),
-    }
-    actors = _text(tog, "actor")[flip]
-    out["toggle_actors_24h"] = _distinct_actors(by_svc, tog_svc[flip], hist.toggle_t[flip], actors)
-    out["no_toggle_history"] = count_before(sort_events(tog_svc, hist.toggle_t), g, t) == 0
-
-    groups, starts, ends = _enabled_intervals(tog, tog_svc, hist.toggle_t, action)
-    stale_after = config.stale_after_days * DAY
-    on = sort_intervals(groups, starts, ends)
-    stale = sort_intervals(groups, starts + stale_after, ends)
-    out["toggles_enabled"] = count_covering(on, g, t)
-    out["toggles_stale"] = count_covering(stale, g, t)
-    oldest, found = min_start_covering(on, g, t)
-    untouched = t - oldest
-    out["toggle_oldest_stale_days"] = np.where(found & (untouched > stale_after), untouched / DAY, 0.0)
-    return by_svc.restore(out)
-
-
-def _distinct_actors(by_svc: Queries, svc: IntArray, times: IntArray, actor: pd.Series) -> IntArray:
-    """Distinct actors flipping the service's flags in [t - 24 h, t), for the sorted queries.
+def _actor_intervals(svc: IntArray, times: IntArray, actor: pd.Series) -> SortedIntervals:
+    """Per service, when each actor's flips make them a "recent flipper" (distinct actors in [t - 24 h, t)).
 
     An actor's flip at e counts for queries in (e, e + w] unless the same actor already flipped at
     p with p + w >= query; so each flip covers (max(e, p + w), e + w] and distinct actors at t is
@@ -405,7 +581,7 @@ def _distinct_actors(by_svc: Queries, svc: IntArray, times: IntArray, actor: pd.
     actor_codes = pd.factorize(actor[has_actor])[0].astype(np.int64)
     prev, found = previous_in_group(_combine(svc, actor_codes), times)
     starts = np.where(found, np.maximum(times, prev + DAY), times)
-    return count_covering(sort_intervals(svc, starts, times + DAY), by_svc.groups, by_svc.times)
+    return sort_intervals(svc, starts, times + DAY)
 
 
 def _enabled_intervals(
@@ -443,91 +619,107 @@ def _enabled_intervals(
     return svc[on], times[on], nxt[on]
 
 
+# --------------------------------------------------------------------------------------------
+# Feature groups: each returns named float-able columns aligned with the entities
+
+
+def _change_size(ent: EntityArrays, p: PreparedHistory) -> dict[str, np.ndarray]:
+    """Size of the change itself; missing counts become 0 with a missing indicator."""
+    raw = {c: ent.number(c) for c in _SIZE_COLUMNS}
+    out: dict[str, np.ndarray] = {c: np.nan_to_num(np.maximum(v, 0), nan=0.0) for c, v in raw.items()}
+    out["churn"] = out["lines_added"] + out["lines_deleted"]
+    for c in (*_SIZE_COLUMNS, "churn"):
+        out[f"log_{c}"] = np.log1p(out[c])
+    out["lines_missing"] = np.isnan(raw["lines_added"]) | np.isnan(raw["lines_deleted"])
+    out["files_changed_missing"] = np.isnan(raw["files_changed"])
+    out["commit_count_missing"] = np.isnan(raw["commit_count"])
+    extras = p.config.extra_columns
+    if extras is None:
+        extras = tuple(sorted({*ent.extra_names, *p.history_extras}))
+    for name in extras:
+        values = ent.number(name)
+        out[name] = np.nan_to_num(values, nan=0.0)
+        out[f"{name}_missing"] = np.isnan(values)
+    return out
+
+
+def _toggle_features(by_svc: Queries, p: PreparedHistory) -> dict[str, np.ndarray]:
+    """Flag activity of the deploy's service: recent flips, flippers, enabled and stale flags."""
+    g, t = by_svc.groups, by_svc.times
+    flips = p.flips
+    out: dict[str, np.ndarray] = {
+        "toggle_flips_1h": count_window(flips, g, t, HOUR),
+        "toggle_flips_24h": count_window(flips, g, t, DAY),
+        "toggle_flips_7d": count_window(flips, g, t, 7 * DAY),
+        "toggle_flips_recent": count_window(flips, g, t, p.config.flip_window_minutes * MINUTE),
+        "toggle_actors_24h": count_covering(p.flip_actors, g, t),
+        "no_toggle_history": count_before(p.toggles, g, t) == 0,
+        "toggles_enabled": count_covering(p.enabled, g, t),
+        "toggles_stale": count_covering(p.stale, g, t),
+    }
+    stale_after = p.config.stale_after_days * DAY
+    oldest, found = min_start_covering(p.enabled, g, t)
+    untouched = t - oldest
+    out["toggle_oldest_stale_days"] = np.where(found & (untouched > stale_after), untouched / DAY, 0.0)
+    return by_svc.restore(out)
+
+
 def _gap(t: IntArray, prev: IntArray, found: BoolArray, unit: int, config: FeatureConfig) -> np.ndarray:
     cap = config.max_gap_days * DAY / unit
     return np.where(found, np.minimum((t - prev) / unit, cap), cap)
 
 
-def _service_history(
-    by_svc: Queries, hist: _HistoryView, dep_svc: IntArray, inc_svc: IntArray, config: FeatureConfig
-) -> dict[str, np.ndarray]:
+def _service_history(by_svc: Queries, p: PreparedHistory) -> dict[str, np.ndarray]:
     """How busy and how troubled the service has been lately."""
     g, t = by_svc.groups, by_svc.times
-    deploys = sort_events(dep_svc, hist.deploy_t)
-    incidents = sort_events(inc_svc, hist.incident_t)
-    prev, has_prev = last_before(deploys, g, t)
-    last_inc, has_inc = last_before(incidents, g, t)
+    prev, has_prev = last_before(p.deploys, g, t)
+    last_inc, has_inc = last_before(p.incidents, g, t)
     out = {
-        "service_deploys_24h": count_window(deploys, g, t, DAY),
-        "service_deploys_7d": count_window(deploys, g, t, 7 * DAY),
-        "service_prior_deploys": count_before(deploys, g, t),
-        "hours_since_prev_deploy": _gap(t, prev, has_prev, HOUR, config),
+        "service_deploys_24h": count_window(p.deploys, g, t, DAY),
+        "service_deploys_7d": count_window(p.deploys, g, t, 7 * DAY),
+        "service_prior_deploys": count_before(p.deploys, g, t),
+        "hours_since_prev_deploy": _gap(t, prev, has_prev, HOUR, p.config),
         "no_prev_deploy": ~has_prev,
-        "service_incidents_7d": count_window(incidents, g, t, 7 * DAY),
-        "service_incidents_30d": count_window(incidents, g, t, 30 * DAY),
-        "days_since_last_incident": _gap(t, last_inc, has_inc, DAY, config),
+        "service_incidents_7d": count_window(p.incidents, g, t, 7 * DAY),
+        "service_incidents_30d": count_window(p.incidents, g, t, 30 * DAY),
+        "days_since_last_incident": _gap(t, last_inc, has_inc, DAY, p.config),
         "no_prev_incident": ~has_inc,
     }
     return by_svc.restore(out)
 
 
-def _author_features(
-    qa: Queries,
-    q_author: IntArray,
-    q_svc: IntArray,
-    t: IntArray,
-    dep_svc: IntArray,
-    dep_author: IntArray,
-    hist: _HistoryView,
-) -> dict[str, np.ndarray]:
+def _author_features(qa: Queries, qp: Queries, ent: EntityArrays, p: PreparedHistory) -> dict[str, np.ndarray]:
     """The author's experience overall and with this service, and recent activity."""
-    known = dep_author >= 0
-    by_author = sort_events(dep_author[known], hist.deploy_t[known])
-    pairs = _combine(np.concatenate([q_author, dep_author]), np.concatenate([q_svc, dep_svc]))
-    q_pair, dep_pair = pairs[: len(q_author)], pairs[len(q_author) :]
-    has_pair = dep_pair >= 0
-    by_pair = sort_events(dep_pair[has_pair], hist.deploy_t[has_pair])
-    qp = Queries.of(q_pair, t)
     out: dict[str, np.ndarray] = qa.restore(
         {
-            "author_prior_deploys": count_before(by_author, qa.groups, qa.times),
-            "author_deploys_7d": count_window(by_author, qa.groups, qa.times, 7 * DAY),
+            "author_prior_deploys": count_before(p.by_author, qa.groups, qa.times),
+            "author_deploys_7d": count_window(p.by_author, qa.groups, qa.times, 7 * DAY),
         }
     )
-    out |= qp.restore({"author_service_prior_deploys": count_before(by_pair, qp.groups, qp.times)})
-    out["author_missing"] = q_author < 0
+    out |= qp.restore({"author_service_prior_deploys": count_before(p.by_pair, qp.groups, qp.times)})
+    out["author_missing"] = pd.isna(ent.author)
     return out
 
 
-def _failure_rates(
-    by_svc: Queries,
-    by_author: Queries,
-    t: IntArray,
-    hist: _HistoryView,
-    dep_svc: IntArray,
-    dep_author: IntArray,
-    config: FeatureConfig,
-) -> dict[str, np.ndarray]:
+def _failure_rates(by_svc: Queries, by_author: Queries, t: IntArray, p: PreparedHistory) -> dict[str, np.ndarray]:
     """Smoothed past failure rates of the service and the author, from matured labels only.
 
     rate = (failures + w * prior) / (matured + w); the prior is itself the smoothed rate over all
     services as of t, which falls back to ``base_failure_rate`` before any label has matured.
     """
-    w = config.smoothing_prior_weight
-    lt, failed = hist.label_t, hist.label_failed
+    w = p.config.smoothing_prior_weight
 
-    def counts(groups: IntArray, q: Queries) -> tuple[np.ndarray, np.ndarray]:
-        has = groups >= 0
-        total = count_before(sort_events(groups[has], lt[has]), q.groups, q.times)
-        fails = count_before(sort_events(groups[has & failed], lt[has & failed]), q.groups, q.times)
+    def counts(labels: LabelCounts, q: Queries) -> tuple[np.ndarray, np.ndarray]:
+        total = count_before(labels.total, q.groups, q.times)
+        fails = count_before(labels.failed, q.groups, q.times)
         out = q.restore({"total": total, "fails": fails})
         return out["total"], out["fails"]
 
     everyone = Queries.of(np.zeros(len(t), dtype=np.int64), t)
-    n_all, f_all = counts(np.zeros(len(lt), dtype=np.int64), everyone)
-    prior = (f_all + w * config.base_failure_rate) / (n_all + w)
-    n_svc, f_svc = counts(dep_svc[hist.label_row], by_svc)
-    n_auth, f_auth = counts(dep_author[hist.label_row], by_author)
+    n_all, f_all = counts(p.labels_all, everyone)
+    prior = (f_all + w * p.config.base_failure_rate) / (n_all + w)
+    n_svc, f_svc = counts(p.labels_service, by_svc)
+    n_auth, f_auth = counts(p.labels_author, by_author)
     return {
         "service_failure_rate": (f_svc + w * prior) / (n_svc + w),
         "service_matured_labels": n_svc,
@@ -536,19 +728,19 @@ def _failure_rates(
     }
 
 
-def _timing(ent: _Entities, config: FeatureConfig) -> dict[str, np.ndarray]:
+def _timing(ent: EntityArrays, config: FeatureConfig) -> dict[str, np.ndarray]:
     """Local wall-clock position of the deploy (UTC unless the service has a configured zone)."""
-    # UTC by integer arithmetic (1970-01-01 was a Thursday, Monday = 0); pandas only for other zones
+    # UTC by integer arithmetic (1970-01-01 was a Thursday, Monday = 0); zones only where configured
     hour = (ent.t // HOUR) % 24
     dow = (ent.t // DAY + 3) % 7
     if config.service_timezones:
-        zones = ent.service.astype(object).map(dict(config.service_timezones))
-        codes, names = pd.factorize(zones)
-        for i, zone in enumerate(names):  # one pass per distinct configured zone
+        zone_names = sorted(set(config.service_timezones.values()))
+        zones = Vocabulary({s: zone_names.index(z) for s, z in config.service_timezones.items()})
+        codes = zones.encode(ent.service)
+        for i, zone in enumerate(zone_names):  # one pass per distinct configured zone
             mask = codes == i
-            local = pd.DatetimeIndex(pd.to_datetime(ent.t[mask], unit="us", utc=True)).tz_convert(str(zone))
-            hour[mask] = local.hour
-            dow[mask] = local.dayofweek
+            if mask.any():
+                hour[mask], dow[mask] = _local_clock(ent.t[mask], zone)
     start, end = config.business_hours
     weekend = dow >= 5
     return {
@@ -560,11 +752,22 @@ def _timing(ent: _Entities, config: FeatureConfig) -> dict[str, np.ndarray]:
     }
 
 
-def _change_kind(entities: pd.DataFrame) -> dict[str, np.ndarray]:
+def _local_clock(t: IntArray, zone: str) -> tuple[IntArray, IntArray]:
+    """(hour, day of week) of UTC microseconds in ``zone``: zoneinfo for a request's few rows
+    (pandas' tz conversion costs ~0.1 ms even for one), pandas for a table."""
+    if len(t) <= _FEW_ROWS:
+        tz = ZoneInfo(zone)
+        local = [(_EPOCH + timedelta(microseconds=int(x))).astimezone(tz) for x in t]
+        return np.array([d.hour for d in local], dtype=np.int64), np.array([d.weekday() for d in local], dtype=np.int64)
+    stamps = pd.DatetimeIndex(pd.to_datetime(t, unit="us", utc=True)).tz_convert(zone)
+    return np.asarray(stamps.hour, dtype=np.int64), np.asarray(stamps.dayofweek, dtype=np.int64)
+
+
+def _change_kind(ent: EntityArrays) -> dict[str, np.ndarray]:
     """Infrastructure changes and rollbacks behave differently from ordinary code changes."""
     out: dict[str, np.ndarray] = {}
-    for name in ("touches_infra", "is_rollback"):
-        values = _numbers(entities, name)
+    for name in _KIND_COLUMNS:
+        values = ent.number(name)
         out[name] = values > 0
         out[f"{name}_missing"] = np.isnan(values)
     return out

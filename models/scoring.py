@@ -5,12 +5,13 @@ Two paths give the same numbers:
 - the batch path is the training code itself: ``build_features`` on a frame of deploys, then the fitted
   ``RiskModel.predict_proba`` on the feature frame (``score_frame``);
 - the fast path serves one deploy in well under a millisecond: ``FeatureIndex`` holds the store's history
-  as sorted arrays (built once per store version) and answers the same window queries with the same
-  kernels (``features.windows``) for one row, and ``FastScorer`` applies the fitted preprocessing and
-  estimator to a numpy row from their learned attributes (``compile_fast_scorer``), no pandas, no sklearn
-  validation (``score_deploy``).
+  prepared by the training code's first stage (``features.pointintime.prepare_history``, once per store
+  version), a request runs its second stage (``compute_features``) on one row of plain arrays, and
+  ``FastScorer`` applies the fitted preprocessing and estimator to a numpy row from their learned
+  attributes (``compile_fast_scorer``), no pandas, no sklearn validation (``score_deploy``).
 
-Tests hold both paths equal (features exactly, probabilities to 1e-9) on many deploys.
+The features therefore have one definition; tests hold both paths equal (features exactly,
+probabilities to 1e-9) on many deploys.
 
 Explanations are on the model's log-odds scale, before calibration. For the logistic model a feature's
 contribution is coefficient x transformed value (the standardised signed-log value, which is relative
@@ -23,13 +24,9 @@ from __future__ import annotations
 
 import math
 import time
-from array import array
-from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
-from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
-from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
@@ -37,25 +34,18 @@ import pandas as pd
 from features.attribution import AttributionConfig
 from features.dora import service_teams
 from features.pointintime import (
-    CATEGORICAL_COLUMNS,
-    DAY,
-    FLIP_ACTIONS,
-    HOUR,
-    MINUTE,
     MISSING_CATEGORY,
+    EntityArrays,
     FeatureConfig,
-    _combine,
-    _enabled_intervals,
-    _history_view,
-    _text,
+    PreparedHistory,
     build_features,
+    compute_features,
+    prepare_history,
 )
-from features.schema import EXTRA_PREFIX, TOGGLE_ACTIONS, History
-from features.windows import previous_in_group
+from features.schema import EXTRA_PREFIX, History
 from models.estimators import BANDS, RiskModel, ScoreCalibrator, assign_bands
 from models.transformers import signed_log1p
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SIZE_COLUMNS = ("lines_added", "lines_deleted", "files_changed", "commit_count")
 #: How many factors a score explains by default.
 TOP_FACTORS = 6
@@ -170,301 +160,69 @@ def _opt_bool(v: Any) -> bool | None:
 
 
 # --------------------------------------------------------------------------------------------
-# Point-in-time features of one deploy from a precomputed index
-
-
-@dataclass(frozen=True)
-class _Grouped:
-    """Event times sorted by (group, time); group g's times are ``times[start[g]:start[g + 1]]``.
-
-    A one-row query is a ``bisect`` within the group's slice: the window kernels' semantics (events
-    strictly before t; windows ``[t - w, t)``) without their per-call numpy overhead.
-    """
-
-    times: array[int]
-    start: array[int]
-
-    @classmethod
-    def of(cls, groups: np.ndarray, times: np.ndarray) -> _Grouped:
-        groups, times = np.asarray(groups, dtype=np.int64), np.asarray(times, dtype=np.int64)
-        keep = groups >= 0
-        groups, times = groups[keep], times[keep]
-        order = np.lexsort((times, groups))
-        n_groups = int(groups.max()) + 1 if len(groups) else 0
-        start = np.searchsorted(groups[order], np.arange(n_groups + 1), side="left")
-        return cls(_int_array(times[order]), _int_array(start))
-
-    def bounds(self, group: int) -> tuple[int, int]:
-        if 0 <= group < len(self.start) - 1:
-            return self.start[group], self.start[group + 1]
-        return 0, 0
-
-    def before(self, group: int, t: int) -> int:
-        """Events of the group strictly before t."""
-        lo, hi = self.bounds(group)
-        return bisect_left(self.times, t, lo, hi) - lo
-
-    def window(self, group: int, t: int, width: int) -> int:
-        """Events of the group in [t - width, t)."""
-        lo, hi = self.bounds(group)
-        return bisect_left(self.times, t, lo, hi) - bisect_left(self.times, t - width, lo, hi)
-
-    def last(self, group: int, t: int) -> int | None:
-        """Time of the group's latest event strictly before t."""
-        lo, hi = self.bounds(group)
-        i = bisect_left(self.times, t, lo, hi)
-        return self.times[i - 1] if i > lo else None
-
-
-@dataclass(frozen=True)
-class _Intervals:
-    """Intervals (start, end] per group: starts and ends sorted, and the running max of ends by start."""
-
-    starts: _Grouped
-    ends: _Grouped
-    max_end: array[int]  # aligned with ``starts``: running max of the ends within each group
-
-    @classmethod
-    def of(cls, groups: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> _Intervals:
-        keep = starts < ends  # as features.windows.sort_intervals: empty intervals never cover anything
-        groups, starts, ends = groups[keep], starts[keep], ends[keep]
-        by_start = _Grouped.of(groups, starts)
-        order = np.lexsort((starts, groups))
-        e_sorted = ends[order]
-        max_end = e_sorted.copy()
-        for lo, hi in zip(by_start.start[:-1], by_start.start[1:], strict=True):
-            max_end[lo:hi] = np.maximum.accumulate(e_sorted[lo:hi])
-        return cls(by_start, _Grouped.of(groups, ends), _int_array(max_end))
-
-    def covering(self, group: int, t: int) -> int:
-        """Intervals of the group with start < t <= end."""
-        return self.starts.before(group, t) - self.ends.before(group, t)
-
-    def min_start_covering(self, group: int, t: int) -> int | None:
-        """The earliest start among the group's intervals containing t (see windows.min_start_covering)."""
-        lo, hi = self.starts.bounds(group)
-        n_started = bisect_left(self.starts.times, t, lo, hi)
-        first_open = bisect_left(self.max_end, t, lo, hi)
-        return self.starts.times[first_open] if first_open < n_started else None
-
-
-def _int_array(values: np.ndarray) -> array[int]:
-    out = array("q")
-    out.frombytes(np.ascontiguousarray(values, dtype=np.int64).tobytes())
-    return out
+# Point-in-time features of one deploy: the training code's two stages
 
 
 @dataclass(frozen=True)
 class FeatureIndex:
-    """The store's history as sorted arrays per window, for one ``FeatureConfig``; built once per refresh.
+    """The store's history prepared once per refresh (``features.pointintime.prepare_history``), for one
+    ``FeatureConfig``, and each service's teams for filling a request's squad and tribe.
 
-    Each structure holds exactly the events ``build_features`` indexes for a batch (same filters and
-    groups, from ``features.pointintime._history_view``), so a one-row query gives the batch build's
-    values; ``tests/test_scoring_features.py`` holds the two equal on every deploy of a simulated history.
+    A request only runs ``compute_features`` on one row against it: the training build's own code,
+    so serving cannot drift from training (``tests/test_scoring_features.py`` checks every deploy).
     """
 
-    config: FeatureConfig
-    services: Mapping[str, int]
-    authors: Mapping[str, int]
-    pairs: Mapping[tuple[int, int], int]
-    deploys: _Grouped
-    incidents: _Grouped
-    flips: _Grouped
-    toggles: _Grouped
-    actors: _Intervals
-    enabled: _Intervals
-    stale: _Intervals
-    by_author: _Grouped
-    by_pair: _Grouped
-    labels_all: _Grouped
-    fails_all: _Grouped
-    labels_service: _Grouped
-    fails_service: _Grouped
-    labels_author: _Grouped
-    fails_author: _Grouped
-    history_extras: tuple[str, ...]
+    prepared: PreparedHistory
     teams: Mapping[str, tuple[str | None, str | None]]
-    n_deploys: int
+
+    @property
+    def config(self) -> FeatureConfig:
+        return self.prepared.config
+
+    @property
+    def n_deploys(self) -> int:
+        return self.prepared.n_deploys
 
 
 def build_feature_index(history: History, deploy_labels: pd.DataFrame, config: FeatureConfig) -> FeatureIndex:
     """Index ``history`` (and its labels, usable once matured) for one-row feature queries."""
-    hist = _history_view(history, deploy_labels, config)
-    parts = [hist.deploy_service, hist.incident_service, hist.toggle_service]
-    joined = pd.concat([p.reset_index(drop=True) for p in parts], ignore_index=True)
-    svc_codes, svc_names = pd.factorize(joined)
-    dep_svc, inc_svc, tog_svc = np.split(svc_codes.astype(np.int64), np.cumsum([len(p) for p in parts])[:-1])
-    dep_author, author_names = pd.factorize(hist.deploy_author.reset_index(drop=True))
-    dep_author = dep_author.astype(np.int64)
-    pair = _combine(dep_author, dep_svc)
-    has_pair = pair >= 0
-    pairs = {
-        (int(a), int(s)): int(p)
-        for a, s, p in zip(dep_author[has_pair], dep_svc[has_pair], pair[has_pair], strict=True)
-    }
-
-    # Toggles: prepared as features.pointintime._toggle_features and _distinct_actors prepare them.
-    tog, tog_t = hist.toggles, hist.toggle_t
-    action = pd.Index(TOGGLE_ACTIONS).get_indexer(pd.Index(_text(tog, "action").str.lower().fillna("other")))
-    action = np.where(action < 0, TOGGLE_ACTIONS.index("other"), action).astype(np.int64)
-    flip = np.isin(action, [TOGGLE_ACTIONS.index(a) for a in FLIP_ACTIONS])
-    actor = _text(tog, "actor")[flip]
-    has_actor = actor.notna().to_numpy()
-    a_svc, a_t = tog_svc[flip][has_actor], tog_t[flip][has_actor]
-    actor_codes = pd.factorize(actor[has_actor])[0].astype(np.int64)
-    prev, found = previous_in_group(_combine(a_svc, actor_codes), a_t)
-    actor_starts = np.where(found, np.maximum(a_t, prev + DAY), a_t)
-    groups, starts, ends = _enabled_intervals(tog, tog_svc, tog_t, action)
-
-    label_t, failed, row = hist.label_t, hist.label_failed, hist.label_row
-    label_svc, label_author = dep_svc[row], dep_author[row]
-    zeros = np.zeros(len(label_t), dtype=np.int64)
     teams = service_teams(history.deploys)
     return FeatureIndex(
-        config=config,
-        services={str(s): i for i, s in enumerate(svc_names)},
-        authors={str(a): i for i, a in enumerate(author_names)},
-        pairs=pairs,
-        deploys=_Grouped.of(dep_svc, hist.deploy_t),
-        incidents=_Grouped.of(inc_svc, hist.incident_t),
-        flips=_Grouped.of(tog_svc[flip], tog_t[flip]),
-        toggles=_Grouped.of(tog_svc, tog_t),
-        actors=_Intervals.of(a_svc, actor_starts, a_t + DAY),
-        enabled=_Intervals.of(groups, starts, ends),
-        stale=_Intervals.of(groups, starts + config.stale_after_days * DAY, ends),
-        by_author=_Grouped.of(dep_author, hist.deploy_t),
-        by_pair=_Grouped.of(pair, hist.deploy_t),
-        labels_all=_Grouped.of(zeros, label_t),
-        fails_all=_Grouped.of(zeros[failed], label_t[failed]),
-        labels_service=_Grouped.of(label_svc, label_t),
-        fails_service=_Grouped.of(label_svc[failed], label_t[failed]),
-        labels_author=_Grouped.of(label_author, label_t),
-        fails_author=_Grouped.of(label_author[failed], label_t[failed]),
-        history_extras=tuple(sorted(str(c) for c in history.deploys.columns if str(c).startswith(EXTRA_PREFIX))),
+        prepared=prepare_history(history, deploy_labels, config),
         teams={str(r.service): (_opt_str(r.squad), _opt_str(r.tribe)) for r in teams.itertuples(index=False)},
-        n_deploys=len(hist.deploy_t),
     )
-
-
-def _num(v: float | bool | None) -> float:
-    """A request value as the feature code reads it: float, NaN when missing or not finite."""
-    if v is None:
-        return math.nan
-    x = float(v)
-    return x if math.isfinite(x) else math.nan
-
-
-def _gap(t: int, prev: int | None, unit: int, config: FeatureConfig) -> float:
-    """As features.pointintime._gap for one value: time since ``prev`` in ``unit``, capped."""
-    cap = config.max_gap_days * DAY / unit
-    return min((t - prev) / unit, cap) if prev is not None else cap
-
-
-def _local_hour_dow(t: int, zone: str) -> tuple[int, int]:
-    if zone == "UTC":
-        return (t // HOUR) % 24, (t // DAY + 3) % 7  # 1970-01-01 was a Thursday (3)
-    local = (_EPOCH + timedelta(microseconds=t)).astimezone(ZoneInfo(zone))
-    return local.hour, local.weekday()
 
 
 def entity_features(
     index: FeatureIndex, deploy: UpcomingDeploy, extra_columns: Sequence[str] = ()
 ) -> tuple[dict[str, float], dict[str, str]]:
-    """(numeric, categorical) features of one deploy; equal to ``build_features`` on a one-row frame.
+    """(numeric, categorical) features of one deploy; ``build_features`` on a one-row frame, minus pandas.
 
-    ``extra_columns`` are ``extra_*`` columns wanted besides the configured ones (e.g. the model's).
+    ``extra_columns`` are ``extra_*`` inputs wanted as columns even when the deploy lacks them (then
+    missing), as ``batch_features`` adds the model's to a frame.
     """
-    cfg = index.config
-    t = deploy.micros
-    service = deploy.service
-    s = index.services.get(service, -1) if service is not None else -1
-    out: dict[str, float] = {}
+    features = compute_features(index.prepared, EntityArrays.from_mapping(_entity_row(deploy, extra_columns)))
+    numeric = {name: float(values[0]) for name, values in features.numeric.items()}
+    return numeric, {name: str(values[0]) for name, values in features.categorical.items()}
 
-    # Change size (features.pointintime._change_size)
-    raw = {c: _num(getattr(deploy, c)) for c in _SIZE_COLUMNS}
-    for c, v in raw.items():
-        out[c] = 0.0 if math.isnan(v) else max(v, 0.0)
-    out["churn"] = out["lines_added"] + out["lines_deleted"]
-    logs = np.log1p(np.array([out[c] for c in (*_SIZE_COLUMNS, "churn")]))
-    for c, v in zip((*_SIZE_COLUMNS, "churn"), logs, strict=True):
-        out[f"log_{c}"] = float(v)
-    out["lines_missing"] = float(math.isnan(raw["lines_added"]) or math.isnan(raw["lines_deleted"]))
-    out["files_changed_missing"] = float(math.isnan(raw["files_changed"]))
-    out["commit_count_missing"] = float(math.isnan(raw["commit_count"]))
-    extras = cfg.extra_columns
-    if extras is None:
-        extras = tuple(sorted({*index.history_extras, *deploy.extra, *extra_columns}))
-    for name in extras:
-        v = _num(deploy.extra.get(name))
-        out[name] = 0.0 if math.isnan(v) else v
-        out[f"{name}_missing"] = float(math.isnan(v))
 
-    # Toggles (_toggle_features)
-    out["toggle_flips_1h"] = float(index.flips.window(s, t, HOUR))
-    out["toggle_flips_24h"] = float(index.flips.window(s, t, DAY))
-    out["toggle_flips_7d"] = float(index.flips.window(s, t, 7 * DAY))
-    out["toggle_flips_recent"] = float(index.flips.window(s, t, cfg.flip_window_minutes * MINUTE))
-    out["toggle_actors_24h"] = float(index.actors.covering(s, t))
-    out["no_toggle_history"] = float(index.toggles.before(s, t) == 0)
-    out["toggles_enabled"] = float(index.enabled.covering(s, t))
-    out["toggles_stale"] = float(index.stale.covering(s, t))
-    oldest = index.enabled.min_start_covering(s, t)
-    stale_after = cfg.stale_after_days * DAY
-    out["toggle_oldest_stale_days"] = (t - oldest) / DAY if oldest is not None and t - oldest > stale_after else 0.0
+def _entity_row(deploy: UpcomingDeploy, extra_columns: Sequence[str]) -> dict[str, Any]:
+    """The deploy as the entity columns the features read (what ``deploys_frame`` makes of it)."""
+    return {
+        "created_at": deploy.micros,
+        "service": deploy.service,
+        "author": deploy.author,
+        "squad": deploy.squad,
+        "tribe": deploy.tribe,
+        **{c: getattr(deploy, c) for c in (*_SIZE_COLUMNS, "touches_infra", "is_rollback")},
+        **dict.fromkeys(extra_columns),
+        **deploy.extra,
+    }
 
-    # Service history (_service_history)
-    prev = index.deploys.last(s, t)
-    last_inc = index.incidents.last(s, t)
-    out["service_deploys_24h"] = float(index.deploys.window(s, t, DAY))
-    out["service_deploys_7d"] = float(index.deploys.window(s, t, 7 * DAY))
-    out["service_prior_deploys"] = float(index.deploys.before(s, t))
-    out["hours_since_prev_deploy"] = _gap(t, prev, HOUR, cfg)
-    out["no_prev_deploy"] = float(prev is None)
-    out["service_incidents_7d"] = float(index.incidents.window(s, t, 7 * DAY))
-    out["service_incidents_30d"] = float(index.incidents.window(s, t, 30 * DAY))
-    out["days_since_last_incident"] = _gap(t, last_inc, DAY, cfg)
-    out["no_prev_incident"] = float(last_inc is None)
 
-    # Author (_author_features)
-    author = deploy.author
-    a = index.authors.get(author, -1) if author is not None else -1
-    pair = index.pairs.get((a, s), -1)
-    out["author_prior_deploys"] = float(index.by_author.before(a, t))
-    out["author_service_prior_deploys"] = float(index.by_pair.before(pair, t))
-    out["author_deploys_7d"] = float(index.by_author.window(a, t, 7 * DAY))
-    out["author_missing"] = float(author is None)
-
-    # Failure rates (_failure_rates): the same expressions, so the same floating-point results
-    w = cfg.smoothing_prior_weight
-    prior = (index.fails_all.before(0, t) + w * cfg.base_failure_rate) / (index.labels_all.before(0, t) + w)
-    n_svc, n_auth = index.labels_service.before(s, t), index.labels_author.before(a, t)
-    out["service_failure_rate"] = (index.fails_service.before(s, t) + w * prior) / (n_svc + w)
-    out["service_matured_labels"] = float(n_svc)
-    out["author_failure_rate"] = (index.fails_author.before(a, t) + w * prior) / (n_auth + w)
-    out["author_matured_labels"] = float(n_auth)
-
-    # Timing (_timing)
-    zone = cfg.service_timezones.get(service, "UTC") if service is not None else "UTC"
-    hour, dow = _local_hour_dow(t, zone)
-    start, end = cfg.business_hours
-    weekend = dow >= 5
-    out["hour_of_day"] = float(hour)
-    out["day_of_week"] = float(dow)
-    out["is_weekend"] = float(weekend)
-    out["is_friday_afternoon"] = float(dow == 4 and hour >= cfg.friday_afternoon_hour)
-    out["is_outside_business_hours"] = float(weekend or hour < start or hour >= end)
-
-    # Change kind (_change_kind)
-    for name in ("touches_infra", "is_rollback"):
-        v = _num(getattr(deploy, name))
-        out[name] = float(v > 0)
-        out[f"{name}_missing"] = float(math.isnan(v))
-
-    cats = {}
-    for name in CATEGORICAL_COLUMNS:
-        value = getattr(deploy, name)
-        cats[name] = MISSING_CATEGORY if value is None else str(value)
-    return out, cats
+def _model_extras(scorer: FastScorer) -> list[str]:
+    """The model's ``extra_*`` inputs, as ``batch_features`` adds them (not their missing indicators)."""
+    return [c for c in scorer.numeric if c.startswith(EXTRA_PREFIX) and not c.endswith("_missing")]
 
 
 # --------------------------------------------------------------------------------------------
@@ -1023,7 +781,7 @@ def _flags(
 def score_deploy(index: FeatureIndex, scorer: FastScorer, deploy: UpcomingDeploy, k: int = TOP_FACTORS) -> ScoreResult:
     """The fast path: one deploy's features from the index, then the compiled model on a numpy row."""
     deploy, filled = deploy.with_teams(index.teams)
-    numeric, cats = entity_features(index, deploy, [c for c in scorer.numeric if c.startswith(EXTRA_PREFIX)])
+    numeric, cats = entity_features(index, deploy, _model_extras(scorer))
     num = np.array([[numeric.get(c, math.nan) for c in scorer.numeric]])
     codes = scorer.encode([[cats.get(c) for c in scorer.categorical]])
     probability, contributions = scorer.explain(num, codes)

@@ -85,12 +85,17 @@ def _finite(metrics: dict[str, float], prefix: str) -> dict[str, float]:
 
 
 def ensure_experiment(client: MlflowClient, name: str, artifact_root: str | None) -> Any:
-    """The experiment named ``name``, created with its artifacts under ``artifact_root`` if new."""
+    """The experiment named ``name``, created with its artifacts under ``artifact_root`` if new.
+
+    A tracking server (http/https URI) keeps the artifacts in its own store (``--artifacts-destination``,
+    e.g. S3), so ``artifact_root``, a path on this machine, is ignored there: every client and the
+    scoring service must reach the same artifacts.
+    """
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found
     location = None
-    if artifact_root is not None:
+    if artifact_root is not None and not client.tracking_uri.startswith(("http://", "https://")):
         root = Path(artifact_root)
         location = (root / name).resolve().as_uri() if "://" not in artifact_root else f"{artifact_root}/{name}"
     return client.get_experiment(client.create_experiment(name, artifact_location=location))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import typer
@@ -74,5 +75,19 @@ def build_app() -> typer.Typer:
     return app
 
 
+def home_from_argv(argv: list[str]) -> Path | None:
+    """The ``--home`` a command line names, read before Typer parses it (see ``main``)."""
+    for i, arg in enumerate(argv):
+        if arg == "--home" and i + 1 < len(argv):
+            return Path(argv[i + 1])
+        if arg.startswith("--home="):
+            return Path(arg.split("=", 1)[1])
+    return None
+
+
 def main() -> None:
+    # Prefect reads its settings (home, timeouts, logging) once, at import, and commands import
+    # it lazily; preparing the runtime here, before any command runs, keeps every command's
+    # Prefect and MLflow state under the incident-risk home whatever it imports first.
+    prepare_runtime(resolve_settings(home_from_argv(sys.argv[1:])))
     build_app()()

@@ -125,6 +125,7 @@ def _steps(
         seconds[name] = time.perf_counter() - started
         return out
 
+    timed("tracking", check_tracking)
     table: TrainingTable = timed("features", table_source)
     y = table.frame["label"]
     progress(
@@ -133,7 +134,7 @@ def _steps(
     )
     result: TrainResult = timed("train", fit_models, table, options, progress, evaluate_all)
     context = context_for(table, options, artifact_root)
-    tracked: TrackedRun = timed("mlflow", log_training, result, context, progress)
+    tracked: TrackedRun = timed("mlflow", log_or_fail, result, context, progress)
     doc = tracked.metrics_json(result)
     if options.metrics_out is not None:
         options.metrics_out.parent.mkdir(parents=True, exist_ok=True)
@@ -147,6 +148,53 @@ def _steps(
         metrics=doc,
         seconds={**seconds, **{f"train.{k}": v for k, v in result.seconds.items()}},
     )
+
+
+def check_tracking(attempts: int = 4, first_delay: float = 1.0) -> str:
+    """Fail fast, before the expensive steps, when the MLflow tracking server does not answer.
+
+    Retries with exponential backoff (1, 2, 4 s by default), then raises ``TrainingError`` naming
+    the server; a local database (sqlite) is checked once. Returns the tracking URI.
+    """
+    import httpx
+    import mlflow
+
+    uri = mlflow.get_tracking_uri()
+    if not uri.startswith(("http://", "https://")):
+        return uri
+    delay, last = first_delay, ""
+    for attempt in range(1, attempts + 1):
+        try:
+            response = httpx.get(uri.rstrip("/") + "/health", timeout=5.0)
+            if response.status_code == 200:
+                return uri
+            last = f"HTTP {response.status_code}"
+        except httpx.HTTPError as exc:
+            last = f"{type(exc).__name__}: {exc}"
+        if attempt < attempts:
+            time.sleep(delay)
+            delay *= 2
+    raise TrainingError(f"MLflow tracking server {uri} unreachable after {attempts} attempts ({last})")
+
+
+def log_or_fail(result: TrainResult, context: RunContext, progress: Progress) -> TrackedRun:
+    """Log, register and gate; a tracking failure half-way becomes one clear ``TrainingError``.
+
+    The registry stays consistent whatever step fails: aliases are set only on versions that are
+    READY and load back (models/registry.py), so a dead server leaves at most a run without a
+    model version, or a version without an alias, never an alias pointing at a missing model.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return log_training(result, context, progress)
+    except (MlflowException, OSError) as exc:
+        first = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        raise TrainingError(
+            f"MLflow tracking at {mlflow.get_tracking_uri()} failed while logging the run ({first}); "
+            "no alias was changed by this run"
+        ) from exc
 
 
 def _as_task(fn: Callable[..., Any], name: str) -> Callable[..., Any]:

@@ -29,6 +29,9 @@ HERMETIC_ENV = {
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "GIT_PYTHON_REFRESH": "quiet",
     "MPLBACKEND": "Agg",
+    "MPLCONFIGDIR": str(_SESSION_DIR / "matplotlib"),
+    "XDG_CACHE_HOME": str(_SESSION_DIR / "cache"),
+    "XDG_CONFIG_HOME": str(_SESSION_DIR / "config"),
 }
 
 

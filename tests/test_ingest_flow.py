@@ -123,3 +123,11 @@ def test_every_command_has_help() -> None:
     for name in typer.main.get_command(app).commands:  # type: ignore[attr-defined]
         result = runner.invoke(app, [name, "--help"])
         assert result.exit_code == 0 and "Usage" in result.output, name
+
+
+def test_home_is_read_from_the_command_line_before_typer() -> None:
+    from pipelines.cli import home_from_argv
+
+    assert home_from_argv(["train", "--home", "/x/h", "--seed", "1"]) == Path("/x/h")
+    assert home_from_argv(["ingest", "--home=/y"]) == Path("/y")
+    assert home_from_argv(["demo"]) is None
