@@ -33,16 +33,16 @@ from features.schema import ENVIRONMENTS, EXTRA_PREFIX, TOGGLE_ACTIONS, History
 from features.windows import (
     OPEN_END,
     BoolArray,
+    EventStreams,
     IntArray,
     Queries,
     SortedEvents,
     SortedIntervals,
+    StreamWindows,
     count_before,
-    count_covering,
-    count_window,
     group_time_order,
-    last_before,
     min_start_covering,
+    nonempty_intervals,
     previous_in_group,
     sort_events,
     sort_intervals,
@@ -50,6 +50,8 @@ from features.windows import (
 
 FloatArray = npt.NDArray[np.float64]
 ObjectArray = npt.NDArray[np.object_]
+#: A text column: str or None in an object array (a request), or pandas' compact string array (a table).
+TextArray = ObjectArray | pd.api.extensions.ExtensionArray
 
 #: Bump when any feature definition, default or column changes (models record it).
 FEATURE_SET_VERSION = "pit-1"
@@ -172,27 +174,18 @@ def build_features(
 class Vocabulary:
     """Integer codes of the names the history holds; any other name (or none) codes -1, i.e. no events."""
 
-    codes: Mapping[str, int]
-
-    def encode(self, values: ObjectArray) -> IntArray:
-        """Codes of ``values`` (str or None); a dict walk for a request's few rows, a hash join for a table."""
-        if len(values) <= _FEW_ROWS:
-            return np.array([self.codes.get(v, -1) if v is not None else -1 for v in values], dtype=np.int64)
-        mapped = pd.Series(values, dtype=object).map(self.codes)
-        return np.asarray(mapped.fillna(-1).to_numpy(), dtype=np.int64)
-
-
-@dataclass(frozen=True)
-class LabelCounts:
-    """Matured labels (and the failed ones) per group, indexed by the time they became usable."""
-
-    total: SortedEvents
-    failed: SortedEvents
+    names: pd.Index  # code -> name (object dtype)
+    codes: Mapping[str, int]  # name -> code
 
     @classmethod
-    def of(cls, groups: IntArray, usable_at: IntArray, failed: BoolArray) -> LabelCounts:
-        has = groups >= 0
-        return cls(sort_events(groups[has], usable_at[has]), sort_events(groups[has & failed], usable_at[has & failed]))
+    def of(cls, names: list[str]) -> Vocabulary:
+        return cls(pd.Index(names, dtype=object), dict(zip(names, range(len(names)), strict=True)))
+
+    def encode(self, values: TextArray) -> IntArray:
+        """Codes of a text column; a dict walk for a request's few rows, a hash join for a table."""
+        if len(values) <= _FEW_ROWS:
+            return np.array([self.codes.get(v, -1) if isinstance(v, str) else -1 for v in values], dtype=np.int64)
+        return np.asarray(self.names.get_indexer(pd.Index(values, dtype=object)), dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -200,7 +193,10 @@ class PreparedHistory:
     """The history's counted events as window indexes (``features.windows``), for one ``FeatureConfig``.
 
     Nothing here depends on the entities, so training builds it once per table and the service once
-    per store refresh; ``compute_features`` then only searches it.
+    per store refresh; ``compute_features`` then only searches it. Streams per service: ``deploy``,
+    ``incident``, ``flip`` (toggle flips), ``toggle`` (every toggle event), the starts and ends of
+    the ``actor`` (an actor's flips count as recent), ``enabled`` and ``stale`` flag intervals, and
+    ``label``/``failure`` (matured labels, failed ones, at the time they became usable).
     """
 
     config: FeatureConfig
@@ -208,18 +204,18 @@ class PreparedHistory:
     authors: Vocabulary
     pair_keys: IntArray  # sorted author * n_services + service of the (author, service) pairs deployed
     n_services: int
-    deploys: SortedEvents  # by service
-    incidents: SortedEvents  # by service
-    flips: SortedEvents  # toggle flips by service
-    toggles: SortedEvents  # every toggle event by service
-    flip_actors: SortedIntervals  # per service: when each actor's flip counts as "recent" (24 h)
-    enabled: SortedIntervals  # per service: stretches in which a flag stayed enabled
-    stale: SortedIntervals  # the same stretches, from when the flag had been untouched too long
-    by_author: SortedEvents
-    by_pair: SortedEvents
-    labels_all: LabelCounts  # one group: every service
-    labels_service: LabelCounts
-    labels_author: LabelCounts
+    by_service: EventStreams
+    service_windows: StreamWindows  # every (stream, lag) count per service, searched at once
+    service_last: StreamWindows  # latest deploy and incident
+    enabled: SortedIntervals  # per service: stretches in which a flag stayed enabled (for the oldest one)
+    by_author: EventStreams  # deploy, label, failure
+    author_windows: StreamWindows
+    by_pair: SortedEvents  # deploys per (author, service)
+    everyone: EventStreams  # label, failure in one group
+    everyone_windows: StreamWindows
+    zoned: Vocabulary  # the services with a configured timezone
+    service_zone: IntArray  # position in ``zone_names`` of each zoned service's timezone
+    zone_names: tuple[str, ...]
     history_extras: tuple[str, ...]  # ``extra_*`` columns of the history's deploys
     n_deploys: int
 
@@ -229,7 +225,8 @@ def prepare_history(history: History, deploy_labels: pd.DataFrame, config: Featu
     hist = _history_view(history, deploy_labels, config)
     (dep_svc, inc_svc, tog_svc), services = _vocabulary(hist.deploy_service, hist.incident_service, hist.toggle_service)
     (dep_author,), authors = _vocabulary(hist.deploy_author)
-    n_services = len(services.codes)
+    n_services, n_authors = len(services.codes), len(authors.codes)
+    dep_t = hist.deploy_t
     known = dep_author >= 0
     pair_keys = np.unique(dep_author[known] * n_services + dep_svc[known])
     dep_pair = _pair_codes(pair_keys, n_services, dep_author, dep_svc)
@@ -238,30 +235,65 @@ def prepare_history(history: History, deploy_labels: pd.DataFrame, config: Featu
     action = _choice_codes(_text(tog, "action"), TOGGLE_ACTIONS)
     action = np.where(action < 0, TOGGLE_ACTIONS.index("other"), action)
     flip = np.isin(action, [TOGGLE_ACTIONS.index(a) for a in FLIP_ACTIONS])
-    groups, starts, ends = _enabled_intervals(tog, tog_svc, tog_t, action)
-    stale_after = config.stale_after_days * DAY
+    actor_g, actor_start, actor_end = nonempty_intervals(
+        *_actor_intervals(tog_svc[flip], tog_t[flip], _text(tog, "actor")[flip])
+    )
+    on_g, on_start, on_end = _enabled_intervals(tog, tog_svc, tog_t, action)
+    stale_g, stale_start, stale_end = nonempty_intervals(on_g, on_start + config.stale_after_days * DAY, on_end)
+    enabled = sort_intervals(on_g, on_start, on_end)
+    on_g, on_start, on_end = nonempty_intervals(on_g, on_start, on_end)
 
     row, label_t, failed = hist.label_row, hist.label_t, hist.label_failed
+    label_svc, label_author = dep_svc[row], dep_author[row]
+    by_label_author = label_author >= 0
+    zeros = np.zeros(len(label_t), dtype=np.int64)
+    by_service = EventStreams.of(
+        n_services,
+        {
+            "deploy": (dep_svc, dep_t),
+            "incident": (inc_svc, hist.incident_t),
+            "flip": (tog_svc[flip], tog_t[flip]),
+            "toggle": (tog_svc, tog_t),
+            "actor_start": (actor_g, actor_start),
+            "actor_end": (actor_g, actor_end),
+            "enabled_start": (on_g, on_start),
+            "enabled_end": (on_g, on_end),
+            "stale_start": (stale_g, stale_start),
+            "stale_end": (stale_g, stale_end),
+            "label": (label_svc, label_t),
+            "failure": (label_svc[failed], label_t[failed]),
+        },
+    )
+    by_author = EventStreams.of(
+        n_authors,
+        {
+            "deploy": (dep_author[known], dep_t[known]),
+            "label": (label_author[by_label_author], label_t[by_label_author]),
+            "failure": (label_author[by_label_author & failed], label_t[by_label_author & failed]),
+        },
+    )
+    everyone = EventStreams.of(1, {"label": (zeros, label_t), "failure": (zeros[failed], label_t[failed])})
+    zone_names = tuple(sorted(set(config.service_timezones.values())))
     return PreparedHistory(
         config=config,
         services=services,
         authors=authors,
         pair_keys=pair_keys,
         n_services=n_services,
-        deploys=sort_events(dep_svc, hist.deploy_t),
-        incidents=sort_events(inc_svc, hist.incident_t),
-        flips=sort_events(tog_svc[flip], tog_t[flip]),
-        toggles=sort_events(tog_svc, tog_t),
-        flip_actors=_actor_intervals(tog_svc[flip], tog_t[flip], _text(tog, "actor")[flip]),
-        enabled=sort_intervals(groups, starts, ends),
-        stale=sort_intervals(groups, starts + stale_after, ends),
-        by_author=sort_events(dep_author[known], hist.deploy_t[known]),
-        by_pair=sort_events(dep_pair[dep_pair >= 0], hist.deploy_t[dep_pair >= 0]),
-        labels_all=LabelCounts.of(np.zeros(len(label_t), dtype=np.int64), label_t, failed),
-        labels_service=LabelCounts.of(dep_svc[row], label_t, failed),
-        labels_author=LabelCounts.of(dep_author[row], label_t, failed),
+        by_service=by_service,
+        service_windows=by_service.windows((*_SERVICE_WINDOWS, ("flip", config.flip_window_minutes * MINUTE))),
+        service_last=by_service.windows((("deploy", 0), ("incident", 0))),
+        enabled=enabled,
+        by_author=by_author,
+        author_windows=by_author.windows(_AUTHOR_WINDOWS),
+        by_pair=sort_events(dep_pair[dep_pair >= 0], dep_t[dep_pair >= 0]),
+        everyone=everyone,
+        everyone_windows=everyone.windows((("label", 0), ("failure", 0))),
+        zoned=Vocabulary.of(list(config.service_timezones)),
+        service_zone=np.array([zone_names.index(z) for z in config.service_timezones.values()], dtype=np.int64),
+        zone_names=zone_names,
         history_extras=tuple(sorted({str(c) for c in history.deploys.columns if str(c).startswith(EXTRA_PREFIX)})),
-        n_deploys=len(hist.deploy_t),
+        n_deploys=len(dep_t),
     )
 
 
@@ -271,17 +303,18 @@ def prepare_history(history: History, deploy_labels: pd.DataFrame, config: Featu
 
 @dataclass(frozen=True)
 class EntityArrays:
-    """The entity columns the features read, as plain arrays (so one request pays no pandas).
+    """The entity columns the features read, as arrays (so one request pays no pandas).
 
     ``numbers`` holds the change-size, change-kind and ``extra_*`` inputs as float64 with NaN for
-    missing; text columns are object arrays of str or None.
+    missing; text columns are object arrays of str or None for a request, and stay pandas' compact
+    string arrays for a table (a Python str per row would cost a training build ~60 bytes a value).
     """
 
     t: IntArray  # created_at as UTC microseconds
-    service: ObjectArray
-    author: ObjectArray
-    squad: ObjectArray
-    tribe: ObjectArray
+    service: TextArray
+    author: TextArray
+    squad: TextArray
+    tribe: TextArray
     numbers: Mapping[str, FloatArray]
 
     def __len__(self) -> int:
@@ -305,7 +338,7 @@ class EntityArrays:
         if not present.all():
             raise ValueError(f"entities.created_at is missing in rows {np.flatnonzero(~present)[:10].tolist()}")
         extras = [str(c) for c in entities.columns if str(c).startswith(EXTRA_PREFIX)]
-        text = {c: _objects(_text(entities, c)) for c in _TEXT_COLUMNS}
+        text = {c: _text(entities, c).array for c in _TEXT_COLUMNS}
         return cls(t=t, **text, numbers={c: _numbers(entities, c) for c in (*_NUMBER_COLUMNS, *extras)})
 
     @classmethod
@@ -336,14 +369,16 @@ def compute_features(prepared: PreparedHistory, entities: EntityArrays) -> Entit
     by_svc = Queries.of(q_svc, t)  # most windows group by service: sort those queries once
     by_author = Queries.of(q_author, t)
     by_pair = Queries.of(_pair_codes(p.pair_keys, p.n_services, q_author, q_svc), t)
+    svc = _counts(p.by_service, p.service_windows, by_svc)
+    auth = _counts(p.by_author, p.author_windows, by_author)
 
     cols: dict[str, np.ndarray] = {}
     cols |= _change_size(entities, p)
-    cols |= _toggle_features(by_svc, p)
-    cols |= _service_history(by_svc, p)
-    cols |= _author_features(by_author, by_pair, entities, p)
-    cols |= _failure_rates(by_svc, by_author, t, p)
-    cols |= _timing(entities, p.config)
+    cols |= _toggle_features(by_svc, svc, p)
+    cols |= _service_history(by_svc, svc, p)
+    cols |= _author_features(by_author, auth, by_pair, entities, p)
+    cols |= _failure_rates(by_svc, svc, by_author, auth, t, p)
+    cols |= _timing(entities, p)
     cols |= _change_kind(entities)
     categorical = {c: _category(getattr(entities, c)) for c in CATEGORICAL_COLUMNS}
     return EntityFeatures({c: np.asarray(v, dtype=np.float64) for c, v in cols.items()}, categorical)
@@ -375,13 +410,6 @@ def _text(frame: pd.DataFrame, column: str) -> pd.Series:
     if column not in frame.columns:
         return pd.Series(pd.NA, index=frame.index, dtype="string")
     return frame[column].astype("string")
-
-
-def _objects(values: pd.Series) -> ObjectArray:
-    """A text column as an object array of str, None when missing."""
-    out = np.asarray(values.to_numpy(dtype=object), dtype=object)
-    out[values.isna().to_numpy()] = None
-    return out
 
 
 def _opt_text(value: Any) -> str | None:
@@ -450,9 +478,16 @@ def _number(value: Any) -> float:
     return x if math.isfinite(x) else math.nan
 
 
-def _category(values: ObjectArray) -> ObjectArray:
-    out = values.copy()
-    out[pd.isna(values)] = MISSING_CATEGORY
+def _is_missing(values: TextArray) -> BoolArray:
+    """Which entries of a text column are missing (a None test is cheaper than ``pd.isna`` for one row)."""
+    if isinstance(values, np.ndarray):
+        return np.asarray(values == None, dtype=bool)  # noqa: E711 - elementwise on an object array
+    return np.asarray(values.isna(), dtype=bool)
+
+
+def _category(values: TextArray) -> ObjectArray:
+    out = np.array(values, dtype=object)
+    out[_is_missing(values)] = MISSING_CATEGORY
     return out
 
 
@@ -535,7 +570,7 @@ def _vocabulary(*columns: pd.Series) -> tuple[list[IntArray], Vocabulary]:
     joined = pd.concat([c.reset_index(drop=True) for c in columns], ignore_index=True)
     codes, names = pd.factorize(joined)
     parts = np.split(codes.astype(np.int64), np.cumsum([len(c) for c in columns])[:-1])
-    return parts, Vocabulary({str(name): i for i, name in enumerate(names)})
+    return parts, Vocabulary.of([str(name) for name in np.asarray(names, dtype=object)])
 
 
 def _pair_codes(pair_keys: IntArray, n_services: int, author: IntArray, service: IntArray) -> IntArray:
@@ -569,8 +604,8 @@ def _combine(*codes: IntArray) -> IntArray:
     return np.where(missing, -1, out)
 
 
-def _actor_intervals(svc: IntArray, times: IntArray, actor: pd.Series) -> SortedIntervals:
-    """Per service, when each actor's flips make them a "recent flipper" (distinct actors in [t - 24 h, t)).
+def _actor_intervals(svc: IntArray, times: IntArray, actor: pd.Series) -> tuple[IntArray, IntArray, IntArray]:
+    """(service, start, end] in which each actor's flip makes them a recent flipper (distinct actors in [t - 24 h, t)).
 
     An actor's flip at e counts for queries in (e, e + w] unless the same actor already flipped at
     p with p + w >= query; so each flip covers (max(e, p + w), e + w] and distinct actors at t is
@@ -581,7 +616,7 @@ def _actor_intervals(svc: IntArray, times: IntArray, actor: pd.Series) -> Sorted
     actor_codes = pd.factorize(actor[has_actor])[0].astype(np.int64)
     prev, found = previous_in_group(_combine(svc, actor_codes), times)
     starts = np.where(found, np.maximum(times, prev + DAY), times)
-    return sort_intervals(svc, starts, times + DAY)
+    return svc, starts, times + DAY
 
 
 def _enabled_intervals(
@@ -626,7 +661,7 @@ def _enabled_intervals(
 def _change_size(ent: EntityArrays, p: PreparedHistory) -> dict[str, np.ndarray]:
     """Size of the change itself; missing counts become 0 with a missing indicator."""
     raw = {c: ent.number(c) for c in _SIZE_COLUMNS}
-    out: dict[str, np.ndarray] = {c: np.nan_to_num(np.maximum(v, 0), nan=0.0) for c, v in raw.items()}
+    out: dict[str, np.ndarray] = {c: np.where(np.isnan(v), 0.0, np.maximum(v, 0)) for c, v in raw.items()}
     out["churn"] = out["lines_added"] + out["lines_deleted"]
     for c in (*_SIZE_COLUMNS, "churn"):
         out[f"log_{c}"] = np.log1p(out[c])
@@ -638,24 +673,42 @@ def _change_size(ent: EntityArrays, p: PreparedHistory) -> dict[str, np.ndarray]
         extras = tuple(sorted({*ent.extra_names, *p.history_extras}))
     for name in extras:
         values = ent.number(name)
-        out[name] = np.nan_to_num(values, nan=0.0)
+        out[name] = np.where(np.isnan(values), 0.0, values)
         out[f"{name}_missing"] = np.isnan(values)
     return out
 
 
-def _toggle_features(by_svc: Queries, p: PreparedHistory) -> dict[str, np.ndarray]:
+#: (stream, lag) searches per service: events of the stream before t - lag; [t - w, t) is lag 0 minus lag w.
+_SERVICE_WINDOWS: tuple[tuple[str, int], ...] = (
+    *(("flip", lag) for lag in (0, HOUR, DAY, 7 * DAY)),
+    *((name, 0) for name in ("toggle", "actor_start", "actor_end", "enabled_start", "enabled_end")),
+    *((name, 0) for name in ("stale_start", "stale_end", "label", "failure")),
+    *(("deploy", lag) for lag in (0, DAY, 7 * DAY)),
+    *(("incident", lag) for lag in (0, 7 * DAY, 30 * DAY)),
+)
+_AUTHOR_WINDOWS: tuple[tuple[str, int], ...] = (("deploy", 0), ("deploy", 7 * DAY), ("label", 0), ("failure", 0))
+
+_Counts = Mapping[tuple[str, int], IntArray]
+
+
+def _counts(streams: EventStreams, windows: StreamWindows, q: Queries) -> _Counts:
+    """Every (stream, lag) count of the sorted queries, from one search."""
+    return dict(zip(windows.windows, streams.count_before(windows, q.groups, q.times), strict=True))
+
+
+def _toggle_features(by_svc: Queries, c: _Counts, p: PreparedHistory) -> dict[str, np.ndarray]:
     """Flag activity of the deploy's service: recent flips, flippers, enabled and stale flags."""
     g, t = by_svc.groups, by_svc.times
-    flips = p.flips
+    flips = c["flip", 0]
     out: dict[str, np.ndarray] = {
-        "toggle_flips_1h": count_window(flips, g, t, HOUR),
-        "toggle_flips_24h": count_window(flips, g, t, DAY),
-        "toggle_flips_7d": count_window(flips, g, t, 7 * DAY),
-        "toggle_flips_recent": count_window(flips, g, t, p.config.flip_window_minutes * MINUTE),
-        "toggle_actors_24h": count_covering(p.flip_actors, g, t),
-        "no_toggle_history": count_before(p.toggles, g, t) == 0,
-        "toggles_enabled": count_covering(p.enabled, g, t),
-        "toggles_stale": count_covering(p.stale, g, t),
+        "toggle_flips_1h": flips - c["flip", HOUR],
+        "toggle_flips_24h": flips - c["flip", DAY],
+        "toggle_flips_7d": flips - c["flip", 7 * DAY],
+        "toggle_flips_recent": flips - c["flip", p.config.flip_window_minutes * MINUTE],
+        "toggle_actors_24h": c["actor_start", 0] - c["actor_end", 0],  # intervals (start, end] holding t
+        "no_toggle_history": c["toggle", 0] == 0,
+        "toggles_enabled": c["enabled_start", 0] - c["enabled_end", 0],
+        "toggles_stale": c["stale_start", 0] - c["stale_end", 0],
     }
     stale_after = p.config.stale_after_days * DAY
     oldest, found = min_start_covering(p.enabled, g, t)
@@ -669,39 +722,39 @@ def _gap(t: IntArray, prev: IntArray, found: BoolArray, unit: int, config: Featu
     return np.where(found, np.minimum((t - prev) / unit, cap), cap)
 
 
-def _service_history(by_svc: Queries, p: PreparedHistory) -> dict[str, np.ndarray]:
+def _service_history(by_svc: Queries, c: _Counts, p: PreparedHistory) -> dict[str, np.ndarray]:
     """How busy and how troubled the service has been lately."""
-    g, t = by_svc.groups, by_svc.times
-    prev, has_prev = last_before(p.deploys, g, t)
-    last_inc, has_inc = last_before(p.incidents, g, t)
+    t = by_svc.times
+    (prev, last_inc), (has_prev, has_inc) = p.by_service.last_before(p.service_last, by_svc.groups, t)
     out = {
-        "service_deploys_24h": count_window(p.deploys, g, t, DAY),
-        "service_deploys_7d": count_window(p.deploys, g, t, 7 * DAY),
-        "service_prior_deploys": count_before(p.deploys, g, t),
+        "service_deploys_24h": c["deploy", 0] - c["deploy", DAY],
+        "service_deploys_7d": c["deploy", 0] - c["deploy", 7 * DAY],
+        "service_prior_deploys": c["deploy", 0],
         "hours_since_prev_deploy": _gap(t, prev, has_prev, HOUR, p.config),
         "no_prev_deploy": ~has_prev,
-        "service_incidents_7d": count_window(p.incidents, g, t, 7 * DAY),
-        "service_incidents_30d": count_window(p.incidents, g, t, 30 * DAY),
+        "service_incidents_7d": c["incident", 0] - c["incident", 7 * DAY],
+        "service_incidents_30d": c["incident", 0] - c["incident", 30 * DAY],
         "days_since_last_incident": _gap(t, last_inc, has_inc, DAY, p.config),
         "no_prev_incident": ~has_inc,
     }
     return by_svc.restore(out)
 
 
-def _author_features(qa: Queries, qp: Queries, ent: EntityArrays, p: PreparedHistory) -> dict[str, np.ndarray]:
+def _author_features(
+    qa: Queries, c: _Counts, qp: Queries, ent: EntityArrays, p: PreparedHistory
+) -> dict[str, np.ndarray]:
     """The author's experience overall and with this service, and recent activity."""
     out: dict[str, np.ndarray] = qa.restore(
-        {
-            "author_prior_deploys": count_before(p.by_author, qa.groups, qa.times),
-            "author_deploys_7d": count_window(p.by_author, qa.groups, qa.times, 7 * DAY),
-        }
+        {"author_prior_deploys": c["deploy", 0], "author_deploys_7d": c["deploy", 0] - c["deploy", 7 * DAY]}
     )
     out |= qp.restore({"author_service_prior_deploys": count_before(p.by_pair, qp.groups, qp.times)})
-    out["author_missing"] = pd.isna(ent.author)
+    out["author_missing"] = _is_missing(ent.author)
     return out
 
 
-def _failure_rates(by_svc: Queries, by_author: Queries, t: IntArray, p: PreparedHistory) -> dict[str, np.ndarray]:
+def _failure_rates(
+    by_svc: Queries, svc: _Counts, by_author: Queries, auth: _Counts, t: IntArray, p: PreparedHistory
+) -> dict[str, np.ndarray]:
     """Smoothed past failure rates of the service and the author, from matured labels only.
 
     rate = (failures + w * prior) / (matured + w); the prior is itself the smoothed rate over all
@@ -709,17 +762,15 @@ def _failure_rates(by_svc: Queries, by_author: Queries, t: IntArray, p: Prepared
     """
     w = p.config.smoothing_prior_weight
 
-    def counts(labels: LabelCounts, q: Queries) -> tuple[np.ndarray, np.ndarray]:
-        total = count_before(labels.total, q.groups, q.times)
-        fails = count_before(labels.failed, q.groups, q.times)
-        out = q.restore({"total": total, "fails": fails})
+    def restored(q: Queries, c: _Counts) -> tuple[np.ndarray, np.ndarray]:
+        out = q.restore({"total": c["label", 0], "fails": c["failure", 0]})
         return out["total"], out["fails"]
 
     everyone = Queries.of(np.zeros(len(t), dtype=np.int64), t)
-    n_all, f_all = counts(p.labels_all, everyone)
+    n_all, f_all = restored(everyone, _counts(p.everyone, p.everyone_windows, everyone))
     prior = (f_all + w * p.config.base_failure_rate) / (n_all + w)
-    n_svc, f_svc = counts(p.labels_service, by_svc)
-    n_auth, f_auth = counts(p.labels_author, by_author)
+    n_svc, f_svc = restored(by_svc, svc)
+    n_auth, f_auth = restored(by_author, auth)
     return {
         "service_failure_rate": (f_svc + w * prior) / (n_svc + w),
         "service_matured_labels": n_svc,
@@ -728,16 +779,16 @@ def _failure_rates(by_svc: Queries, by_author: Queries, t: IntArray, p: Prepared
     }
 
 
-def _timing(ent: EntityArrays, config: FeatureConfig) -> dict[str, np.ndarray]:
+def _timing(ent: EntityArrays, p: PreparedHistory) -> dict[str, np.ndarray]:
     """Local wall-clock position of the deploy (UTC unless the service has a configured zone)."""
     # UTC by integer arithmetic (1970-01-01 was a Thursday, Monday = 0); zones only where configured
     hour = (ent.t // HOUR) % 24
     dow = (ent.t // DAY + 3) % 7
-    if config.service_timezones:
-        zone_names = sorted(set(config.service_timezones.values()))
-        zones = Vocabulary({s: zone_names.index(z) for s, z in config.service_timezones.items()})
-        codes = zones.encode(ent.service)
-        for i, zone in enumerate(zone_names):  # one pass per distinct configured zone
+    config = p.config
+    if p.zone_names:
+        zoned = p.zoned.encode(ent.service)
+        codes = np.where(zoned >= 0, p.service_zone[np.maximum(zoned, 0)], -1)
+        for i, zone in enumerate(p.zone_names):  # one pass per distinct configured zone
             mask = codes == i
             if mask.any():
                 hour[mask], dow[mask] = _local_clock(ent.t[mask], zone)

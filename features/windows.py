@@ -11,7 +11,7 @@ ended yet. All functions are pure: inputs are never modified.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +24,8 @@ BoolArray = npt.NDArray[np.bool_]
 OPEN_END = int(np.iinfo(np.int64).max)
 #: Combined keys stay below this, leaving headroom for the arithmetic on them.
 _KEY_LIMIT = 2**62
+#: From this many queries, ``EventStreams`` searches row by row (cache) rather than in one call (overhead).
+_ROW_BY_ROW = 256
 
 
 def _distinct_sorted(values: IntArray) -> IntArray:
@@ -106,6 +108,19 @@ def _check(groups: IntArray, times: IntArray) -> tuple[IntArray, IntArray]:
     return groups, times
 
 
+def _check_queries(groups: IntArray, times: IntArray) -> tuple[IntArray, IntArray]:
+    """Query groups and times that broadcast together, e.g. times ``(k, n)`` for k windows of n queries.
+
+    Stacking the windows of one index into one call matters for a single query (a scoring request),
+    where numpy's per-call overhead, not the search, is the cost.
+    """
+    groups = np.asarray(groups, dtype=np.int64)
+    times = np.asarray(times, dtype=np.int64)
+    if groups.ndim == times.ndim and groups.shape != times.shape:
+        raise ValueError("groups and times must have the same length")
+    return groups, times
+
+
 def sort_events(groups: IntArray, times: IntArray, *, force_ranks: bool = False) -> SortedEvents:
     """Index events for window queries; groups are codes >= 0 (drop unknown groups first)."""
     groups, times = _check(groups, times)
@@ -128,13 +143,13 @@ def _query_keys(
     known = (groups >= 0) & (groups < events.n_groups)
     safe = np.where(known, groups, 0)
     base = safe * events.axis.span
-    start = events.group_start[safe] if events.n_groups else np.zeros(len(groups), dtype=np.int64)
+    start = events.group_start[safe] if events.n_groups else np.zeros(groups.shape, dtype=np.int64)
     return base + events.axis.code_queries(times), known, base, start
 
 
 def count_before(events: SortedEvents, groups: IntArray, times: IntArray) -> IntArray:
     """Number of events of the same group with time strictly before each query time."""
-    groups, times = _check(groups, times)
+    groups, times = _check_queries(groups, times)
     keys, known, _, start = _query_keys(events, groups, times)
     pos = np.searchsorted(events.keys, keys, side="left")
     return np.where(known, pos - start, 0).astype(np.int64)
@@ -142,7 +157,7 @@ def count_before(events: SortedEvents, groups: IntArray, times: IntArray) -> Int
 
 def count_window(events: SortedEvents, groups: IntArray, times: IntArray, width: int) -> IntArray:
     """Number of events of the same group with time in ``[t - width, t)``."""
-    groups, times = _check(groups, times)
+    groups, times = _check_queries(groups, times)
     hi_keys, known, base, _ = _query_keys(events, groups, times)
     lo_keys = base + events.axis.code_queries(times - np.int64(width))
     counts = np.searchsorted(events.keys, hi_keys, side="left") - np.searchsorted(events.keys, lo_keys, side="left")
@@ -151,12 +166,12 @@ def count_window(events: SortedEvents, groups: IntArray, times: IntArray, width:
 
 def last_before(events: SortedEvents, groups: IntArray, times: IntArray) -> tuple[IntArray, BoolArray]:
     """Time of the latest event of the same group strictly before each query, and whether one exists."""
-    groups, times = _check(groups, times)
+    groups, times = _check_queries(groups, times)
     keys, known, base, start = _query_keys(events, groups, times)
     pos = np.searchsorted(events.keys, keys, side="left")
     found = known & (pos > start)
     if not events.size:
-        return np.zeros(len(keys), dtype=np.int64), found
+        return np.zeros(keys.shape, dtype=np.int64), found
     codes = np.where(found, events.keys[np.maximum(pos - 1, 0)] - base, 0)
     return np.where(found, events.axis.decode(codes), 0).astype(np.int64), found
 
@@ -180,12 +195,17 @@ class SortedIntervals:
     n_groups: int
 
 
-def sort_intervals(groups: IntArray, starts: IntArray, ends: IntArray, *, force_ranks: bool = False) -> SortedIntervals:
-    """Index intervals ``(start, end]``; empty ones (start >= end) are dropped."""
+def nonempty_intervals(groups: IntArray, starts: IntArray, ends: IntArray) -> tuple[IntArray, IntArray, IntArray]:
+    """The intervals ``(start, end]`` that can contain a time (start < end); the others never count."""
     groups, starts = _check(groups, starts)
     ends = np.asarray(ends, dtype=np.int64)
     keep = starts < ends
-    groups, starts, ends = groups[keep], starts[keep], ends[keep]
+    return groups[keep], starts[keep], ends[keep]
+
+
+def sort_intervals(groups: IntArray, starts: IntArray, ends: IntArray, *, force_ranks: bool = False) -> SortedIntervals:
+    """Index intervals ``(start, end]``; empty ones (start >= end) are dropped."""
+    groups, starts, ends = nonempty_intervals(groups, starts, ends)
     n_groups = int(groups.max()) + 1 if len(groups) else 0
     axis = TimeAxis.fit(np.concatenate([starts, ends]), n_groups, force_ranks=force_ranks)
     start_keys = groups * axis.span + axis.code_values(starts)
@@ -202,7 +222,7 @@ def sort_intervals(groups: IntArray, starts: IntArray, ends: IntArray, *, force_
 
 
 def count_covering(intervals: SortedIntervals, groups: IntArray, times: IntArray) -> IntArray:
-    """Number of intervals of the same group with ``start < t <= end``."""
+    """Number of intervals of the same group with ``start < t <= end``: starts before t minus ends before t."""
     return count_before(intervals.starts, groups, times) - count_before(intervals.ends, groups, times)
 
 
@@ -213,14 +233,14 @@ def min_start_covering(intervals: SortedIntervals, groups: IntArray, times: IntA
     the running maximum of ends reaches t; the running maximum is monotone (group offsets keep
     groups apart), so one searchsorted finds it. It qualifies if its start is before t.
     """
-    groups, times = _check(groups, times)
+    groups, times = _check_queries(groups, times)
     known = (groups >= 0) & (groups < intervals.n_groups)
     keys = np.where(known, groups, 0) * intervals.axis.span + intervals.axis.code_queries(times)
     n_started = np.searchsorted(intervals.by_start, keys, side="left")
     first_open = np.searchsorted(intervals.max_end, keys, side="left")
     found = known & (first_open < n_started)
     if not len(intervals.by_start):
-        return np.zeros(len(keys), dtype=np.int64), found
+        return np.zeros(keys.shape, dtype=np.int64), found
     pick = intervals.by_start[np.minimum(first_open, len(intervals.by_start) - 1)]
     codes = np.where(found, pick - np.where(known, groups, 0) * intervals.axis.span, 0)
     start = intervals.axis.decode(codes)
@@ -290,14 +310,102 @@ class Queries:
     @classmethod
     def of(cls, groups: IntArray, times: IntArray) -> Queries:
         groups, times = _check(groups, times)
+        if len(groups) <= 1:  # one query (a scoring request) is sorted already
+            return cls(groups=groups, times=times, order=np.zeros(len(groups), dtype=np.int64))
         order = group_time_order(groups, times)
         return cls(groups=groups[order], times=times[order], order=order)
 
     def restore(self, columns: Mapping[str, npt.ArrayLike]) -> dict[str, npt.NDArray[np.float64]]:
         """Columns computed for the sorted queries, put back in the original query order (as float64)."""
+        if len(self.order) <= 1:  # nothing to reorder (one scoring request): skip the scatter
+            return {name: np.asarray(values, dtype=np.float64) for name, values in columns.items()}
         out: dict[str, npt.NDArray[np.float64]] = {}
         for name, values in columns.items():
             column = np.empty(len(self.order), dtype=np.float64)
             column[self.order] = values
             out[name] = column
         return out
+
+
+@dataclass(frozen=True)
+class EventStreams:
+    """Several event streams over one grouping (say a service's deploys, incidents and flips) in one index.
+
+    Stream k's group g is event group ``k * n_groups + g``, so every stream and window a query needs is
+    answered by one search: for a single query (a scoring request) numpy's per-call cost, not the
+    search, is what each window would otherwise cost.
+    """
+
+    events: SortedEvents
+    names: tuple[str, ...]
+    n_groups: int
+    bounds: IntArray  # stream k's keys are events.keys[bounds[k]:bounds[k + 1]]
+
+    @classmethod
+    def of(cls, n_groups: int, streams: Mapping[str, tuple[IntArray, IntArray]]) -> EventStreams:
+        """Index named streams of (groups, times); groups are codes in ``[0, n_groups)``."""
+        parts = [_check(g, t) for g, t in streams.values()]
+        if any(len(g) and (g.min() < 0 or g.max() >= n_groups) for g, _ in parts):
+            raise ValueError("stream groups must be in [0, n_groups); drop events without a group first")
+        empty = np.zeros(0, dtype=np.int64)
+        total_groups = len(parts) * n_groups
+        axis = TimeAxis.fit(np.concatenate([empty, *(t for _, t in parts)]), total_groups)
+        # Stream k's keys all lie below stream k + 1's, so sorting stream by stream sorts them all (cheaper).
+        keys = np.concatenate(
+            [empty, *(np.sort((k * n_groups + g) * axis.span + axis.code_values(t)) for k, (g, t) in enumerate(parts))]
+        )
+        group_start = np.searchsorted(keys, np.arange(total_groups, dtype=np.int64) * axis.span, side="left")
+        events = SortedEvents(keys=keys, axis=axis, n_groups=total_groups, group_start=group_start.astype(np.int64))
+        bounds = np.cumsum([0, *(len(g) for g, _ in parts)], dtype=np.int64)
+        return cls(events=events, names=tuple(streams), n_groups=n_groups, bounds=bounds)
+
+    def windows(self, windows: Sequence[tuple[str, int]]) -> StreamWindows:
+        """A fixed list of (stream, lag) searches, as arrays built once rather than per query."""
+        stream = np.array([self.names.index(name) for name, _ in windows], dtype=np.int64)[:, None]
+        lags = np.array([lag for _, lag in windows], dtype=np.int64)[:, None]
+        return StreamWindows(tuple(windows), stream * self.n_groups, lags, tuple(int(k) for k in stream[:, 0]))
+
+    def count_before(self, windows: StreamWindows, groups: IntArray, times: IntArray) -> IntArray:
+        """Row i: events of stream ``windows[i][0]`` in each query's group strictly before
+        ``t - windows[i][1]`` (so [t - w, t) is the row of lag 0 minus the row of lag w).
+
+        A few queries (a request) take one search for every row; many (a training table) search row by
+        row within the row's stream, keeping both the search in cache and the temporaries one row wide.
+        """
+        groups, times = _check(groups, times)
+        if len(groups) < _ROW_BY_ROW:
+            return count_before(self.events, self._groups(windows, groups), times - windows.lags)
+        # count_before's steps, with the group part done once per stream and the search kept to its slice
+        events, axis = self.events, self.events.axis
+        known = (groups >= 0) & (groups < self.n_groups)
+        safe = np.where(known, groups, 0)
+        out = np.empty((len(windows.streams), len(groups)), dtype=np.int64)
+        by_stream: dict[int, tuple[IntArray, IntArray]] = {}
+        for i, (k, lag) in enumerate(zip(windows.streams, windows.lags[:, 0].tolist(), strict=True)):
+            if k not in by_stream:
+                group = safe + k * self.n_groups
+                by_stream[k] = (group * axis.span, events.group_start[group] if events.n_groups else safe * 0)
+            base, start = by_stream[k]
+            lo, hi = int(self.bounds[k]), int(self.bounds[k + 1])
+            pos = lo + np.searchsorted(events.keys[lo:hi], base + axis.code_queries(times - lag), side="left")
+            out[i] = np.where(known, pos - start, 0)
+        return out
+
+    def last_before(self, windows: StreamWindows, groups: IntArray, times: IntArray) -> tuple[IntArray, BoolArray]:
+        """Row i: time of the latest event of stream ``windows[i][0]`` in each query's group strictly
+        before ``t - windows[i][1]``, and whether there is one."""
+        return last_before(self.events, self._groups(windows, groups), times - windows.lags)
+
+    def _groups(self, windows: StreamWindows, groups: IntArray) -> IntArray:
+        groups = np.asarray(groups, dtype=np.int64)
+        return np.where((groups >= 0) & (groups < self.n_groups), windows.offsets + groups, -1)
+
+
+@dataclass(frozen=True)
+class StreamWindows:
+    """(stream, lag) searches against one ``EventStreams``: the streams' group offsets and the lags, as columns."""
+
+    windows: tuple[tuple[str, int], ...]
+    offsets: IntArray  # group offset of each window's stream, as a column
+    lags: IntArray  # as a column
+    streams: tuple[int, ...]  # stream of each window
