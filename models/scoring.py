@@ -766,12 +766,13 @@ def _flags(
     cats: Mapping[str, str],
 ) -> dict[str, Any]:
     """What the caller should know: new service or author, values the model has not seen, inputs ignored."""
-    unseen = [c for c, code in zip(scorer.categorical, codes, strict=True) if code < 0]
+    # rare in training (beyond the encoder's max_categories) or never seen: the model treats it as "other"
+    outside = [c for c, code in zip(scorer.categorical, codes, strict=True) if code < 0]
     return {
         "new_service": numeric["service_prior_deploys"] == 0,
         "new_author": deploy.author is not None and numeric["author_prior_deploys"] == 0,
         "author_missing": deploy.author is None,
-        "unseen_categories": {c: cats.get(c, MISSING_CATEGORY) for c in unseen},
+        "categories_encoded_as_other": {c: cats.get(c, MISSING_CATEGORY) for c in outside},
         "filled_from_history": list(filled),
         "ignored_extra": sorted(k for k in deploy.extra if k not in scorer.numeric),
         "non_production": deploy.environment != "production",

@@ -67,7 +67,7 @@ def test_unknown_service_and_author_are_scored_and_flagged(client: TestClient) -
     assert r.status_code == 200
     flags = r.json()["flags"]
     assert flags["new_service"] and flags["new_author"]
-    assert flags["unseen_categories"]["service"] == "brand-new-svc"
+    assert flags["categories_encoded_as_other"]["service"] == "brand-new-svc"
 
 
 def test_batch_scores_each_deploy_and_limits_the_size(client: TestClient) -> None:
