@@ -17,13 +17,25 @@ def ingest(
     home: Path | None = HomeOption,
     json_out: Path | None = typer.Option(None, "--json", help="Also write the ingest report as JSON to this file."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only errors."),
+    task_runner: str = typer.Option(
+        "threads", "--task-runner", help="How export files are parsed: threads, dask or sequential."
+    ),
+    dask_address: str | None = typer.Option(
+        None, "--dask-address", help="Scheduler of an existing Dask cluster; implies --task-runner dask."
+    ),
 ) -> None:
     """Read every source in a sources.yaml into the canonical history store."""
     settings = resolve_settings(home)
     prepare_runtime(settings)  # before Prefect is imported: it reads its settings once, at import
     from pipelines.ingest_flow import print_error, run_ingest
+    from pipelines.runners import RunnerConfig
 
-    report = run_ingest(config, settings.store_dir, quiet=quiet)
+    try:
+        runner = RunnerConfig.from_env("dask" if dask_address else task_runner, dask_address=dask_address)
+    except ValueError as exc:
+        print_error(str(exc))
+        raise typer.Exit(code=2) from None
+    report = run_ingest(config, settings.store_dir, quiet=quiet, runner=runner)
     if json_out is not None:
         json_out.write_text(json.dumps(report.as_dict(), indent=2))
     if not report.ok:

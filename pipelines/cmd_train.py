@@ -30,11 +30,21 @@ def train(
     metrics_out: Path | None = typer.Option(None, "--metrics-out", help="Write the run's metrics as JSON here."),
     seed: int = typer.Option(0, "--seed", help="Random seed of every stochastic step."),
     no_prefect: bool = typer.Option(False, "--no-prefect", help="Run the same steps without Prefect orchestration."),
+    task_runner: str = typer.Option(
+        "sequential", "--task-runner", help="How candidates are evaluated: sequential, threads or dask."
+    ),
+    workers: int = typer.Option(2, "--workers", min=1, help="Threads, or workers of the local Dask cluster."),
+    dask_address: str | None = typer.Option(
+        None,
+        "--dask-address",
+        help="Scheduler of an existing Dask cluster (default $INCIDENT_RISK_DASK_ADDRESS); implies --task-runner dask.",
+    ),
 ) -> None:
     """Train, calibrate and evaluate candidates on the store's history; log to MLflow; gate the champion."""
     import pandas as pd
 
     from models.config import TrainConfig
+    from pipelines.runners import RunnerConfig
     from pipelines.train_flow import TrainingError, TrainOptions, run_training
 
     settings = resolve_settings(home)
@@ -50,6 +60,16 @@ def train(
     if start is None and not 0 < test_fraction < 1:
         console.print(f"[red]error:[/red] --test-fraction must be between 0 and 1, got {test_fraction}")
         raise typer.Exit(code=2)
+    try:
+        runner = RunnerConfig.from_env("dask" if dask_address else task_runner, workers, dask_address)
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(code=2) from None
+    if runner.parallel and no_prefect:
+        console.print(
+            f"[red]error:[/red] the {runner.kind} task runner needs Prefect orchestration (drop --no-prefect)"
+        )
+        raise typer.Exit(code=2)
     options = TrainOptions(
         test_fraction=test_fraction,
         test_start=start,
@@ -58,7 +78,7 @@ def train(
         train=TrainConfig(seed=seed),
     )
     try:
-        outcome = run_training(settings, options, progress=console.print, orchestrate=not no_prefect)
+        outcome = run_training(settings, options, progress=console.print, orchestrate=not no_prefect, runner=runner)
     except TrainingError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(code=1) from None

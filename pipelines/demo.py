@@ -96,13 +96,18 @@ def run_demo(settings: Settings, sample_dir: Path) -> int:
 def _log_dora(history: History, attribution: Attribution, settings: Settings) -> str:
     """DORA by tribe and week as a CSV and a trend plot in an MLflow run, where analysts look."""
     import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from models.tracking import ensure_experiment
 
     metrics = dora_metrics(history, attribution, DoraConfig(by="tribe", period="week"))
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    if mlflow.get_experiment_by_name(DORA_EXPERIMENT) is None:
-        mlflow.create_experiment(DORA_EXPERIMENT, artifact_location=(settings.artifact_root / "dora").as_uri())
-    mlflow.set_experiment(DORA_EXPERIMENT)
-    with mlflow.start_run(run_name="dora-by-tribe-week") as run, tempfile.TemporaryDirectory() as tmp:
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    experiment = ensure_experiment(client, DORA_EXPERIMENT, str(settings.artifact_root))
+    with (
+        mlflow.start_run(experiment_id=experiment.experiment_id, run_name="dora-by-tribe-week") as run,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
         csv_path = Path(tmp) / "dora.csv"
         csv_path.write_text(to_csv(metrics))
         plot_path = Path(tmp) / "dora_trends.png"

@@ -27,6 +27,7 @@ from features.sources.config import SourceConfig, load_sources_config
 from features.sources.registry import source_kinds
 from features.store import HistoryStore, StoreError
 from pipelines.console import make_console
+from pipelines.runners import RunnerConfig, make_task_runner
 
 
 @dataclass
@@ -117,13 +118,16 @@ def ingest_flow(config_path: str, store_dir: str, quiet: bool = False) -> State:
             changed: set[str] = set()
             new_rejects: list[pd.DataFrame] = []
             n_files = sum(len(s.paths) for s in config.sources)
+            # Every file is parsed concurrently on the flow's task runner (threads by default, a
+            # Dask cluster when asked); results are merged in config order, so the outcome is the same.
+            reads = {(s.name, p): read_export.submit(s, p) for s in config.sources for p in s.paths}
             with _progress(console) as progress:
                 bar = progress.add_task("reading exports", total=n_files)
                 for source in config.sources:
                     counts = SourceCounts(source=source.name, table=source.table)
                     spec = table_spec(source.table)
                     for path in source.paths:
-                        outcome = read_export(source, path)
+                        outcome = reads[(source.name, path)].result()
                         if outcome.parsed is None:
                             raise SourceError(outcome.error or f"{path}: unreadable")
                         display = source.display(path)
@@ -188,9 +192,13 @@ def _same_quarantine(a: pd.DataFrame, b: pd.DataFrame) -> bool:
     return bool(left.equals(right))
 
 
-def run_ingest(config_path: Path, store_dir: Path, *, quiet: bool = False) -> IngestReport:
-    """Run the ingest flow and hand back its report (failed or not)."""
-    state = ingest_flow(str(config_path), str(store_dir), quiet, return_state=True)
+def run_ingest(
+    config_path: Path, store_dir: Path, *, quiet: bool = False, runner: RunnerConfig | None = None
+) -> IngestReport:
+    """Run the ingest flow (files parsed on ``runner``'s task runner) and hand back its report."""
+    task_runner = make_task_runner(runner) if runner is not None else None
+    run = ingest_flow.with_options(task_runner=task_runner) if task_runner is not None else ingest_flow
+    state = run(str(config_path), str(store_dir), quiet, return_state=True)
     result = state.result(raise_on_failure=False)
     if isinstance(result, IngestReport):
         return result

@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
 from features.store import HistoryStore
 from pipelines.cli import build_app
+from pipelines.runners import RunnerConfig
 
 pytestmark = pytest.mark.flow
 
@@ -131,3 +133,23 @@ def test_home_is_read_from_the_command_line_before_typer() -> None:
     assert home_from_argv(["train", "--home", "/x/h", "--seed", "1"]) == Path("/x/h")
     assert home_from_argv(["ingest", "--home=/y"]) == Path("/y")
     assert home_from_argv(["demo"]) is None
+
+
+@pytest.mark.parametrize(
+    "runner",
+    [RunnerConfig("sequential"), RunnerConfig("dask", workers=2, processes=True)],
+    ids=["sequential", "dask-local-cluster"],
+)
+def test_parallel_ingest_gives_the_same_store(prefect_harness: None, tmp_path: Path, runner: RunnerConfig) -> None:
+    """Files are parsed on the task runner (threads by default); any runner commits the same tables."""
+    from pipelines.ingest_flow import run_ingest
+
+    config = _write(tmp_path)
+    threaded = run_ingest(config, tmp_path / "threads", quiet=True)
+    other = run_ingest(config, tmp_path / "other", quiet=True, runner=runner)
+    assert threaded.ok and other.ok, (threaded.error, other.error)
+    assert [s.as_dict() for s in other.sources] == [s.as_dict() for s in threaded.sources]
+    left, right = HistoryStore(tmp_path / "threads"), HistoryStore(tmp_path / "other")
+    for table in ("deploys", "toggle_events", "incidents"):
+        pd.testing.assert_frame_equal(left.read(table), right.read(table))
+    pd.testing.assert_frame_equal(left.read_quarantine(), right.read_quarantine())

@@ -93,3 +93,15 @@ def test_train_flow_writes_metrics_registers_and_lists_runs(home: Path, prefect_
     assert refused.exit_code == 1 and "no earlier champion" in refused.output
     forced = runner.invoke(_app(), ["promote", "1", "--reason", "test", "--home", str(home)])
     assert forced.exit_code == 0 and "champion is now v1" in forced.output
+
+
+def test_train_rejects_a_bad_task_runner_before_any_work(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from pipelines.cli import build_app
+
+    runner = CliRunner()
+    bad = runner.invoke(build_app(), ["train", "--home", str(tmp_path), "--task-runner", "gpu"])
+    assert bad.exit_code == 2 and "task runner must be one of" in bad.output
+    both = runner.invoke(build_app(), ["train", "--home", str(tmp_path), "--task-runner", "dask", "--no-prefect"])
+    assert both.exit_code == 2 and "needs Prefect" in both.output
