@@ -27,7 +27,7 @@ from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
 from features.attribution import AttributionConfig
-from features.ingest import prepare_file
+from features.ingest import prepare_source_file
 from features.pointintime import FeatureConfig
 from features.schema import DEPLOYS, INCIDENTS, TOGGLE_EVENTS, History, canonical_order, empty_table
 from features.sources.config import load_sources_config
@@ -81,15 +81,7 @@ def load_history(project: str, workdir: Path) -> tuple[History, int]:
     config = load_sources_config(config_path, source_kinds())
     source = config.sources[0]
     path = source.paths[0]
-    parsed = source.kind.parse(path, source.display(path), source.options)
-    prepared = prepare_file(
-        parsed,
-        source=source.name,
-        file=source.display(path),
-        id_prefix=source.id_prefix,
-        defaults=source.defaults,
-        service_map=source.service_map,
-    )
+    prepared = prepare_source_file(source, path, source.parse(path))
     deploys = canonical_order(DEPLOYS, prepared.rows)
     return History(deploys, empty_table(TOGGLE_EVENTS), empty_table(INCIDENTS)), prepared.quarantined
 

@@ -15,6 +15,7 @@ because nothing says which is right. Every record read lands in exactly one of t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,7 @@ from features.schema import (
     table_spec,
 )
 from features.sources.base import ParsedFile
+from features.sources.config import SourceConfig
 
 
 @dataclass
@@ -123,6 +125,18 @@ def prepare_file(
         quarantined=quarantined,
         duplicates=duplicates,
         other=dict(parsed.other_counts),
+    )
+
+
+def prepare_source_file(source: SourceConfig, path: Path, parsed: ParsedFile) -> PreparedFile:
+    """``prepare_file`` with the defaults, service map and id prefix the source declares."""
+    return prepare_file(
+        parsed,
+        source=source.name,
+        file=source.display(path),
+        id_prefix=source.id_prefix,
+        defaults=source.defaults,
+        service_map=source.service_map,
     )
 
 

@@ -450,7 +450,7 @@ async def _too_large(send: Send, limit: int) -> None:
 # The app
 
 
-def _token_check(tokens: tuple[str, ...]) -> Callable[..., None]:
+def _token_check(tokens: tuple[str, ...]) -> Callable[..., Awaitable[None]]:
     """A dependency accepting any of ``tokens`` as a bearer token, compared in constant time."""
     digests = [hashlib.sha256(t.encode()).digest() for t in tokens]
     bearer = HTTPBearer(auto_error=False, description="One of the service's tokens")

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from features.ingest import SourceCounts, merge_quarantine, merge_rows, prepare_file
+from features.ingest import SourceCounts, merge_quarantine, merge_rows, prepare_source_file
 from features.schema import TABLES, table_spec
 from features.sources.base import ParsedFile, SourceError
 from features.sources.config import SourceConfig, load_sources_config
@@ -90,9 +90,8 @@ class _ReadOutcome:
 @task(name="read-export", retries=2, retry_delay_seconds=[1, 5], cache_policy=NO_CACHE)
 def read_export(source: SourceConfig, path: Path) -> _ReadOutcome:
     """Parse one export file. Transient I/O errors are retried; a bad file is a final answer."""
-    display = source.display(path)
     try:
-        return _ReadOutcome(source.kind.parse(path, display, source.options), None)
+        return _ReadOutcome(source.parse(path), None)
     except SourceError as exc:
         return _ReadOutcome(None, str(exc))
 
@@ -130,16 +129,8 @@ def ingest_flow(config_path: str, store_dir: str, quiet: bool = False) -> State:
                         outcome = reads[(source.name, path)].result()
                         if outcome.parsed is None:
                             raise SourceError(outcome.error or f"{path}: unreadable")
-                        display = source.display(path)
                         try:
-                            prepared = prepare_file(
-                                outcome.parsed,
-                                source=source.name,
-                                file=display,
-                                id_prefix=source.id_prefix,
-                                defaults=source.defaults,
-                                service_map=source.service_map,
-                            )
+                            prepared = prepare_source_file(source, path, outcome.parsed)
                         except ValueError as exc:
                             raise SourceError(f"{config_path}: source {source.name!r}: {exc}") from None
                         merged, mc = merge_rows(spec, tables[spec.name], prepared.rows)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from features.ingest import merge_rows, prepare_file
+from features.ingest import merge_rows, prepare_source_file
 from features.schema import TABLES, History, empty_table
 from features.sources.config import load_sources_config
 from features.sources.registry import source_kinds
@@ -31,15 +31,7 @@ def sample() -> IngestedSample:
     read = quarantined = 0
     for source in config.sources:
         for path in source.paths:
-            parsed = source.kind.parse(path, source.display(path), source.options)
-            prepared = prepare_file(
-                parsed,
-                source=source.name,
-                file=source.display(path),
-                id_prefix=source.id_prefix,
-                defaults=source.defaults,
-                service_map=source.service_map,
-            )
+            prepared = prepare_source_file(source, path, source.parse(path))
             tables[source.table], _ = merge_rows(TABLES[source.table], tables[source.table], prepared.rows)
             read += prepared.read
             quarantined += prepared.quarantined

@@ -373,15 +373,13 @@ def test_tools_records_have_the_real_payload_shapes(small: SimulatedHistory, tmp
 
 
 def test_tools_exports_ingest_through_their_connectors(small: SimulatedHistory, tmp_path: Path) -> None:
-    from features.ingest import prepare_file
+    from features.ingest import prepare_source_file
 
     path = write_exports(small, tmp_path / "tools", "tools")
     config = load_sources_config(path, source_kinds())
     for src in config.sources:
         (file,) = src.paths
-        parsed = src.kind.parse(file, src.display(file), src.options)
-        prep = prepare_file(parsed, source=src.name, file=str(file), id_prefix=src.id_prefix, defaults=src.defaults,
-                            service_map=src.service_map)  # fmt: skip
+        prep = prepare_source_file(src, file, src.parse(file))
         assert prep.rejects.empty and not prep.other
         spec = table_spec(prep.table)
         want = getattr(small.history, prep.table)

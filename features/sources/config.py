@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from features.sources.base import KindOptions, SourceError, SourceKind
+from features.sources.base import KindOptions, ParsedFile, SourceError, SourceKind
 
 #: Keys every source may have, whatever its kind; the rest belong to the kind's options.
 COMMON_KEYS = ("name", "kind", "path", "defaults", "service_map", "id_prefix")
@@ -43,6 +43,10 @@ class SourceConfig:
     service_map: dict[str, str]
     id_prefix: str
     config_dir: Path
+
+    def parse(self, path: Path) -> ParsedFile:
+        """One of this source's files through its kind's connector."""
+        return self.kind.parse(path, self.display(path), self.options)
 
     def display(self, path: Path) -> str:
         """A file's name as the user wrote it: relative to the config when possible."""
