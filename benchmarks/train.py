@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -44,6 +45,16 @@ def main() -> None:
         args.out.write_text(json.dumps(report, indent=2))
 
 
+def progress_printer(stage: str):  # type: ignore[no-untyped-def]
+    """Step lines on stderr with the elapsed time (stdout keeps only the JSON report)."""
+    started = time.perf_counter()
+
+    def say(message: str) -> None:
+        print(f"[{time.perf_counter() - started:7.1f}s] {stage}: {message}", file=sys.stderr, flush=True)
+
+    return say
+
+
 def run(settings, args) -> dict:  # type: ignore[no-untyped-def]
     from features.attribution import AttributionConfig
     from features.pointintime import FeatureConfig
@@ -56,6 +67,7 @@ def run(settings, args) -> dict:  # type: ignore[no-untyped-def]
 
     report: dict = {}
     truth = None
+    say = progress_printer("data")
     started = time.perf_counter()
     if args.sample is not None:
         from pipelines.ingest_flow import run_ingest
@@ -73,15 +85,17 @@ def run(settings, args) -> dict:  # type: ignore[no-untyped-def]
         truth = sim.deploy_truth.set_index("deploy_id")["p_incident"]
         report["data"] = f"simulate(days={args.days}, services={args.services}, seed={args.seed})"
     report["seconds_data"] = time.perf_counter() - started
+    say(f"{report['data']} committed to the store; building labels and features")
 
     config = TrainConfig(seed=args.seed)
     history = HistoryStore(settings.store_dir).read_history()
     started = time.perf_counter()
     table = build_training_table(history, AttributionConfig(), FeatureConfig())
     report["seconds_features"] = time.perf_counter() - started
+    say(f"training table: {len(table.frame):,} labelled deploys")
     started = time.perf_counter()
     with threadpool_limits(limits=config.n_threads):
-        result = train(table, config)
+        result = train(table, config, progress=progress_printer("train (plain functions)"))
     report["seconds_train_plain"] = time.perf_counter() - started
     y = result.test_frame["label"].to_numpy()
     report["n_deploys"] = len(history.deploys)
@@ -99,12 +113,12 @@ def run(settings, args) -> dict:  # type: ignore[no-untyped-def]
 
     options = TrainOptions(train=config, experiment="benchmark")
     started = time.perf_counter()
-    plain = run_training(settings, options, progress=lambda _m: None, orchestrate=False)
+    plain = run_training(settings, options, progress=progress_printer("run_training"), orchestrate=False)
     report["seconds_run_training_no_prefect"] = time.perf_counter() - started
     report["steps_no_prefect"] = plain.seconds
     if not args.no_flow:
         started = time.perf_counter()
-        flowed = run_training(settings, options, progress=lambda _m: None, orchestrate=True)
+        flowed = run_training(settings, options, progress=progress_printer("train flow"), orchestrate=True)
         report["seconds_run_training_prefect"] = time.perf_counter() - started
         report["steps_prefect"] = flowed.seconds
         report["prefect_overhead_seconds"] = (

@@ -78,6 +78,8 @@ class TrainConfig:
     min_category_count: int = 5
     max_categories: int = 30
     permutation_repeats: int = 3
+    #: Test rows sampled (seeded) for permutation importance; bounds its cost on large test periods.
+    permutation_max_rows: int = 20_000
     min_train_rows: int = 50
     #: OpenMP/BLAS threads while training. One by default: on shared or busy machines, threaded
     #: HistGradientBoosting spins and ran 30x slower in our measurements; small models gain little.

@@ -1,8 +1,10 @@
 """Synthetic training tables with a known risk function, for tests and benchmarks of models/.
 
 models/ must not depend on the feature pipeline, so its tests build tables here: deploys over
-time with change-size, infra, experience and service features, a few missing values, and labels
-drawn from a known probability (returned as ``p_true``) with a non-linear interaction.
+time with change-size, infra, experience and service features (among them the service's past
+failure rate from labels matured one day after their deploy, as the feature pipeline gives it), a
+few missing values, and labels drawn from a known probability (returned as ``p_true``) with a
+non-linear interaction.
 """
 
 from __future__ import annotations
@@ -12,7 +14,15 @@ import pandas as pd
 
 from models.training import TrainingTable
 
-NUMERIC = ("lines_added", "lines_deleted", "files_changed", "touches_infra", "author_experience", "hour")
+NUMERIC = (
+    "lines_added",
+    "lines_deleted",
+    "files_changed",
+    "touches_infra",
+    "author_experience",
+    "hour",
+    "service_failure_rate",
+)
 CATEGORICAL = ("service", "tribe")
 
 
@@ -46,6 +56,13 @@ def synthetic_table(
     p_true = 1.0 / (1.0 + np.exp(-logit))
     label = (rng.random(n) < p_true).astype(np.int64)
     experience_seen = np.where(rng.random(n) < 0.05, np.nan, experience)  # missing for new authors
+    matured = created + pd.Timedelta(days=1)
+    failure_rate = np.empty(n)
+    for name in services:  # smoothed rate of the service's labels matured before each deploy
+        rows = np.flatnonzero(service == name)
+        seen = np.searchsorted(matured[rows].to_numpy(), created[rows].to_numpy(), side="left")
+        fails = np.r_[0, np.cumsum(label[rows])]
+        failure_rate[rows] = (fails[seen] + 10 * base_rate) / (seen + 10)
     frame = pd.DataFrame(
         {
             "deploy_id": [f"sim:{i:06d}" for i in range(n)],
@@ -57,12 +74,13 @@ def synthetic_table(
             "touches_infra": infra,
             "author_experience": experience_seen,
             "hour": hour,
+            "service_failure_rate": failure_rate,
             "service": service,
             "tribe": tribe,
             "squad": squad,
             "effort": added + deleted,
             "baseline_lines_added": added,
-            "matured_at": created + pd.Timedelta(days=1),
+            "matured_at": matured,
         }
     )
     table = TrainingTable(

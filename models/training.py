@@ -30,7 +30,8 @@ LABEL = "label"
 EFFORT = "effort"  # lines to review (added + deleted); drives Recall@20%Effort and Popt
 SIZE = "baseline_lines_added"  # lines added, for the change-size baseline (LApredict); not a feature
 SERVICE = "service"
-MATURED = "matured_at"  # when the label became final; the past-failure-rate baseline uses it
+MATURED = "matured_at"  # when the label became final
+SERVICE_RATE = "service_failure_rate"  # a feature; also scored alone as a baseline
 GROUPS = ("tribe", "squad")
 
 
@@ -232,36 +233,6 @@ def select(results: list[CandidateResult], metric: str) -> CandidateResult:
     return results[best]
 
 
-def past_failure_rate(frame: pd.DataFrame, prior_rate: float, prior_weight: float = 10.0) -> np.ndarray:
-    """Each deploy's service failure rate from labels that had matured before the deploy was created.
-
-    Shrunk towards ``prior_rate`` with ``prior_weight`` pseudo-deploys, so a new service starts at the
-    overall rate. Without ``matured_at`` a label counts from its deploy's ``created_at``.
-    """
-    when = frame[MATURED] if MATURED in frame else frame[TIME]
-    if SERVICE in frame:
-        service = frame[SERVICE].astype(object).where(frame[SERVICE].notna(), "(none)")
-    else:
-        service = pd.Series("(all)", index=frame.index, dtype=object)
-    out = np.full(len(frame), prior_rate, dtype=np.float64)
-    created = frame[TIME].to_numpy()
-    matured = pd.to_datetime(when, utc=True).to_numpy()
-    labels = frame[LABEL].to_numpy(dtype=np.float64)
-    # One stable sort by service, then each service's rows are a slice (ascending row order, as
-    # before): O(n log n) instead of scanning every row once per service.
-    codes, uniques = pd.factorize(service.to_numpy())
-    by_service = np.argsort(codes, kind="stable")
-    bounds = np.searchsorted(codes[by_service], np.arange(len(uniques) + 1))
-    for g in range(len(uniques)):
-        rows = by_service[bounds[g] : bounds[g + 1]]
-        known = rows[~pd.isna(matured[rows])]
-        order = known[np.argsort(matured[known], kind="stable")]
-        cum = np.r_[0.0, np.cumsum(labels[order])]
-        seen = np.searchsorted(matured[order], created[rows], side="left")
-        out[rows] = (cum[seen] + prior_weight * prior_rate) / (seen + prior_weight)
-    return out
-
-
 def size_baseline(train: pd.DataFrame, test: pd.DataFrame) -> np.ndarray | None:
     """LApredict: logistic regression on log lines added alone; None when lines added are unknown."""
     if SIZE not in train or train[SIZE].isna().all():
@@ -392,15 +363,22 @@ def _train(
     size = size_baseline(train_frame, test_frame)
     if size is not None:
         baselines["lines_added"] = size
-    prior = float(y_train.mean())
-    history_rate = past_failure_rate(table.frame, prior)
-    baselines["service_failure_rate"] = history_rate[split.test]
+    if SERVICE_RATE in test_frame:
+        # the feature itself: the service's smoothed failure rate from labels matured before each deploy
+        baselines[SERVICE_RATE] = test_frame[SERVICE_RATE].to_numpy(dtype=np.float64, na_value=np.nan)
     baseline_metrics = {name: evaluate(y_test, s, effort) for name, s in baselines.items()}
 
     groups = {g: metrics_by_group(test_frame, g, y_test, scores) for g in GROUPS if g in test_frame}
     num, cat = model.classifier_.to_arrays(test_frame[table.features])
     importance = permutation_importance(
-        model.score_arrays, num, cat, table.features, y_test, config.permutation_repeats, config.seed
+        model.score_arrays,
+        num,
+        cat,
+        table.features,
+        y_test,
+        config.permutation_repeats,
+        config.seed,
+        max_rows=config.permutation_max_rows,
     )
     timings["evaluate"] = time.perf_counter() - started
     say(f"test: roc_auc={metrics['roc_auc']:.4f} pr_auc={metrics['pr_auc']:.4f} ece={metrics['ece']:.4f}")

@@ -221,16 +221,19 @@ def train_flow(
     store_dir: Path | None,
     options: TrainOptions,
     artifact_root: Path | None = None,
-    progress: Progress = print,
+    progress: Progress | None = None,
     table: TrainingTable | None = None,
     parallel: bool = False,
 ) -> TrainOutcome:
     """Prefect flow: each step is a task, so the UI shows where time goes.
 
     ``parallel`` submits the candidates to the flow's task runner (``run_training(runner=...)``).
+    ``progress`` defaults to None, not ``print``: Prefect builds a JSON schema of the parameters
+    and warns on a default it cannot serialise.
     """
     evaluate_all = _submit_candidates if parallel else None
-    return _steps(_source(store_dir, options, table), options, artifact_root, progress, _as_task, evaluate_all)
+    say = progress or print
+    return _steps(_source(store_dir, options, table), options, artifact_root, say, _as_task, evaluate_all)
 
 
 def _source(store_dir: Path | None, options: TrainOptions, table: TrainingTable | None) -> Callable[[], TrainingTable]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from models.evaluation import (
@@ -14,6 +15,7 @@ from models.evaluation import (
     gain_curve,
     gating_recall,
     metrics_by_group,
+    permutation_importance,
     popt,
     recall_at_effort,
 )
@@ -77,3 +79,35 @@ def test_metrics_by_group_reports_counts_and_rates():
     out = metrics_by_group(frame, "tribe", np.array([1, 0, 1, 0]), np.array([0.9, 0.1, 0.5, 0.2]))
     assert out["tribe"].tolist() == ["(missing)", "a", "b"]
     assert out.set_index("tribe").loc["a", "roc_auc"] == 1.0
+
+
+def _informative_columns(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    signal = rng.normal(size=n)
+    noise = rng.normal(size=n)
+    y = (signal + 0.5 * rng.normal(size=n) > 1.0).astype(np.int64)
+    return np.column_stack([noise, signal]), np.empty((n, 0), dtype=object), y
+
+
+def test_permutation_importance_ranks_the_informative_column_first():
+    numeric, categorical, y = _informative_columns(2_000)
+    result = permutation_importance(lambda num, cat: num[:, 1], numeric, categorical, ["noise", "signal"], y)
+    assert list(result["feature"]) == ["signal", "noise"]
+    assert result.loc[0, "importance"] > 0.3
+    assert result.loc[1, "importance"] == pytest.approx(0.0)
+
+
+def test_permutation_importance_scores_a_bounded_seeded_sample():
+    numeric, categorical, y = _informative_columns(5_000)
+    seen_rows: list[int] = []
+
+    def predict(num: np.ndarray, cat: np.ndarray) -> np.ndarray:
+        seen_rows.append(len(num))
+        return num[:, 1]
+
+    names = ["noise", "signal"]
+    first = permutation_importance(predict, numeric, categorical, names, y, repeats=2, seed=3, max_rows=800)
+    assert set(seen_rows) == {800}
+    again = permutation_importance(predict, numeric, categorical, names, y, repeats=2, seed=3, max_rows=800)
+    pd.testing.assert_frame_equal(first, again)
+    assert list(first["feature"]) == ["signal", "noise"]

@@ -10,7 +10,7 @@ from threadpoolctl import threadpool_limits
 
 from models.config import CandidateGrid, TrainConfig
 from models.synthetic import synthetic_table
-from models.training import TrainingTable, past_failure_rate, select, time_split, train
+from models.training import TrainingTable, select, time_split, train
 
 SMALL = TrainConfig(
     candidates=(
@@ -58,20 +58,12 @@ def test_training_table_rejects_bad_labels_and_missing_columns():
         TrainingTable(bad, table.numeric, table.categorical)
 
 
-def test_past_failure_rate_uses_only_labels_matured_before_the_deploy():
-    t = pd.to_datetime(["2024-01-01", "2024-01-02", "2024-01-03", "2024-01-10"], utc=True)
-    frame = pd.DataFrame(
-        {
-            "created_at": t,
-            "matured_at": t + pd.Timedelta(days=3),
-            "service": ["a", "a", "a", "a"],
-            "label": [1, 1, 0, 0],
-        }
-    )
-    rate = past_failure_rate(frame, prior_rate=0.1, prior_weight=1.0)
-    # Deploys 1-3 see no matured label (the first matures on Jan 4); deploy 4 sees all three.
-    assert rate[:3].tolist() == [0.1, 0.1, 0.1]
-    assert rate[3] == pytest.approx((2 + 0.1) / (3 + 1))
+def test_service_failure_rate_baseline_is_the_feature_scored_alone(trained):
+    table, _, result = trained
+    assert set(result.baseline_metrics) == {"lines_added", "service_failure_rate"}
+    y = result.test_frame["label"].to_numpy()
+    expected = roc_auc_score(y, result.test_frame["service_failure_rate"].to_numpy())
+    assert result.baseline_metrics["service_failure_rate"]["roc_auc"] == pytest.approx(expected)
 
 
 def test_training_does_not_read_test_labels():
