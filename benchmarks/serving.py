@@ -10,11 +10,13 @@ champion with the project's own training pipeline (``run_training``, one candida
 
 and measures, on the same machine in the same run: closed-loop p50/p99/throughput at 1, 8 and 32
 concurrent keep-alive clients (fixed request counts, time limits), an open-loop paced run at 100
-requests/s (latency from the scheduled send time, so queueing is counted), and a 20,000-request soak
-of our service with the server's RSS before and after. Prints a markdown table. Loopback only.
+requests/s for 30 s (latency from the scheduled send time, so queueing is counted), and a
+20,000-request soak of our service with the server's RSS before and after. Every load runs in its
+own small ``benchmarks.loadgen`` process, apart from this one's large heap. Prints a markdown
+table. Loopback only.
 
-    .venv/bin/python benchmarks/serving.py                  # hgb champion (default)
-    .venv/bin/python benchmarks/serving.py --kind logreg --quick
+    .venv/bin/python -m benchmarks.serving                  # hgb champion (default)
+    .venv/bin/python -m benchmarks.serving --kind logreg --quick
 """
 
 from __future__ import annotations
@@ -28,9 +30,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 # Run as a script, this file's directory comes first on sys.path and shadows nothing of ours, but keep
@@ -39,28 +39,9 @@ _ROOT = Path(__file__).resolve().parent.parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(_ROOT))
 
+from benchmarks.loadgen import Result  # noqa: E402
+
 LAUNCH = "import typer; from pipelines.cmd_serve import register; app = typer.Typer(); register(app); app()"
-
-
-@dataclass
-class Result:
-    target: str
-    mode: str
-    clients: int
-    requests: int
-    errors: int
-    seconds: float
-    latencies_ms: list[float]
-
-    @property
-    def throughput(self) -> float:
-        return self.requests / self.seconds if self.seconds else 0.0
-
-    def pct(self, q: float) -> float:
-        if not self.latencies_ms:
-            return float("nan")
-        data = sorted(self.latencies_ms)
-        return data[min(len(data) - 1, int(q * len(data)))]
 
 
 def free_port() -> int:
@@ -92,81 +73,36 @@ def wait_ready(port: int, path: str, proc: subprocess.Popen, timeout: float = 18
     raise TimeoutError(f"server on {port} not ready")
 
 
+def run_load(target: str, port: int, path: str, bodies_file: Path, *mode: str) -> Result:
+    """One load run in a fresh ``benchmarks.loadgen`` process (see there for why not in this one)."""
+    command = [sys.executable, "-m", "benchmarks.loadgen", "--port", str(port), "--path", path]
+    command += ["--bodies", str(bodies_file), "--target", target, *mode]
+    done = subprocess.run(command, cwd=_ROOT, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"load generator failed ({done.returncode}): {done.stderr[-2000:]}")
+    return Result(**json.loads(done.stdout))
+
+
 def closed_loop(
-    target: str, port: int, path: str, bodies: list[bytes], clients: int, total: int, time_limit: float
+    target: str, port: int, path: str, bodies_file: Path, clients: int, total: int, time_limit: float
 ) -> Result:
-    """``clients`` threads, one keep-alive connection each, ``total`` requests in all (or until the limit)."""
-    lat: list[list[float]] = [[] for _ in range(clients)]
-    errs = [0] * clients
-    deadline = time.monotonic() + time_limit
-    barrier = threading.Barrier(clients + 1)
-
-    def worker(k: int) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        barrier.wait()
-        for i in range(k, total, clients):
-            if time.monotonic() > deadline:
-                break
-            body = bodies[i % len(bodies)]
-            t0 = time.perf_counter()
-            try:
-                conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
-                response = conn.getresponse()
-                response.read()
-                ok = response.status == 200
-            except (OSError, http.client.HTTPException):
-                ok = False
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-            lat[k].append((time.perf_counter() - t0) * 1000)
-            errs[k] += not ok
-        conn.close()
-
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
-    for t in threads:
-        t.start()
-    barrier.wait()
-    started = time.perf_counter()
-    for t in threads:
-        t.join()
-    seconds = time.perf_counter() - started
-    all_lat = [x for part in lat for x in part]
-    return Result(target, "closed", clients, len(all_lat), sum(errs), seconds, all_lat)
+    return run_load(
+        target,
+        port,
+        path,
+        bodies_file,
+        "closed",
+        "--clients",
+        str(clients),
+        "--total",
+        str(total),
+        "--time-limit",
+        str(time_limit),
+    )
 
 
-def paced(target: str, port: int, path: str, bodies: list[bytes], rate: float, seconds: float) -> Result:
-    """Open loop: request i is due at start + i / rate; latency counts from when it was due."""
-    n = int(rate * seconds)
-    workers = 4
-    lat: list[list[float]] = [[] for _ in range(workers)]
-    errs = [0] * workers
-    start = time.perf_counter() + 0.2
-
-    def worker(k: int) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        for i in range(k, n, workers):
-            due = start + i / rate
-            pause = due - time.perf_counter()
-            if pause > 0:
-                time.sleep(pause)
-            try:
-                conn.request("POST", path, body=bodies[i % len(bodies)], headers={"Content-Type": "application/json"})
-                response = conn.getresponse()
-                response.read()
-                ok = response.status == 200
-            except (OSError, http.client.HTTPException):
-                ok = False
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-            lat[k].append((time.perf_counter() - due) * 1000)
-            errs[k] += not ok
-        conn.close()
-
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(workers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    all_lat = [x for part in lat for x in part]
-    return Result(target, f"paced {rate:g}/s", workers, len(all_lat), sum(errs), time.perf_counter() - start, all_lat)
+def paced(target: str, port: int, path: str, bodies_file: Path, rate: float, seconds: float) -> Result:
+    return run_load(target, port, path, bodies_file, "paced", "--rate", str(rate), "--seconds", str(seconds))
 
 
 def prepare(home: Path, kind: str, days: int, services: int) -> tuple[list[bytes], list[bytes]]:
@@ -248,6 +184,9 @@ def main() -> None:
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     print(f"preparing {home} ...", file=sys.stderr)
     ours_bodies, mlflow_bodies = prepare(home, args.kind, args.days, args.services)
+    bodies_files = {"ours": home / "bodies-ours.json", "mlflow": home / "bodies-mlflow.json"}
+    bodies_files["ours"].write_text(json.dumps([b.decode() for b in ours_bodies]))
+    bodies_files["mlflow"].write_text(json.dumps([b.decode() for b in mlflow_bodies]))
     env = {
         **os.environ,
         "INCIDENT_RISK_HOME": str(home),
@@ -297,8 +236,8 @@ def main() -> None:
 
         results: list[Result] = []
         targets = [
-            ("incident-risk", port_ours, "/v1/score", ours_bodies, 1.0),
-            ("mlflow models serve", port_mlflow, "/invocations", mlflow_bodies, 0.25),
+            ("incident-risk", port_ours, "/v1/score", bodies_files["ours"], 1.0),
+            ("mlflow models serve", port_mlflow, "/invocations", bodies_files["mlflow"], 0.25),
         ]
         for name, port, path, bodies, share in targets:
             closed_loop(name, port, path, bodies, 4, int(400 * scale) + 8, 60)  # warm-up
@@ -306,11 +245,11 @@ def main() -> None:
                 total = int((2000 if clients == 1 else 4000) * share * scale)
                 results.append(closed_loop(name, port, path, bodies, clients, total, 60))
                 print(f"  {name} c={clients}: {results[-1].throughput:.0f}/s", file=sys.stderr)
-            results.append(paced(name, port, path, bodies, 100.0, 10.0 * scale))
+            results.append(paced(name, port, path, bodies, 100.0, 30.0 * scale))
 
         soak_n = int(20000 * scale)
         before = rss_kib(ours.pid)
-        soak = closed_loop("incident-risk", port_ours, "/v1/score", ours_bodies, 8, soak_n, 300)
+        soak = closed_loop("incident-risk", port_ours, "/v1/score", bodies_files["ours"], 8, soak_n, 300)
         after = rss_kib(ours.pid)
     finally:
         for p in procs:
