@@ -200,24 +200,33 @@ def evaluate_candidate(table: TrainingTable, config: TrainConfig, spec: Candidat
         )
 
 
-def _evaluate_sequentially(
-    table: TrainingTable, config: TrainConfig, specs: list[CandidateSpec]
-) -> list[CandidateResult]:
-    return [evaluate_candidate(table, config, spec) for spec in specs]
-
-
 def search(
     table: TrainingTable, config: TrainConfig, progress: Any = None, evaluate_all: EvaluateAll | None = None
 ) -> list[CandidateResult]:
-    """Every candidate of the grid, validated by rolling origin on the (sorted) training table."""
+    """Every candidate of the grid, validated by rolling origin on the (sorted) training table.
+
+    Run here, each candidate is reported as it finishes (at 1M deploys one takes about a minute);
+    with ``evaluate_all`` (in parallel) they are reported when all are done.
+    """
     specs = candidate_specs(config)
-    results = (evaluate_all or _evaluate_sequentially)(table, config, specs)
-    if progress is not None:
+    say = progress or (lambda _msg: None)
+
+    def report(i: int, result: CandidateResult) -> None:
+        say(
+            f"candidate {i + 1}/{len(specs)} {result.name}: "
+            f"{config.selection_metric}={result.mean_metrics.get(config.selection_metric, math.nan):.4f} "
+            f"({result.seconds:.1f} s)"
+        )
+
+    if evaluate_all is not None:
+        results = evaluate_all(table, config, specs)
         for i, result in enumerate(results):
-            progress(
-                f"candidate {i + 1}/{len(specs)} {result.name}: "
-                f"{config.selection_metric}={result.mean_metrics.get(config.selection_metric, math.nan):.4f}"
-            )
+            report(i, result)
+        return results
+    results = []
+    for i, spec in enumerate(specs):
+        results.append(evaluate_candidate(table, config, spec))
+        report(i, results[-1])
     return results
 
 

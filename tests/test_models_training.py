@@ -8,9 +8,10 @@ import pytest
 from sklearn.metrics import roc_auc_score
 from threadpoolctl import threadpool_limits
 
+import models.training
 from models.config import CandidateGrid, TrainConfig
 from models.synthetic import synthetic_table
-from models.training import TrainingTable, select, time_split, train
+from models.training import TrainingTable, search, select, time_split, train
 
 SMALL = TrainConfig(
     candidates=(
@@ -83,6 +84,23 @@ def test_same_data_and_config_give_the_same_metrics(trained):
     assert second.test_metrics == first.test_metrics
     assert second.baseline_metrics == first.baseline_metrics
     assert [c.mean_metrics for c in second.candidates] == [c.mean_metrics for c in first.candidates]
+
+
+def test_search_reports_each_candidate_as_it_finishes(monkeypatch):
+    table, _ = synthetic_table(600, seed=1)
+    events: list[str] = []
+    real = models.training.evaluate_candidate
+
+    def evaluate(*args):  # type: ignore[no-untyped-def]
+        events.append("evaluate")
+        return real(*args)
+
+    monkeypatch.setattr(models.training, "evaluate_candidate", evaluate)
+    results = search(table.sorted(), SMALL, progress=events.append)
+    assert len(results) == 3
+    assert events[0::2] == ["evaluate"] * 3
+    assert [line.split(" ")[1] for line in events[1::2]] == ["1/3", "2/3", "3/3"]
+    assert all(line.endswith(" s)") and "roc_auc=" in line for line in events[1::2])
 
 
 def test_selection_picks_the_best_validation_score(trained):
