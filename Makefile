@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint install clean
+.PHONY: demo test test-fast lint install clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ lint: $(STAMP)
 
 test: $(STAMP) lint
 	$(BIN)/pytest
+
+# The edit loop: no integration (real servers, load, fuzz, faults) and no slow tests. CI runs `make test`.
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "not integration and not slow" -x -q
 
 clean:
 	rm -rf $(VENV) .incident-risk .pytest_cache .mypy_cache .ruff_cache

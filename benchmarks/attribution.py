@@ -1,6 +1,6 @@
 """Benchmark: how well attribution recovers the simulator's true incident causes, per rule set.
 
-For each rule set, on ``features.simulate`` histories (whose ``incident_truth`` names the deploy or
+For each rule set, on ``features.simulation.simulator`` histories (whose ``incident_truth`` names the deploy or
 flag flip behind every change-caused incident):
 
 - link precision: share of incident -> change links that name the true cause;
@@ -30,8 +30,8 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 import pandas as pd  # noqa: E402
 
-from features.attribution import Attribution, AttributionConfig, attribute  # noqa: E402
-from features.simulate import SimulatedHistory, SimulationConfig, simulate  # noqa: E402
+from features.labels.attribution import Attribution, AttributionConfig, attribute  # noqa: E402
+from features.simulation.simulator import SimulatedHistory, SimulationConfig, simulate  # noqa: E402
 
 RULE_SETS: dict[str, AttributionConfig] = {
     "default (explicit + 24 h window, service, flips, rollbacks)": AttributionConfig(),

@@ -1,7 +1,7 @@
 """Benchmark: point-in-time features for every deploy vs a DuckDB SQL formulation of the window counts.
 
 Generates canonical frames with numpy (deploys, toggle events, incidents, labels), builds the full
-feature table with ``features.pointintime.build_features``, computes the same window counts with
+feature table with ``features.pointintime.compute.build_features``, computes the same window counts with
 DuckDB window functions (``RANGE BETWEEN w PRECEDING AND 1 PRECEDING`` over microseconds, i.e.
 ``[t - w, t)``), asserts both agree, and prints a markdown table. Each size runs in a fresh
 subprocess so its peak RSS (``ru_maxrss``) is its own.
@@ -34,9 +34,9 @@ import pandas as pd  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
 
-from features.pointintime import DAY, FLIP_ACTIONS, HOUR, MINUTE, FeatureConfig, build_features  # noqa: E402
-from features.schema import DEPLOYS, INCIDENTS, TOGGLE_EVENTS, History, empty_table  # noqa: E402
-from features.windows import Queries, count_window, sort_events  # noqa: E402
+from features.history.schema import DEPLOYS, INCIDENTS, TOGGLE_EVENTS, History, empty_table  # noqa: E402
+from features.pointintime.compute import DAY, FLIP_ACTIONS, HOUR, MINUTE, FeatureConfig, build_features  # noqa: E402
+from features.pointintime.windows import Queries, count_window, sort_events  # noqa: E402
 
 #: Window counts compared against DuckDB: column -> (table, width in microseconds).
 COUNTS: dict[str, tuple[str, int]] = {

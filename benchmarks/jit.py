@@ -26,17 +26,17 @@ import pandas as pd
 from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
-from features.attribution import AttributionConfig
-from features.ingest import prepare_source_file
-from features.pointintime import FeatureConfig
-from features.schema import DEPLOYS, INCIDENTS, TOGGLE_EVENTS, History, canonical_order, empty_table
+from features.history.ingest import prepare_source_file
+from features.history.schema import DEPLOYS, INCIDENTS, TOGGLE_EVENTS, History, canonical_order, empty_table
+from features.labels.attribution import AttributionConfig
+from features.pointintime.compute import FeatureConfig
 from features.sources.config import load_sources_config
-from features.sources.registry import source_kinds
-from models.config import TrainConfig
-from models.dataset import build_training_table
-from models.estimators import RiskClassifier
-from models.evaluation import evaluate
-from models.training import EFFORT, LABEL, SIZE, TrainingTable, train
+from features.sources.kinds import source_kinds
+from models.training.config import TrainConfig
+from models.training.dataset import build_training_table
+from models.training.estimators import RiskClassifier
+from models.training.evaluation import evaluate
+from models.training.train import EFFORT, LABEL, SIZE, TrainingTable, train
 
 DATA = Path("/work/shared/data/jit")
 METRICS = ["ns", "nm", "nf", "entropy", "la", "ld", "lt", "fix", "ndev", "pd", "npt", "exp", "rexp", "sexp"]

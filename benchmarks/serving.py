@@ -1,6 +1,6 @@
 """Benchmark: single-deploy scoring over loopback, our service vs ``mlflow models serve``, same model.
 
-Simulates a history (``features.simulate``), commits it to a fresh store, trains and registers a
+Simulates a history (``features.simulation.simulator``), commits it to a fresh store, trains and registers a
 champion with the project's own training pipeline (``run_training``, one candidate), then starts
 
 - ``incident-risk serve`` (uvicorn, one process), asked with raw deploy fields: it builds the
@@ -41,7 +41,7 @@ sys.path.insert(0, str(_ROOT))
 
 from benchmarks.loadgen import Result  # noqa: E402
 
-LAUNCH = "import typer; from pipelines.cmd_serve import register; app = typer.Typer(); register(app); app()"
+LAUNCH = "import typer; from pipelines.cli.serve import register; app = typer.Typer(); register(app); app()"
 
 
 def free_port() -> int:
@@ -107,13 +107,13 @@ def paced(target: str, port: int, path: str, bodies_file: Path, rate: float, sec
 
 def prepare(home: Path, kind: str, days: int, services: int) -> tuple[list[bytes], list[bytes]]:
     """Simulated store + trained champion; returns (our request bodies, MLflow request bodies)."""
-    from features.attribution import attribute
-    from features.pointintime import build_features
-    from features.simulate import SimulationConfig, simulate
-    from features.store import HistoryStore
-    from models.config import CandidateGrid, TrainConfig
+    from features.history.store import HistoryStore
+    from features.labels.attribution import attribute
+    from features.pointintime.compute import build_features
+    from features.simulation.simulator import SimulationConfig, simulate
+    from models.training.config import CandidateGrid, TrainConfig
+    from pipelines.flows.train import TrainOptions, run_training
     from pipelines.settings import prepare_runtime, resolve_settings
-    from pipelines.train_flow import TrainOptions, run_training
 
     settings = resolve_settings(home)
     prepare_runtime(settings)
@@ -157,7 +157,7 @@ def prepare(home: Path, kind: str, days: int, services: int) -> tuple[list[bytes
             if k in body:
                 body[k] = int(body[k])
         ours.append(json.dumps(body).encode())
-    from models.registry import load_model
+    from models.registry.artifacts import load_model
 
     model = load_model("models:/incident-risk@champion")
     columns = [*model.classifier_.numeric_, *model.classifier_.categorical_]

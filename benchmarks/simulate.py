@@ -12,8 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from features.simulate import SimulationConfig, simulate
-from features.simulate_export import write_exports
+from features.simulation.export import write_exports
+from features.simulation.simulator import SimulationConfig, simulate
 
 
 def main() -> None:

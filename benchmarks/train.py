@@ -61,21 +61,21 @@ def outside_steps(total: float, steps: dict[str, float]) -> float:
 
 
 def run(settings, args) -> dict:  # type: ignore[no-untyped-def]
-    from features.attribution import AttributionConfig
-    from features.pointintime import FeatureConfig
-    from features.simulate import SimulationConfig, simulate
-    from features.store import HistoryStore
-    from models.config import TrainConfig
-    from models.dataset import build_training_table
-    from models.training import train
-    from pipelines.train_flow import TrainOptions, run_training
+    from features.history.store import HistoryStore
+    from features.labels.attribution import AttributionConfig
+    from features.pointintime.compute import FeatureConfig
+    from features.simulation.simulator import SimulationConfig, simulate
+    from models.training.config import TrainConfig
+    from models.training.dataset import build_training_table
+    from models.training.train import train
+    from pipelines.flows.train import TrainOptions, run_training
 
     report: dict = {}
     truth = None
     say = progress_printer("data")
     started = time.perf_counter()
     if args.sample is not None:
-        from pipelines.ingest_flow import run_ingest
+        from pipelines.flows.ingest import run_ingest
 
         ingest = run_ingest(args.sample / "sources.yaml", settings.store_dir)
         if not ingest.ok:

@@ -1,1 +1,4 @@
-"""Risk models: training, evaluation, registry, scoring and the HTTP service."""
+"""Risk models: training, registry, scoring and the HTTP service.
+
+Imports features/ (never pipelines/); nothing runs at import.
+"""

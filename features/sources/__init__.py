@@ -1,1 +1,4 @@
-"""Source connectors: each maps one tool's export format to a canonical table."""
+"""Source connectors: each maps one tool's export format to a canonical table.
+
+May import features.history only.
+"""

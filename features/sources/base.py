@@ -1,7 +1,7 @@
 """What every source kind (connector) provides, and helpers they share.
 
 A kind is a pure parse function from one export file to a ``ParsedFile``: a frame of canonical
-column names (loosely typed values, checked later by ``features.schema.conform``) plus the
+column names (loosely typed values, checked later by ``features.history.schema.conform``) plus the
 records it could not map. Kinds never touch the store; the ingest flow does.
 """
 
@@ -16,7 +16,7 @@ from typing import Any, Generic, TypeVar
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
-from features.schema import QUARANTINE_COLUMNS, RECORD_COLUMN, TimestampFormat, empty_quarantine
+from features.history.schema import QUARANTINE_COLUMNS, RECORD_COLUMN, TimestampFormat, empty_quarantine
 
 
 class SourceError(Exception):

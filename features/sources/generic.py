@@ -9,7 +9,7 @@ from typing import Any, Literal
 import pandas as pd
 from pydantic import Field, field_validator
 
-from features.schema import EXTRA_PREFIX, RECORD_COLUMN, TimestampFormat, table_spec
+from features.history.schema import EXTRA_PREFIX, RECORD_COLUMN, TimestampFormat, table_spec
 from features.sources.base import KindOptions, ParsedFile, SourceError, SourceKind, read_json_records, read_text
 
 FileFormat = Literal["csv", "parquet", "json", "jsonl"]

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import pandas as pd
 from pydantic import Field
 
-from features.schema import MAX_RAW, RECORD_COLUMN
+from features.history.schema import MAX_RAW, RECORD_COLUMN
 from features.sources.base import (
     KindOptions,
     ParsedFile,

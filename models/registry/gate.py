@@ -1,0 +1,250 @@
+"""The model registry: log a risk model safely, register it as challenger, and gate the champion.
+
+Models are serialised with skops and loaded with a trust list that lives in this code, not in the
+model file (MLflow reads the list from the artifact itself, so a crafted model could trust
+anything). A version gets an alias only after it is READY and loads back; a champion alias that
+points at a missing or unloadable version is reported and treated as "no champion".
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from models.registry.artifacts import CHALLENGER, CHAMPION, LOG_TAG, MODEL_NAME, STACK_TAG, RegistryError, load_model
+from models.training.config import GateConfig
+from models.training.estimators import RiskModel
+from models.training.evaluation import LOWER_IS_BETTER, evaluate
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    promote: bool
+    reason: str
+
+
+def quality_failures(metrics: dict[str, float], failure_rate: float, gate: GateConfig) -> list[str]:
+    """Why ``metrics`` miss the minimum quality, if they do (empty list: they meet it)."""
+    problems = []
+    auc = metrics.get("roc_auc", math.nan)
+    if not auc >= gate.min_roc_auc:
+        problems.append(f"roc_auc {auc:.4f} < {gate.min_roc_auc}")
+    lift = metrics.get("pr_auc", math.nan) / failure_rate if failure_rate > 0 else math.nan
+    if not lift >= gate.min_pr_auc_lift:
+        problems.append(f"pr_auc lift {lift:.2f} < {gate.min_pr_auc_lift}")
+    ece = metrics.get("ece", math.nan)
+    if not ece <= gate.max_ece:
+        problems.append(f"ece {ece:.4f} > {gate.max_ece}")
+    return problems
+
+
+def decide(
+    challenger: dict[str, float],
+    champion: dict[str, float] | None,
+    failure_rate: float,
+    gate: GateConfig,
+    champion_note: str = "",
+) -> GateDecision:
+    """Promote when the challenger meets minimum quality and beats the champion by the margin.
+
+    ``champion`` holds the champion's metrics re-scored on the challenger's test period, or None
+    when there is no usable champion (``champion_note`` says why).
+    """
+    problems = quality_failures(challenger, failure_rate, gate)
+    if problems:
+        return GateDecision(False, "below minimum quality: " + "; ".join(problems))
+    if champion is None:
+        if champion_note and not gate.promote_when_champion_unscorable:
+            return GateDecision(
+                False, f"champion cannot be compared ({champion_note}); promotion needs a manual decision"
+            )
+        return GateDecision(True, f"meets minimum quality; {champion_note or 'no champion yet'}")
+    metric = gate.metric
+    new, old = challenger.get(metric, math.nan), champion.get(metric, math.nan)
+    gain = (old - new) if metric in LOWER_IS_BETTER else (new - old)
+    if math.isnan(old):
+        return GateDecision(True, f"champion's {metric} is undefined on this test period")
+    if gain >= gate.margin:
+        return GateDecision(True, f"{metric} {new:.4f} beats champion {old:.4f} by {gain:.4f} >= {gate.margin}")
+    return GateDecision(False, f"{metric} {new:.4f} vs champion {old:.4f}: gain {gain:.4f} < margin {gate.margin}")
+
+
+@dataclass(frozen=True)
+class ChampionInfo:
+    version: str | None
+    model: RiskModel | None
+    note: str
+
+
+@dataclass(frozen=True)
+class GateOutcome:
+    version: str
+    decision: GateDecision
+    champion_version: str | None
+    champion_metrics: dict[str, float] | None
+    champion_note: str
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["decision"] = asdict(self.decision)
+        return out
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def current_champion(client: MlflowClient, name: str = MODEL_NAME) -> ChampionInfo:
+    """The champion version and its model; a dangling or unloadable alias yields a note, not a crash."""
+    try:
+        mv = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return ChampionInfo(None, None, "")
+    try:
+        return ChampionInfo(str(mv.version), load_model(f"models:/{name}/{mv.version}"), "")
+    except Exception as exc:  # a missing artifact or a bad file must not block training
+        return ChampionInfo(str(mv.version), None, f"champion v{mv.version} cannot be loaded ({type(exc).__name__})")
+
+
+def rescore(
+    model: RiskModel, frame: pd.DataFrame, y: np.ndarray, effort: np.ndarray | None
+) -> tuple[dict[str, float] | None, str]:
+    """A model's metrics on ``frame``, or None and the reason when it needs columns the frame lacks."""
+    clf = model.classifier_
+    missing = [c for c in (*clf.numeric_, *clf.categorical_) if c not in frame.columns]
+    if missing:
+        return None, f"champion needs columns missing from this feature set: {missing[:5]}"
+    return evaluate(y, model.predict_proba(frame)[:, 1], effort), ""
+
+
+def _ensure_registered(client: MlflowClient, name: str) -> None:
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(name, description="Probability that a deploy causes an incident.")
+
+
+def _wait_ready(client: MlflowClient, name: str, version: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        mv = client.get_model_version(name, version)
+        if mv.status == "READY":
+            return
+        if mv.status == "FAILED_REGISTRATION" or time.monotonic() > deadline:
+            raise RegistryError(f"{name} v{version} did not become READY (status {mv.status})")
+        time.sleep(0.2)
+
+
+def register_version(client: MlflowClient, model_uri: str, run_id: str, name: str = MODEL_NAME) -> str:
+    """Create a READY, loadable version of ``model_uri``; a version that fails either check is deleted."""
+    import mlflow
+
+    _ensure_registered(client, name)
+    mv = mlflow.register_model(model_uri, name, tags={"run_id": run_id})
+    ver = str(mv.version)
+    try:
+        _wait_ready(client, name, ver)
+        load_model(f"models:/{name}/{ver}")
+    except Exception:
+        client.delete_model_version(name, ver)
+        raise
+    return ver
+
+
+def _history(client: MlflowClient, name: str) -> tuple[list[str], list[dict[str, Any]]]:
+    tags = client.get_registered_model(name).tags
+    stack = [v for v in tags.get(STACK_TAG, "").split(",") if v]
+    log = json.loads(tags.get(LOG_TAG, "[]"))
+    return stack, log
+
+
+def _record_champion(
+    client: MlflowClient, name: str, ver: str, by: str, reason: str, stack: list[str], log: list[dict[str, Any]]
+) -> None:
+    """Point ``champion`` at ``ver`` and record who, when and why on the version and the model."""
+    client.set_registered_model_alias(name, CHAMPION, ver)
+    at = _now()
+    client.set_model_version_tag(name, ver, "champion_since", at)
+    client.set_model_version_tag(name, ver, "promoted_by", by)
+    client.set_model_version_tag(name, ver, "promotion_reason", reason[:4000])
+    log = [*log, {"version": ver, "by": by, "at": at, "reason": reason[:300]}][-20:]
+    client.set_registered_model_tag(name, STACK_TAG, ",".join(stack[-200:]))
+    client.set_registered_model_tag(name, LOG_TAG, json.dumps(log))
+
+
+def gate_and_alias(
+    client: MlflowClient,
+    ver: str,
+    challenger_metrics: dict[str, float],
+    test_frame: pd.DataFrame,
+    y: np.ndarray,
+    effort: np.ndarray | None,
+    gate: GateConfig,
+    name: str = MODEL_NAME,
+) -> GateOutcome:
+    """Alias ``ver`` as challenger, compare it with the champion on the same test rows, maybe promote."""
+    champion = current_champion(client, name)
+    champion_metrics, note = None, champion.note
+    if champion.model is not None:
+        champion_metrics, note = rescore(champion.model, test_frame, y, effort)
+    failure_rate = float(np.mean(y)) if len(y) else math.nan
+    decision = decide(challenger_metrics, champion_metrics, failure_rate, gate, note)
+    client.set_registered_model_alias(name, CHALLENGER, ver)
+    client.set_model_version_tag(name, ver, "gate_decision", "promote" if decision.promote else "reject")
+    client.set_model_version_tag(name, ver, "gate_reason", decision.reason[:4000])
+    if champion.version is not None:
+        client.set_model_version_tag(name, ver, "compared_with", f"v{champion.version}")
+    if decision.promote:
+        stack, log = _history(client, name)
+        _record_champion(client, name, ver, "gate", decision.reason, [*stack, ver], log)
+    return GateOutcome(ver, decision, champion.version, champion_metrics, note)
+
+
+def promote(
+    client: MlflowClient,
+    version_: str | None = None,
+    revert: bool = False,
+    reason: str = "",
+    name: str = MODEL_NAME,
+) -> str:
+    """Force ``version_`` to champion, or revert to the previous champion; returns the new champion."""
+    if (version_ is None) == (not revert):
+        raise RegistryError("give either a version to promote or revert, not both")
+    stack, log = _history(client, name)
+    if revert:
+        current = _alias_version(client, name, CHAMPION)
+        while stack and stack[-1] == current:
+            stack.pop()
+        if not stack:
+            raise RegistryError("no earlier champion to revert to")
+        target = stack[-1]
+        by, why = "revert", reason or f"reverted from v{current}"
+    else:
+        assert version_ is not None
+        target, by, why = str(version_), "manual", reason or "forced by incident-risk promote"
+        stack = [*stack, target]
+    try:
+        mv = client.get_model_version(name, target)
+    except MlflowException:
+        raise RegistryError(f"{name} has no version {target}") from None
+    if mv.status != "READY":
+        raise RegistryError(f"{name} v{target} is {mv.status}, not READY")
+    load_model(f"models:/{name}/{target}")  # never alias a version whose model is missing
+    _record_champion(client, name, target, by, why, stack, log)
+    return target
+
+
+def _alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None

@@ -1,0 +1,336 @@
+"""The scoring service: FastAPI app factory, request schema, auth, metrics and hot model/store refresh.
+
+``create_app(config)`` builds the app and nothing runs at import. The app keeps one immutable
+``Snapshot`` (model bundle + feature index of one store version); a background thread checks the
+store's manifest version and the registry alias every ``refresh_seconds`` and, when either moved,
+builds a new snapshot off the request path and swaps it in with one assignment. A request reads the
+snapshot once, so it is scored wholly by the old or wholly by the new model, never fails for a swap.
+
+Every client input gets a 2xx or a 4xx: pydantic (extra fields forbidden, NaN/inf refused, sizes
+bounded) gives field-level 422s, bodies over ``max_body_bytes`` get 413 before they are read whole.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from pydantic import TypeAdapter
+
+from models.scoring.explain import score_deploy
+from models.scoring.upcoming import now_utc
+from models.serving.auth import _token_check
+from models.serving.schemas import (
+    _ERRORS,
+    EXPLANATION,
+    BatchIn,
+    BatchOut,
+    DeployIn,
+    ModelOut,
+    ScoreOut,
+    StatusOut,
+)
+from models.serving.state import ScoringState, ServiceConfig, Snapshot
+
+log = logging.getLogger("incident_risk.service")
+
+
+_JSON = TypeAdapter(Any)
+
+
+@dataclass(frozen=True)
+class _Metrics:
+    registry: CollectorRegistry
+    requests: Counter
+    latency: Histogram
+    scores: Counter
+    model: Gauge
+    store: Gauge
+    refresh_errors: Counter
+
+    @classmethod
+    def create(cls) -> _Metrics:
+        reg = CollectorRegistry()
+        return cls(
+            registry=reg,
+            requests=Counter("incident_risk_requests", "HTTP requests", ["route", "method", "status"], registry=reg),
+            latency=Histogram(
+                "incident_risk_request_seconds",
+                "Request latency",
+                ["route"],
+                registry=reg,
+                buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            ),
+            scores=Counter("incident_risk_scores", "Deploys scored, by band", ["band"], registry=reg),
+            model=Gauge(
+                "incident_risk_model_info",
+                "The model being served (value 1)",
+                ["name", "version", "run_id"],
+                registry=reg,
+            ),
+            store=Gauge("incident_risk_store_version", "History store version being served", registry=reg),
+            refresh_errors=Counter("incident_risk_refresh_errors", "Failed store/model refreshes", registry=reg),
+        )
+
+    def on_swap(self, snap: Snapshot) -> None:
+        info = snap.bundle.info
+        self.model.clear()
+        self.model.labels(info.name, info.version, info.run_id or "").set(1)
+        self.store.set(snap.store_version)
+
+
+_ROUTES = ("/v1/score", "/v1/score/batch", "/v1/model", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs")
+
+
+Scope = MutableMapping[str, Any]
+
+
+Message = MutableMapping[str, Any]
+
+
+Receive = Callable[[], Awaitable[Message]]
+
+
+Send = Callable[[Message], Awaitable[None]]
+
+
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class _Guard:
+    """Pure ASGI middleware: body size limit (413 before the body is held whole) and request metrics."""
+
+    def __init__(self, app: ASGIApp, metrics: _Metrics, max_body: int) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        path = scope.get("path", "")
+        route = path if path in _ROUTES else "other"
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            if scope.get("method") in ("POST", "PUT", "PATCH"):
+                body = await self._read_body(scope, receive)
+                if body is None:
+                    await _too_large(send_status, self.max_body)
+                    return
+                replayed = False
+
+                async def replay() -> Message:
+                    nonlocal replayed
+                    if replayed:
+                        return await receive()
+                    replayed = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+
+                await self.app(scope, replay, send_status)
+            else:
+                await self.app(scope, receive, send_status)
+        finally:
+            self.metrics.requests.labels(route, scope.get("method", ""), str(status)).inc()
+            self.metrics.latency.labels(route).observe(time.perf_counter() - started)
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes | None:
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    if int(value) > self.max_body:
+                        return None
+                except ValueError:
+                    return None
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+
+async def _too_large(send: Send, limit: int) -> None:
+    body = _JSON.dump_json({"detail": f"request body larger than {limit} bytes"})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def score_payload(snap: Snapshot, deploy: DeployIn, now: pd.Timestamp, k: int) -> dict[str, Any]:
+    """The JSON body of a score: the result, how it is explained, which model and store made it."""
+    result = score_deploy(snap.index, snap.bundle.scorer, deploy.to_deploy(now), k)
+    out = result.as_dict()
+    out["explanation_method"] = EXPLANATION[snap.bundle.scorer.kind]
+    out["model"] = snap.bundle.info.as_dict()
+    out["store_version"] = snap.store_version
+    return out
+
+
+def _json_safe(value: Any) -> Any:
+    """Error details as strict JSON: a NaN or infinite input echoes back as text, not as invalid JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+async def _validation_error(_: Request, exc: Exception) -> Response:
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else [{"msg": str(exc)}]
+    body = _json_safe(jsonable_encoder(errors, custom_encoder={float: lambda v: v}))
+    return Response(_JSON.dump_json({"detail": body}), status_code=422, media_type="application/json")
+
+
+def _finite(values: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in values.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+
+
+def create_app(config: ServiceConfig, state: ScoringState | None = None) -> FastAPI:
+    """The scoring API; the model and store load at startup and refresh in the background."""
+    state = state or ScoringState(config)
+    metrics = _Metrics.create()
+    state.on_swap(metrics.on_swap)
+    stop = threading.Event()
+
+    def refresh_logged() -> None:
+        try:
+            state.refresh()
+        except Exception:
+            metrics.refresh_errors.inc()
+
+    def loop() -> None:
+        while not stop.wait(config.refresh_seconds):
+            refresh_logged()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        refresh_logged()  # startup: serve at once if a champion exists; /readyz says when not
+        thread = threading.Thread(target=loop, name="incident-risk-refresh", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(timeout=5)
+
+    app = FastAPI(
+        title="incident-risk",
+        version="1",
+        summary="How likely is this deploy to cause an incident? Calibrated probability, band and reasons.",
+        lifespan=lifespan,
+    )
+    app.state.scoring = state
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    protected = [Depends(_token_check(config.tokens))] if config.tokens else []
+
+    def current() -> Snapshot:
+        snap = state.snapshot
+        if snap is None:
+            raise HTTPException(503, f"no model loaded yet ({state.last_error or 'starting'})")
+        return snap
+
+    def json_response(payload: Any, status: int = 200) -> Response:
+        return Response(_JSON.dump_json(payload), status_code=status, media_type="application/json")
+
+    @app.post("/v1/score", response_model=ScoreOut, dependencies=protected, responses=_ERRORS)
+    async def score(deploy: DeployIn) -> Response:
+        """Score one upcoming deploy against the current champion and the store's history."""
+        snap = current()
+        payload = score_payload(snap, deploy, now_utc(), config.top_factors)
+        metrics.scores.labels(payload["band"]).inc()
+        return json_response(payload)
+
+    @app.post("/v1/score/batch", response_model=BatchOut, dependencies=protected, responses=_ERRORS)
+    async def score_batch(batch: BatchIn) -> Response:
+        """Score up to 500 deploys (``MAX_BATCH``) in one request, all with the same model and store view."""
+        snap = current()
+        now = now_utc()
+        scores = [score_payload(snap, d, now, config.top_factors) for d in batch.deploys]
+        for s in scores:
+            metrics.scores.labels(s["band"]).inc()
+        return json_response({"scores": scores})
+
+    @app.get(
+        "/v1/model",
+        response_model=ModelOut,
+        dependencies=protected,
+        responses={k: v for k, v in _ERRORS.items() if k in (401, 503)},
+    )
+    async def model_info() -> Response:
+        """The model being served: version, run, training time, test metrics and band thresholds."""
+        snap = current()
+        b = snap.bundle
+        meta = b.metadata
+        return json_response(
+            {
+                **b.info.as_dict(),
+                "kind": b.scorer.kind,
+                "trained_at": b.info.trained_at,
+                "test_metrics": _finite(dict(b.info.metrics)),
+                "bands": {
+                    "thresholds": {"medium": float(b.scorer.thresholds[0]), "high": float(b.scorer.thresholds[1])},
+                    "shares": meta.get("band_shares", {}),
+                },
+                "features": {"numeric": list(b.scorer.numeric), "categorical": list(b.scorer.categorical)},
+                "explanation_method": EXPLANATION[b.scorer.kind],
+                "store_version": snap.store_version,
+                "loaded_at": snap.loaded_at,
+            }
+        )
+
+    @app.get("/healthz", response_model=StatusOut)
+    async def healthz() -> Response:
+        """Liveness: the process answers."""
+        return json_response({"status": "ok"})
+
+    @app.get("/readyz", response_model=StatusOut, responses={503: {"model": StatusOut}})
+    async def readyz() -> Response:
+        """Readiness: a model and a store view are loaded."""
+        snap = state.snapshot
+        if snap is None:
+            return json_response({"status": "not ready", "detail": state.last_error or "starting"}, 503)
+        detail = f"model v{snap.bundle.info.version}, store v{snap.store_version}"
+        return json_response({"status": "ready", "detail": detail})
+
+    @app.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+    async def prometheus() -> Response:
+        """Prometheus metrics: request counts and latencies, scores by band, model and store versions."""
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_middleware(_Guard, metrics=metrics, max_body=config.max_body_bytes)  # type: ignore[arg-type]
+    return app

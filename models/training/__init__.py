@@ -1,0 +1,4 @@
+"""Training: training tables, estimators, time-ordered search, calibration, evaluation, report, MLflow tracking.
+
+May import features/ and models.registry.
+"""

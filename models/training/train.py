@@ -1,0 +1,414 @@
+"""Training on a ready training table: time-ordered split, rolling-origin search, calibration, baselines.
+
+Pure functions of (table, config): no MLflow, no Prefect, no files. ``train`` returns everything
+the tracking, report and registry steps need, so they can be tested on their own.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
+from threadpoolctl import threadpool_limits
+
+from models.training.config import ModelKind, TrainConfig
+from models.training.estimators import RiskClassifier, RiskModel, out_of_fold_scores
+from models.training.evaluation import LOWER_IS_BETTER, METRIC_KEYS, evaluate, metrics_by_group, permutation_importance
+from models.training.transformers import signed_log1p
+
+# Column names of a training table (the contract between the flow and models/).
+ID = "deploy_id"
+TIME = "created_at"
+LABEL = "label"
+EFFORT = "effort"  # lines to review (added + deleted); drives Recall@20%Effort and Popt
+SIZE = "baseline_lines_added"  # lines added, for the change-size baseline (LApredict); not a feature
+SERVICE = "service"
+MATURED = "matured_at"  # when the label became final
+SERVICE_RATE = "service_failure_rate"  # a feature; also scored alone as a baseline
+GROUPS = ("tribe", "squad")
+
+
+@dataclass(frozen=True)
+class TrainingTable:
+    """Matured, labelled production deploys with point-in-time features, one row per deploy.
+
+    ``frame`` holds ``deploy_id``, ``created_at`` (UTC), ``label`` (0/1), the feature columns and,
+    where known, ``effort``, ``lines_added``, ``service``, ``matured_at``, ``tribe``, ``squad``.
+    ``excluded`` counts rows left out upstream (e.g. immature labels) for the data summary.
+    """
+
+    frame: pd.DataFrame
+    numeric: tuple[str, ...]
+    categorical: tuple[str, ...]
+    excluded: dict[str, int] = field(default_factory=dict)
+    label_rule: str = ""
+    feature_set_version: str = ""
+
+    def __post_init__(self) -> None:
+        required = [ID, TIME, LABEL, *self.numeric, *self.categorical]
+        missing = [c for c in required if c not in self.frame.columns]
+        if missing:
+            raise ValueError(f"training table lacks columns {missing}")
+        overlap = set(self.numeric) & set(self.categorical)
+        if overlap:
+            raise ValueError(f"columns {sorted(overlap)} are both numeric and categorical")
+        labels = set(pd.unique(self.frame[LABEL].dropna()).tolist())
+        if not labels <= {0, 1}:
+            raise ValueError(f"label must be 0/1, found {sorted(labels, key=str)[:5]}")
+        if self.frame[LABEL].isna().any() or self.frame[TIME].isna().any():
+            raise ValueError("training table rows need a label and a created_at")
+
+    @property
+    def features(self) -> list[str]:
+        return [*self.numeric, *self.categorical]
+
+    def sorted(self) -> TrainingTable:
+        """Rows in time order (ties by deploy id), which every time-ordered step assumes."""
+        frame = self.frame.sort_values([TIME, ID], kind="stable").reset_index(drop=True)
+        return TrainingTable(
+            frame, self.numeric, self.categorical, self.excluded, self.label_rule, self.feature_set_version
+        )
+
+
+@dataclass(frozen=True)
+class Split:
+    """Positions (in the time-sorted table) of the training and test periods, and their bounds."""
+
+    train: np.ndarray
+    test: np.ndarray
+    test_start: pd.Timestamp
+    rule: str
+
+    def describe(self, frame: pd.DataFrame) -> dict[str, Any]:
+        t = frame[TIME]
+        return {
+            "rule": self.rule,
+            "train_start": str(t.iloc[self.train].min()),
+            "train_end": str(t.iloc[self.train].max()),
+            "test_start": str(t.iloc[self.test].min()),
+            "test_end": str(t.iloc[self.test].max()),
+        }
+
+
+def time_split(frame: pd.DataFrame, test_fraction: float = 0.2, test_start: pd.Timestamp | None = None) -> Split:
+    """The latest ``test_fraction`` of rows by time is the test period, or everything from ``test_start``.
+
+    ``frame`` must be sorted by time. Rows sharing the boundary timestamp all go to the test
+    period, so no deploy is split from its same-instant siblings.
+    """
+    n = len(frame)
+    times = frame[TIME]
+    if test_start is not None:
+        start = pd.Timestamp(test_start)
+        start = start.tz_localize("UTC") if start.tzinfo is None else start.tz_convert("UTC")
+        rule = f"test_start={start.isoformat()}"
+    else:
+        if not 0 < test_fraction < 1:
+            raise ValueError(f"test fraction must be in (0, 1), got {test_fraction}")
+        if n < 2:
+            raise ValueError("need at least two rows to split")
+        first_test = min(n - 1, max(1, int(math.floor(n * (1 - test_fraction)))))
+        start = times.iloc[first_test]
+        rule = f"test_fraction={test_fraction}"
+    is_test = (times >= start).to_numpy()
+    train, test = np.flatnonzero(~is_test), np.flatnonzero(is_test)
+    if len(train) == 0 or len(test) == 0:
+        raise ValueError(f"split {rule} leaves {len(train)} training and {len(test)} test rows")
+    return Split(train=train, test=test, test_start=start, rule=rule)
+
+
+def make_classifier(
+    kind: ModelKind, params: dict[str, Any], table: TrainingTable, config: TrainConfig
+) -> RiskClassifier:
+    """An unfitted candidate: the model family with these hyperparameters and the table's columns."""
+    if kind == "logreg":
+        estimator: Any = LogisticRegression(max_iter=2000, **params)
+    elif kind == "hgb":
+        estimator = HistGradientBoostingClassifier(early_stopping=False, random_state=config.seed, **params)
+    else:
+        raise ValueError(f"unknown model kind {kind!r}")
+    return RiskClassifier(
+        estimator,
+        numeric=table.numeric,
+        categorical=table.categorical,
+        min_frequency=config.min_category_count,
+        max_categories=config.max_categories,
+    )
+
+
+@dataclass(frozen=True)
+class CandidateResult:
+    """A candidate's rolling-origin validation: metrics per fold and their mean."""
+
+    name: str
+    kind: ModelKind
+    params: dict[str, Any]
+    fold_metrics: list[dict[str, float]]
+    mean_metrics: dict[str, float]
+    seconds: float
+
+
+def candidate_name(kind: str, params: dict[str, Any]) -> str:
+    return kind + "(" + ", ".join(f"{k}={v}" for k, v in params.items()) + ")"
+
+
+def _score(metrics: dict[str, float], metric: str) -> float:
+    value = metrics.get(metric, math.nan)
+    if math.isnan(value):
+        return -math.inf
+    return -value if metric in LOWER_IS_BETTER else value
+
+
+CandidateSpec = tuple[ModelKind, dict[str, Any]]
+#: Evaluates every candidate spec on a table, returning results in spec order; lets an orchestrator
+#: (pipelines/flows/train.py) run the independent candidates in parallel.
+EvaluateAll = Callable[[TrainingTable, TrainConfig, list[CandidateSpec]], list["CandidateResult"]]
+
+
+def candidate_specs(config: TrainConfig) -> list[CandidateSpec]:
+    """Every (kind, params) of the grid, in a fixed order (ties in selection go to the earlier)."""
+    return [(g.kind, p) for g in config.candidates for p in g.expand()]
+
+
+def evaluate_candidate(table: TrainingTable, config: TrainConfig, spec: CandidateSpec) -> CandidateResult:
+    """One candidate's rolling-origin validation; a pure function of its inputs, so it can run anywhere."""
+    kind, params = spec
+    with threadpool_limits(limits=config.n_threads):
+        started = time.perf_counter()
+        frame = table.frame
+        y = frame[LABEL].to_numpy(dtype=np.int64)
+        effort = frame[EFFORT].to_numpy(dtype=np.float64, na_value=np.nan) if EFFORT in frame else None
+        clf = make_classifier(kind, params, table, config)
+        scores, folds = out_of_fold_scores(clf, frame[table.features], y, config.n_splits)
+        per_fold = []
+        for k in range(config.n_splits):
+            rows = folds == k
+            per_fold.append(evaluate(y[rows], scores[rows], None if effort is None else effort[rows]))
+        mean = {
+            m: float(np.nanmean([f[m] for f in per_fold])) if _any_finite(per_fold, m) else math.nan
+            for m in METRIC_KEYS
+        }
+        return CandidateResult(
+            candidate_name(kind, params), kind, params, per_fold, mean, time.perf_counter() - started
+        )
+
+
+def search(
+    table: TrainingTable, config: TrainConfig, progress: Any = None, evaluate_all: EvaluateAll | None = None
+) -> list[CandidateResult]:
+    """Every candidate of the grid, validated by rolling origin on the (sorted) training table.
+
+    Run here, each candidate is reported as it finishes (at 1M deploys one took about 40 s);
+    with ``evaluate_all`` (in parallel) they are reported when all are done.
+    """
+    specs = candidate_specs(config)
+    say = progress or (lambda _msg: None)
+
+    def report(i: int, result: CandidateResult) -> None:
+        say(
+            f"candidate {i + 1}/{len(specs)} {result.name}: "
+            f"{config.selection_metric}={result.mean_metrics.get(config.selection_metric, math.nan):.4f} "
+            f"({result.seconds:.1f} s)"
+        )
+
+    if evaluate_all is not None:
+        results = evaluate_all(table, config, specs)
+        for i, result in enumerate(results):
+            report(i, result)
+        return results
+    results = []
+    for i, spec in enumerate(specs):
+        results.append(evaluate_candidate(table, config, spec))
+        report(i, results[-1])
+    return results
+
+
+def _any_finite(rows: list[dict[str, float]], key: str) -> bool:
+    return any(not math.isnan(r[key]) for r in rows)
+
+
+def select(results: list[CandidateResult], metric: str) -> CandidateResult:
+    """The best candidate by mean validation ``metric``; ties go to the earlier (simpler) candidate."""
+    if not results:
+        raise ValueError("no candidates to select from")
+    best = max(range(len(results)), key=lambda i: (_score(results[i].mean_metrics, metric), -i))
+    return results[best]
+
+
+def size_baseline(train: pd.DataFrame, test: pd.DataFrame) -> np.ndarray | None:
+    """LApredict: logistic regression on log lines added alone; None when lines added are unknown."""
+    if SIZE not in train or train[SIZE].isna().all():
+        return None
+    fill = float(np.nanmedian(train[SIZE].to_numpy(dtype=np.float64, na_value=np.nan)))
+
+    def design(f: pd.DataFrame) -> np.ndarray:
+        x = f[SIZE].to_numpy(dtype=np.float64, na_value=np.nan)
+        return signed_log1p(np.where(np.isnan(x), fill, x)).reshape(-1, 1)
+
+    y = train[LABEL].to_numpy(dtype=np.int64)
+    lr = LogisticRegression(max_iter=1000).fit(design(train), y)
+    return np.asarray(lr.predict_proba(design(test))[:, 1])
+
+
+@dataclass
+class TrainResult:
+    """Everything one training produced: the fitted model, the search, test scores and baselines."""
+
+    model: RiskModel
+    config: TrainConfig
+    split: dict[str, Any]
+    n_train: int
+    n_test: int
+    candidates: list[CandidateResult]
+    chosen: CandidateResult
+    calibration: str
+    calibration_losses: dict[str, float]
+    test_frame: pd.DataFrame
+    test_scores: np.ndarray
+    test_metrics: dict[str, float]
+    baseline_scores: dict[str, np.ndarray]
+    baseline_metrics: dict[str, dict[str, float]]
+    group_metrics: dict[str, pd.DataFrame]
+    importance: pd.DataFrame
+    data_summary: dict[str, Any]
+    seconds: dict[str, float]
+
+
+def data_summary(table: TrainingTable, split: Split) -> dict[str, Any]:
+    """Period, counts and failure rates of the training and test periods, and what was excluded."""
+    f = table.frame
+    y = f[LABEL].to_numpy(dtype=np.float64)
+    return {
+        **split.describe(f),
+        "n_rows": int(len(f)),
+        "n_train": int(len(split.train)),
+        "n_test": int(len(split.test)),
+        "failure_rate_train": float(y[split.train].mean()),
+        "failure_rate_test": float(y[split.test].mean()),
+        "failures_train": int(y[split.train].sum()),
+        "failures_test": int(y[split.test].sum()),
+        "n_numeric_features": len(table.numeric),
+        "n_categorical_features": len(table.categorical),
+        "excluded": dict(table.excluded),
+        "label_rule": table.label_rule,
+        "feature_set_version": table.feature_set_version,
+    }
+
+
+def train(
+    table: TrainingTable,
+    config: TrainConfig,
+    test_fraction: float = 0.2,
+    test_start: pd.Timestamp | None = None,
+    progress: Any = None,
+    evaluate_all: EvaluateAll | None = None,
+) -> TrainResult:
+    """Split by time, search candidates on the training period, calibrate, and evaluate on the test period.
+
+    ``progress``, if given, is called with one line of text per step; ``evaluate_all``, if given,
+    runs the candidate search (e.g. in parallel) and must return what the sequential search would.
+    """
+    with threadpool_limits(limits=config.n_threads):
+        return _train(table, config, test_fraction, test_start, progress or (lambda _msg: None), evaluate_all)
+
+
+def _train(
+    table: TrainingTable,
+    config: TrainConfig,
+    test_fraction: float,
+    test_start: pd.Timestamp | None,
+    say: Any,
+    evaluate_all: EvaluateAll | None = None,
+) -> TrainResult:
+    timings: dict[str, float] = {}
+    table = table.sorted()
+    split = time_split(table.frame, test_fraction, test_start)
+    train_frame = table.frame.iloc[split.train].reset_index(drop=True)
+    test_frame = table.frame.iloc[split.test].reset_index(drop=True)
+    y_train = train_frame[LABEL].to_numpy(dtype=np.int64)
+    if len(train_frame) < config.min_train_rows or len(np.unique(y_train)) < 2:
+        raise ValueError(
+            f"training period has {len(train_frame)} rows and {int(y_train.sum())} failures; need at least "
+            f"{config.min_train_rows} rows and both outcomes"
+        )
+    train_table = TrainingTable(train_frame, table.numeric, table.categorical, table.excluded)
+    say(
+        f"split {split.rule}: {len(train_frame)} training deploys, {len(test_frame)} test deploys "
+        f"(test from {split.test_start})"
+    )
+
+    started = time.perf_counter()
+    results = search(train_table, config, say, evaluate_all)
+    chosen = select(results, config.selection_metric)
+    timings["search"] = time.perf_counter() - started
+    say(f"chosen {chosen.name}")
+
+    started = time.perf_counter()
+    model = RiskModel(
+        make_classifier(chosen.kind, chosen.params, table, config),
+        calibration=config.calibration,
+        n_splits=config.n_splits,
+        min_isotonic_positives=config.min_isotonic_positives,
+        high_share=config.high_share,
+        medium_share=config.medium_share,
+    ).fit(train_frame[table.features], y_train)
+    timings["fit"] = time.perf_counter() - started
+    say(f"calibration: {model.calibrator_.method} (held-out log loss {model.calibration_losses_})")
+
+    started = time.perf_counter()
+    y_test = test_frame[LABEL].to_numpy(dtype=np.int64)
+    effort = test_frame[EFFORT].to_numpy(dtype=np.float64, na_value=np.nan) if EFFORT in test_frame else None
+    scores = model.predict_proba(test_frame[table.features])[:, 1]
+    metrics = evaluate(y_test, scores, effort)
+
+    baselines: dict[str, np.ndarray] = {}
+    size = size_baseline(train_frame, test_frame)
+    if size is not None:
+        baselines["lines_added"] = size
+    if SERVICE_RATE in test_frame:
+        # the feature itself: the service's smoothed failure rate from labels matured before each deploy
+        baselines[SERVICE_RATE] = test_frame[SERVICE_RATE].to_numpy(dtype=np.float64, na_value=np.nan)
+    baseline_metrics = {name: evaluate(y_test, s, effort) for name, s in baselines.items()}
+
+    groups = {g: metrics_by_group(test_frame, g, y_test, scores) for g in GROUPS if g in test_frame}
+    num, cat = model.classifier_.to_arrays(test_frame[table.features])
+    importance = permutation_importance(
+        model.score_arrays,
+        num,
+        cat,
+        table.features,
+        y_test,
+        config.permutation_repeats,
+        config.seed,
+        max_rows=config.permutation_max_rows,
+    )
+    timings["evaluate"] = time.perf_counter() - started
+    say(f"test: roc_auc={metrics['roc_auc']:.4f} pr_auc={metrics['pr_auc']:.4f} ece={metrics['ece']:.4f}")
+
+    return TrainResult(
+        model=model,
+        config=config,
+        split=split.describe(table.frame),
+        n_train=len(train_frame),
+        n_test=len(test_frame),
+        candidates=results,
+        chosen=chosen,
+        calibration=model.calibrator_.method,
+        calibration_losses=dict(model.calibration_losses_),
+        test_frame=test_frame,
+        test_scores=scores,
+        test_metrics=metrics,
+        baseline_scores=baselines,
+        baseline_metrics=baseline_metrics,
+        group_metrics=groups,
+        importance=importance,
+        data_summary=data_summary(table, split),
+        seconds=timings,
+    )

@@ -1,0 +1,227 @@
+"""Batch scoring: a file of upcoming deploys -> champion scores with bands and reasons -> Parquet + MLflow.
+
+The input has the generic deploys source's canonical column names (docs/data-model.md). Each row is
+checked by the same ``conform`` as an ingest: rows that fail are reported (and not scored), never
+crash the run. Columns an upcoming deploy cannot know yet get defaults: ``source`` "upcoming",
+``status`` "running", ``environment`` "production", ``deploy_id`` "upcoming:<row>", ``created_at`` now.
+Scoring is the batch path of ``models.scoring`` (``build_features`` + the model's ``predict_proba``).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from features.history.schema import DEPLOYS, RECORD_COLUMN, History, conform
+from features.history.store import HistoryStore
+from features.labels.attribution import attribute
+from features.sources.base import SourceError
+from features.sources.generic import read_table_file
+from models.registry.artifacts import CHAMPION, MODEL_NAME
+from models.scoring.context import ModelBundle, champion_version, feature_medians, load_bundle
+from models.scoring.explain import band_counts, score_frame
+from models.scoring.upcoming import now_utc
+from pipelines.settings import Settings
+
+EXPERIMENT = "incident-risk-scoring"
+_FORMATS = {".csv": "csv", ".parquet": "parquet", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+
+
+class BatchScoringError(RuntimeError):
+    """The batch cannot be scored at all (unreadable input, no champion); row problems are not this."""
+
+
+@dataclass
+class BatchSummary:
+    """What one batch scoring did; ``n_input = n_scored + n_rejected``."""
+
+    input: str
+    output: str
+    n_input: int
+    n_scored: int
+    n_rejected: int
+    bands: dict[str, int]
+    mean_probability: float | None
+    max_probability: float | None
+    model_name: str
+    model_version: str
+    store_version: int
+    run_id: str | None = None
+    rejects: list[dict[str, Any]] = field(default_factory=list)  # the first few: record, field, reason
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def render(self) -> str:
+        bands = ", ".join(f"{k} {v}" for k, v in self.bands.items())
+        lines = [
+            f"scored {self.n_scored} of {self.n_input} deploys with {self.model_name} v{self.model_version} "
+            f"(store v{self.store_version}) -> {self.output}",
+            f"bands: {bands}",
+        ]
+        if self.mean_probability is not None:
+            lines.append(f"probability: mean {self.mean_probability:.3f}, max {self.max_probability:.3f}")
+        for r in self.rejects:
+            lines.append(f"rejected record {r['record']}: {r['field']}: {r['reason']}")
+        if self.run_id:
+            lines.append(f"MLflow run {self.run_id} (experiment {EXPERIMENT})")
+        return "\n".join(lines)
+
+
+def read_upcoming(path: Path, now: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(valid canonical deploy rows, rejects) of an upcoming-deploys file."""
+    fmt = _FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise BatchScoringError(f"{path}: unknown file type (expected {', '.join(sorted(_FORMATS))})")
+    try:
+        raw = read_table_file(path, str(path), fmt)  # type: ignore[arg-type]
+    except SourceError as exc:
+        raise BatchScoringError(str(exc)) from None
+    frame = raw.reset_index(drop=True).copy()
+    records = np.arange(1, len(frame) + 1)
+    defaults = {
+        "source": "upcoming",
+        "status": "running",
+        "environment": "production",
+        "created_at": now.isoformat(),
+    }
+    for column, value in defaults.items():
+        frame[column] = frame[column].where(_present(frame[column]), value) if column in frame else value
+    ids = pd.Series([f"upcoming:{r}" for r in records], index=frame.index, dtype=object)
+    frame["deploy_id"] = frame["deploy_id"].where(_present(frame["deploy_id"]), ids) if "deploy_id" in frame else ids
+    frame[RECORD_COLUMN] = records
+    try:
+        result = conform(DEPLOYS, frame, source="upcoming", file=str(path))
+    except ValueError as exc:
+        raise BatchScoringError(str(exc)) from None
+    return result.valid, result.rejects
+
+
+def _present(values: pd.Series) -> pd.Series:
+    return values.notna() & values.astype(str).str.strip().ne("")
+
+
+@task(name="load-champion", cache_policy=NO_CACHE)
+def load_champion(settings: Settings, name: str, alias: str) -> ModelBundle:
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    target = champion_version(client, name, alias)
+    if target is None:
+        raise BatchScoringError(f"no model version has the alias {name}@{alias}; train one first")
+    return load_bundle(client, name, target[0], alias)
+
+
+@task(name="score-deploys", cache_policy=NO_CACHE)
+def score_deploys(valid: pd.DataFrame, store_dir: Path, bundle: ModelBundle) -> tuple[pd.DataFrame, int]:
+    store = HistoryStore(store_dir)
+    manifest = store.manifest()
+    history = History(*(store.read(t, manifest) for t in ("deploys", "toggle_events", "incidents")))
+    if not len(valid):
+        return score_frame(valid, history, history.deploys.iloc[:0], bundle), manifest.version
+    labels = attribute(history, bundle.attribution_config).deploy_labels
+    if bundle.needs_medians:
+        bundle = bundle.with_medians(feature_medians(history, labels, bundle.feature_config, bundle.scorer.numeric))
+    return score_frame(valid, history, labels, bundle), manifest.version
+
+
+def write_scores(scores: pd.DataFrame, out: Path, bundle: ModelBundle) -> None:
+    """Scores to Parquet (or CSV for a .csv name); factors as JSON text so any reader can open them."""
+    table = scores.copy()
+    table["top_factors"] = [json.dumps(f) for f in table["top_factors"]]
+    table["filled_teams"] = [",".join(f) for f in table["filled_teams"]]
+    table["model_name"] = bundle.info.name
+    table["model_version"] = bundle.info.version
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    if out.suffix.lower() == ".csv":
+        table.to_csv(tmp, index=False)
+    else:
+        table.to_parquet(tmp, index=False)
+    tmp.replace(out)
+
+
+@task(name="log-summary", cache_policy=NO_CACHE)
+def log_summary(summary: BatchSummary, settings: Settings) -> str:
+    import mlflow
+    from mlflow import MlflowClient
+
+    from models.training.tracking import ensure_experiment
+
+    experiment = ensure_experiment(MlflowClient(), EXPERIMENT, str(settings.artifact_root))
+    with mlflow.start_run(
+        experiment_id=experiment.experiment_id, run_name="score-batch", tags={"run_kind": "batch_scoring"}
+    ) as run:
+        mlflow.log_params(
+            {
+                "input": summary.input[:500],
+                "output": summary.output[:500],
+                "model_name": summary.model_name,
+                "model_version": summary.model_version,
+                "store_version": summary.store_version,
+            }
+        )
+        metrics: dict[str, float] = {
+            "n_input": summary.n_input,
+            "n_scored": summary.n_scored,
+            "n_rejected": summary.n_rejected,
+            **{f"band_{k}": v for k, v in summary.bands.items()},
+        }
+        if summary.mean_probability is not None:
+            metrics["mean_probability"] = summary.mean_probability
+            metrics["max_probability"] = float(summary.max_probability or 0.0)
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "summary.json"
+            path.write_text(json.dumps(summary.as_dict(), indent=2))
+            mlflow.log_artifact(str(path))
+        return str(run.info.run_id)
+
+
+@flow(name="score-batch", validate_parameters=False)
+def score_batch_flow(input_path: str, out_path: str, settings: Settings, model_name: str, alias: str) -> BatchSummary:
+    """Read, check, score and write a batch of upcoming deploys; log the summary to MLflow."""
+    source, out = Path(input_path), Path(out_path)
+    valid, rejects = read_upcoming(source, now_utc())
+    bundle = load_champion(settings, model_name, alias)
+    scores, store_version = score_deploys(valid, settings.store_dir, bundle)
+    write_scores(scores, out, bundle)
+    p = scores["probability"].to_numpy(dtype=np.float64)
+    n_rejected = int(rejects["record"].nunique()) if len(rejects) else 0
+    summary = BatchSummary(
+        input=str(source),
+        output=str(out),
+        n_input=len(valid) + n_rejected,
+        n_scored=len(scores),
+        n_rejected=n_rejected,
+        bands=band_counts(scores["band"].tolist()),
+        mean_probability=float(p.mean()) if len(p) else None,
+        max_probability=float(p.max()) if len(p) else None,
+        model_name=bundle.info.name,
+        model_version=bundle.info.version,
+        store_version=store_version,
+        rejects=[
+            {"record": int(str(r.record)), "field": str(r.field), "reason": str(r.reason)}
+            for r in rejects.head(10).itertuples(index=False)
+        ],
+    )
+    summary.run_id = log_summary(summary, settings)
+    return summary
+
+
+def run_batch_scoring(
+    input_path: Path, out_path: Path, settings: Settings, *, model_name: str = MODEL_NAME, alias: str = CHAMPION
+) -> BatchSummary:
+    """Score ``input_path`` with ``model_name@alias`` into ``out_path``; returns the summary.
+
+    Raises ``BatchScoringError`` when nothing can be scored (unreadable input, no champion).
+    """
+    return score_batch_flow(str(input_path), str(out_path), settings, model_name, alias)

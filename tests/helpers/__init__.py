@@ -1,0 +1,1 @@
+"""Test-only helpers shared by test modules and benchmarks (synthetic tables)."""
