@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from models.training.train import TrainingTable
     from pipelines.flows.train import TrainOptions
 
-DEFAULT_PREFECT_FILE = Path(__file__).resolve().parent.parent / "prefect.yaml"
+DEFAULT_PREFECT_FILE = Path(__file__).resolve().parents[2] / "prefect.yaml"
 
 
 class DeploymentFlowError(RuntimeError):

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from models.serving.app import ServiceConfig, create_app
 from pipelines.cli.gate import EXIT_ABOVE, EXIT_BAD_ARGS, EXIT_OK, EXIT_UNAVAILABLE
-from pipelines.cli.serve import register
+from pipelines.cli.main import build_app
 from tests.models.scoring.test_scoring_helpers import fitted, simulated, write_store
 from tests.models.scoring.test_scoring_helpers import register as register_model
 
@@ -75,9 +75,7 @@ def url(home: Path) -> Iterator[str]:
 
 
 def _cli() -> typer.Typer:
-    app = typer.Typer()
-    register(app)
-    return app
+    return build_app()
 
 
 def run(*args: str) -> tuple[int, str, str]:
