@@ -28,7 +28,13 @@ def train(
     ),
     experiment: str = typer.Option(DEFAULT_EXPERIMENT, "--experiment", help="MLflow experiment name."),
     metrics_out: Path | None = typer.Option(None, "--metrics-out", help="Write the run's metrics as JSON here."),
-    seed: int = typer.Option(0, "--seed", help="Random seed of every stochastic step."),
+    seed: int = typer.Option(
+        0,
+        "--seed",
+        help="Seeds the permutation-importance sample and shuffles, and the boosted trees' random_state, "
+        "which only subsamples rows for binning when a fit has over 200,000 rows. Split, search and "
+        "calibration are deterministic: below that size the seed changes the importances, not the model.",
+    ),
     no_prefect: bool = typer.Option(False, "--no-prefect", help="Run the same steps without Prefect orchestration."),
     task_runner: str = typer.Option(
         "sequential", "--task-runner", help="How candidates are evaluated: sequential, threads or dask."
