@@ -35,6 +35,12 @@ def train(
         "which only subsamples rows for binning when a fit has over 200,000 rows. Split, search and "
         "calibration are deterministic: below that size the seed changes the importances, not the model.",
     ),
+    min_train_rows: int = typer.Option(
+        50,
+        "--min-train-rows",
+        min=2,
+        help="Fewest matured production deploys the training period must hold (checked before anything runs).",
+    ),
     no_prefect: bool = typer.Option(False, "--no-prefect", help="Run the same steps without Prefect orchestration."),
     task_runner: str = typer.Option(
         "sequential", "--task-runner", help="How candidates are evaluated: sequential, threads or dask."
@@ -50,11 +56,9 @@ def train(
     import pandas as pd
 
     from models.training.config import TrainConfig
-    from pipelines.flows.runners import RunnerConfig
-    from pipelines.flows.train import TrainingError, TrainOptions, run_training
+    from pipelines.cli.checks import CheckError, check_training_rows, refuse
 
     settings = resolve_settings(home)
-    prepare_runtime(settings)
     console = make_console()
     start = None
     if test_start is not None:
@@ -66,6 +70,14 @@ def train(
     if start is None and not 0 < test_fraction < 1:
         console.print(f"[red]error:[/red] --test-fraction must be between 0 and 1, got {test_fraction}")
         raise typer.Exit(code=2)
+    try:  # before Prefect, MLflow and feature building: too little data is one line, at once
+        check_training_rows(settings.store_dir, min_train_rows, test_fraction, start)
+    except CheckError as exc:
+        refuse(exc, code=1)
+    prepare_runtime(settings)
+    from pipelines.flows.runners import RunnerConfig
+    from pipelines.flows.train import TrainingError, TrainOptions, run_training
+
     try:
         runner = RunnerConfig.from_env("dask" if dask_address else task_runner, workers, dask_address)
     except ValueError as exc:
@@ -81,7 +93,7 @@ def train(
         test_start=start,
         experiment=experiment,
         metrics_out=metrics_out,
-        train=TrainConfig(seed=seed),
+        train=TrainConfig(seed=seed, min_train_rows=min_train_rows),
     )
     try:
         outcome = run_training(settings, options, progress=console.print, orchestrate=not no_prefect, runner=runner)
