@@ -4,6 +4,7 @@ understand (``prod``, ``ok``/``failed``, ``P2``, ``closed``) are understood in a
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,7 +33,7 @@ i4,odd,web,purple,,mystery,2026-03-01T09:00:00Z,2026-03-01T11:00:00Z
 """
 
 
-def _prepared(tmp_path: Path, name: str, text: str, options: dict[str, object]):  # type: ignore[no-untyped-def]
+def _prepared(tmp_path: Path, name: str, text: str, options: dict[str, Any]):  # type: ignore[no-untyped-def]
     path = tmp_path / name
     path.write_text(text)
     parsed = parse_generic(path, name, GenericOptions(format="csv", **options))  # type: ignore[arg-type]
@@ -50,7 +51,8 @@ def test_deploy_environment_and_status_words_are_understood_not_quarantined(tmp_
     parsed, prepared = _prepared(tmp_path, "deploys.csv", DEPLOYS_CSV, options)
     assert prepared.rejects.empty, prepared.rejects.to_dict("records")
     rows = prepared.rows.set_index("deploy_id")
-    assert rows["environment"].tolist() == ["production", "production", "production", "staging", "staging", "production"]
+    production = "production"
+    assert rows["environment"].tolist() == [production, production, production, "staging", "staging", production]
     assert rows["status"].tolist() == ["success", "failure", "canceled", "success", "other", "success"]
     # the file's own words are kept where they differ from the canonical value
     assert rows.loc["ci:d1", "environment_raw"] == "prod"
