@@ -103,8 +103,6 @@ class IngestReport:
                 console.print(f"{s.source}: {s.quarantined} of {s.read} quarantined, top reasons: {reasons}")
         state = f"committed store version {self.store_version}" if self.committed else "store unchanged"
         console.print(f"{state}; counts reconcile: read = inserted + updated + unchanged + quarantined")
-        for name in self.empty_sources:
-            console.print(f"[red]source {name} yielded no rows[/red]: see `incident-risk quarantine --source {name}`")
 
 
 @dataclass(frozen=True)
