@@ -57,6 +57,7 @@ def train(
 
     from models.training.config import TrainConfig
     from pipelines.cli.checks import CheckError, check_training_rows, refuse
+    from pipelines.flows.runners import RunnerConfig
 
     settings = resolve_settings(home)
     console = make_console()
@@ -70,14 +71,6 @@ def train(
     if start is None and not 0 < test_fraction < 1:
         console.print(f"[red]error:[/red] --test-fraction must be between 0 and 1, got {test_fraction}")
         raise typer.Exit(code=2)
-    try:  # before Prefect, MLflow and feature building: too little data is one line, at once
-        check_training_rows(settings.store_dir, min_train_rows, test_fraction, start)
-    except CheckError as exc:
-        refuse(exc, code=1)
-    prepare_runtime(settings)
-    from pipelines.flows.runners import RunnerConfig
-    from pipelines.flows.train import TrainingError, TrainOptions, run_training
-
     try:
         runner = RunnerConfig.from_env("dask" if dask_address else task_runner, workers, dask_address)
     except ValueError as exc:
@@ -88,6 +81,13 @@ def train(
             f"[red]error:[/red] the {runner.kind} task runner needs Prefect orchestration (drop --no-prefect)"
         )
         raise typer.Exit(code=2)
+    try:  # before Prefect, MLflow and feature building: too little data is one line, at once
+        check_training_rows(settings.store_dir, min_train_rows, test_fraction, start)
+    except CheckError as exc:
+        refuse(exc, code=1)
+    prepare_runtime(settings)
+    from pipelines.flows.train import TrainingError, TrainOptions, run_training
+
     options = TrainOptions(
         test_fraction=test_fraction,
         test_start=start,
