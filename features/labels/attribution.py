@@ -25,6 +25,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from features.history.choices import check_choice
 from features.history.schema import History
 
 #: Toggle actions that change what users get; ``created`` (a new flag serves its default, i.e. the
@@ -38,6 +39,8 @@ SHIPPED_STATUSES = ("success", "rolled_back")
 MIN_SHA_PREFIX = 7
 
 Method = Literal["explicit", "time_window", "rollback"]
+Scope = Literal["service", "project"]
+ChangeTime = Literal["finished", "created"]
 LINK_COLUMNS = ("incident_id", "change_kind", "change_id", "method", "matched_on", "evidence", "lag")
 
 
@@ -63,11 +66,11 @@ class AttributionConfig:
     """
 
     max_lag: pd.Timedelta | None = pd.Timedelta(hours=24)
-    scope: Literal["service", "project"] = "service"
+    scope: Scope = "service"
     include_toggles: bool = True
     rollback_marks_failed: bool = True
     production_only: bool = True
-    change_time: Literal["finished", "created"] = "finished"
+    change_time: ChangeTime = "finished"
     maturity_window: pd.Timedelta = pd.Timedelta(days=7)
     fallback_on_unmatched_explicit: bool = False
     use_explicit: bool = True
@@ -77,10 +80,8 @@ class AttributionConfig:
             raise ValueError("max_lag must be positive (or None for no window)")
         if self.maturity_window <= pd.Timedelta(0):
             raise ValueError("maturity_window must be positive")
-        if self.scope not in ("service", "project"):
-            raise ValueError(f"scope must be 'service' or 'project', not {self.scope!r}")
-        if self.change_time not in ("finished", "created"):
-            raise ValueError(f"change_time must be 'finished' or 'created', not {self.change_time!r}")
+        check_choice("scope", self.scope, Scope)
+        check_choice("change_time", self.change_time, ChangeTime)
 
     @property
     def window(self) -> pd.Timedelta:

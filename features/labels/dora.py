@@ -19,6 +19,7 @@ from typing import Literal
 
 import pandas as pd
 
+from features.history.choices import check_choice
 from features.history.schema import History
 from features.labels.attribution import Attribution
 
@@ -59,10 +60,8 @@ class DoraConfig:
     production_only: bool = True
 
     def __post_init__(self) -> None:
-        if self.by not in ("service", "squad", "tribe", "all"):
-            raise ValueError(f"by must be service, squad, tribe or all, not {self.by!r}")
-        if self.period not in ("week", "month"):
-            raise ValueError(f"period must be week or month, not {self.period!r}")
+        check_choice("by", self.by, Grouping)
+        check_choice("period", self.period, Period)
 
 
 def period_start(times: pd.Series, period: Period) -> pd.Series:

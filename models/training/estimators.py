@@ -24,11 +24,13 @@ from sklearn.model_selection import TimeSeriesSplit
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_consistent_length, check_is_fitted, column_or_1d, validate_data
 
+from features.history.choices import choices_of
+from models.training.config import Band
 from models.training.transformers import LogStandardizer, OneHotArray, OrdinalArray
 
 #: Probabilities are kept inside (EPS, 1 - EPS) so that log loss stays finite after isotonic steps.
 EPS = 1e-4
-BANDS = ("low", "medium", "high")
+BANDS: tuple[Band, ...] = choices_of(Band)  # type: ignore[assignment]
 
 
 def _is_tree(estimator: Any) -> bool:
