@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from features.history.schema import (
+    QUARANTINE_KEY,
     RECORD_COLUMN,
     Conformed,
     TableSpec,
@@ -226,7 +227,6 @@ def merge_quarantine(current: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
     """Quarantine rows keyed by (table, source, file, record, field): a re-ingest replaces, never repeats."""
     if new.empty:
         return current
-    key = ["table", "source", "file", "record", "field"]
     both = pd.concat([current, new], ignore_index=True)
     both["record"] = both["record"].astype("Int64")
-    return both.drop_duplicates(subset=key, keep="last").reset_index(drop=True)
+    return both.drop_duplicates(subset=list(QUARANTINE_KEY), keep="last").reset_index(drop=True)

@@ -29,7 +29,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from features.history.schema import ENVIRONMENTS, EXTRA_PREFIX, TOGGLE_ACTIONS, History
+from features.history.schema import ENVIRONMENTS, EXTRA_PREFIX, FLIP_ACTIONS, TOGGLE_ACTIONS, History
+from features.history.timestamps import utc_micros, utc_micros_column
 from features.pointintime.windows import (
     OPEN_END,
     BoolArray,
@@ -56,8 +57,6 @@ TextArray = ObjectArray | pd.api.extensions.ExtensionArray
 #: Bump when any feature definition, default or column changes (models record it).
 FEATURE_SET_VERSION = "pit-1"
 
-#: Toggle actions that change what a flag serves ("flips").
-FLIP_ACTIONS = ("enabled", "disabled", "targeting_changed", "rollout_changed", "variants_changed")
 #: Categorical feature columns, returned as strings; encoded inside the model pipeline.
 CATEGORICAL_COLUMNS = ("service", "squad", "tribe")
 #: Value of a categorical feature whose input is missing.
@@ -334,7 +333,7 @@ class EntityArrays:
         """Entities from a canonical or loosely typed frame (training, batch scoring)."""
         if "created_at" not in entities.columns:
             raise ValueError("entities need a created_at column (the time the features are computed at)")
-        t, present = _times(entities["created_at"], "entities.created_at")
+        t, present = utc_micros_column(entities["created_at"], "entities.created_at")
         if not present.all():
             raise ValueError(f"entities.created_at is missing in rows {np.flatnonzero(~present)[:10].tolist()}")
         extras = [str(c) for c in entities.columns if str(c).startswith(EXTRA_PREFIX)]
@@ -350,7 +349,7 @@ class EntityArrays:
         values = {c: v for c, v in row.items() if c in _NUMBER_COLUMNS or c.startswith(EXTRA_PREFIX)}
         numbers = {c: np.array([_number(values.get(c))]) for c in (*_NUMBER_COLUMNS, *values)}
         text = {c: np.array([_opt_text(row.get(c))], dtype=object) for c in _TEXT_COLUMNS}
-        return cls(t=np.array([_micros(row["created_at"])], dtype=np.int64), **text, numbers=numbers)
+        return cls(t=np.array([utc_micros(row["created_at"], "created_at")], dtype=np.int64), **text, numbers=numbers)
 
 
 @dataclass(frozen=True)
@@ -417,31 +416,6 @@ def _opt_text(value: Any) -> str | None:
     return None if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)) else str(value)
 
 
-def _times(values: pd.Series, what: str) -> tuple[IntArray, BoolArray]:
-    """UTC microseconds since the epoch, and which values are present."""
-    if isinstance(values.dtype, pd.DatetimeTZDtype):
-        ts = values
-    elif pd.api.types.is_datetime64_dtype(values.dtype):
-        raise ValueError(f"{what} holds naive timestamps; the canonical tables are timezone-aware UTC")
-    else:
-        ts = pd.to_datetime(values, utc=True)
-    naive = ts.dt.tz_convert("UTC").dt.tz_localize(None).dt.as_unit("us")
-    present = naive.notna().to_numpy()
-    return naive.to_numpy().view(np.int64).copy(), present
-
-
-def _micros(value: Any) -> int:
-    """One time as ``_times`` reads a column: integers are UTC microseconds, naive datetimes are refused."""
-    if isinstance(value, int | np.integer) and not isinstance(value, bool):
-        return int(value)
-    if isinstance(value, datetime) and value.tzinfo is None:
-        raise ValueError("created_at is a naive timestamp; entity times are timezone-aware UTC")
-    ts = pd.to_datetime(value, utc=True)
-    if ts is pd.NaT:
-        raise ValueError("created_at is missing")
-    return int(ts.as_unit("us").value // 1000)
-
-
 def _numbers(frame: pd.DataFrame, column: str) -> np.ndarray:
     """A numeric (or boolean) column as float64 with NaN for missing or non-finite values."""
     if column not in frame.columns:
@@ -494,21 +468,21 @@ def _category(values: TextArray) -> ObjectArray:
 def _history_view(history: History, deploy_labels: pd.DataFrame, config: FeatureConfig) -> _HistoryView:
     envs = list(config.history_environments)
     dep = history.deploys
-    dep_t, present = _times(dep["created_at"], "deploys.created_at")
+    dep_t, present = utc_micros_column(dep["created_at"], "deploys.created_at")
     keep = present & _text(dep, "environment").isin(envs).fillna(False).to_numpy(dtype=bool)
     keep &= _text(dep, "service").notna().to_numpy()
     dep = dep.loc[keep, [c for c in ("deploy_id", "service", "author") if c in dep.columns]]
     dep_t = dep_t[keep]
 
     inc = history.incidents
-    inc_t, present = _times(inc["created_at"], "incidents.created_at")
+    inc_t, present = utc_micros_column(inc["created_at"], "incidents.created_at")
     inc_env = _text(inc, "environment")
     keep_inc = present & (inc_env.isna() | inc_env.isin(envs)).to_numpy(dtype=bool)
     keep_inc &= _text(inc, "service").notna().to_numpy()
     inc, inc_t = inc.loc[keep_inc, ["service"]], inc_t[keep_inc]
 
     tog = history.toggle_events
-    tog_t, present = _times(tog["occurred_at"], "toggle_events.occurred_at")
+    tog_t, present = utc_micros_column(tog["occurred_at"], "toggle_events.occurred_at")
     tog_env = _text(tog, "environment")
     keep_tog = present & (tog_env.isna() | tog_env.isin(envs)).to_numpy(dtype=bool)
     keep_tog &= _text(tog, "service").notna().to_numpy()
@@ -551,7 +525,7 @@ def _usable_labels(
     if not np.array_equal(hist_codes, np.arange(n)):
         raise ValueError("history.deploys has duplicate (or missing) deploy_id values")
     row = np.where(label_codes < n, label_codes, -1)
-    matured, present = _times(labels["matured_at"], "deploy_labels.matured_at")
+    matured, present = utc_micros_column(labels["matured_at"], "deploy_labels.matured_at")
     failed = _numbers(labels, "failed")
     keep = (row >= 0) & present & ~np.isnan(failed)
     row = row[keep].astype(np.int64)

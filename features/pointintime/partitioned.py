@@ -43,6 +43,7 @@ import pyarrow.parquet as pq
 
 from features.history.schema import TABLES, History
 from features.history.store import HistoryStore, coerce_table
+from features.history.timestamps import utc_micros_column
 from features.pointintime.compute import DAY, FeatureConfig, build_features
 from features.pointintime.windows import Queries, count_before, count_window, sort_events
 
@@ -187,12 +188,6 @@ def read_partition_history(parts: Partitions, service: str | None) -> tuple[Hist
 # Pass 2: cross-service (author and organisation-wide) aggregates
 
 
-def _micros(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    ts = pd.to_datetime(values, utc=True).dt.tz_convert("UTC").dt.tz_localize(None).dt.as_unit("us")
-    present = ts.notna().to_numpy()
-    return ts.to_numpy().view(np.int64).copy(), present
-
-
 def _bucket(authors: pd.Series, buckets: int) -> np.ndarray:
     """A stable bucket per author string (missing authors -> bucket 0: they never match anyone)."""
     text = authors.astype("string")
@@ -213,7 +208,7 @@ def _partition_events(
     time; a label is usable from max(matured_at, created_at) when its deploy counts.
     """
     dep = history.deploys
-    t, present = _micros(dep["created_at"])
+    t, present = utc_micros_column(dep["created_at"], "deploys.created_at")
     env = dep["environment"].astype("string").isin(list(config.history_environments)).fillna(False)
     counted = present & env.to_numpy(dtype=bool) & dep["service"].notna().to_numpy()
     author = dep["author"].astype("string")
@@ -222,7 +217,11 @@ def _partition_events(
 
     lab = labels
     row = pd.Index(dep["deploy_id"].astype("string")[counted]).get_indexer(pd.Index(lab["deploy_id"].astype("string")))
-    matured, has_time = _micros(lab["matured_at"]) if len(lab) else (np.zeros(0, np.int64), np.zeros(0, bool))
+    matured, has_time = (
+        utc_micros_column(lab["matured_at"], "deploy_labels.matured_at")
+        if len(lab)
+        else (np.zeros(0, np.int64), np.zeros(0, bool))
+    )
     failed = pd.to_numeric(lab["failed"].astype("Float64"), errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
     keep = (row >= 0) & has_time & ~np.isnan(failed)
     dep_t, dep_author = t[counted], author[counted].to_numpy()
@@ -240,7 +239,7 @@ def _partition_events(
         {
             "deploy_id": chosen["deploy_id"].astype("string").to_numpy(),
             "author": chosen["author"].astype("string").to_numpy(),
-            "t": _micros(chosen["created_at"])[0],
+            "t": utc_micros_column(chosen["created_at"], "deploys.created_at")[0],
         }
     )
     return events, label_events, entities
@@ -382,7 +381,7 @@ def build_partition(
         raise RuntimeError(f"author pass has no aggregates for some deploys of {service!r}; rerun it")
     for column in ("author_prior_deploys", "author_deploys_7d", "author_matured_labels", "author_failure_rate"):
         features[column] = agg[column].to_numpy(dtype=np.float64)
-    t = _micros(features["created_at"])[0]
+    t = utc_micros_column(features["created_at"], "features.created_at")[0]
     w = config.smoothing_prior_weight
     prior = agg["prior_failure_rate"].to_numpy(dtype=np.float64)
     f_svc = _service_label_failures(labels, history, config, t)

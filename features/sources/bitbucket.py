@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from features.history.schema import RECORD_COLUMN
 from features.sources.base import ParsedFile, SourceKind, dig
 from features.sources.normalize import (
     EnvironmentOptions,
@@ -92,7 +93,7 @@ def parse_bitbucket(path: Path, display: str, options: BitbucketOptions) -> Pars
         started = to_utc(state.get("started_on"))
         rows.append(
             {
-                "_record": n,
+                RECORD_COLUMN: n,
                 "deploy_id": text(rec.get("uuid")),
                 "service": service,
                 "environment": _environment(env_raw, env_type, options),

@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
+from features.history.schema import RECORD_COLUMN
 from features.sources.base import ParsedFile, SourceKind, dig
 from features.sources.normalize import (
     EnvironmentOptions,
@@ -142,7 +143,7 @@ def parse_flagsmith(path: Path, display: str, options: FlagsmithOptions) -> Pars
         values["service"] = flag_service(
             values.get("flag_key"), values.get("project"), options.service_from, options.flag_prefix_separator
         )
-        rows.append({"_record": n, **values, "raw": raw_of([original])})
+        rows.append({RECORD_COLUMN: n, **values, "raw": raw_of([original])})
     return tool.result(rows)
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import field_validator
 
+from features.history.schema import RECORD_COLUMN
 from features.sources.base import ParsedFile, SourceKind, dig
 from features.sources.normalize import (
     JIRA_PRIORITIES,
@@ -302,7 +303,7 @@ def parse_jira(path: Path, display: str, options: JiraOptions) -> ParsedFile:
         ]
         rows.append(
             {
-                "_record": n,
+                RECORD_COLUMN: n,
                 "incident_id": text(issue.get("key")) or text(issue.get("id")),
                 "title": text(fields.get("summary")),
                 "service": _service(issue, options.service_field),

@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
+from features.history.schema import RECORD_COLUMN
 from features.sources.base import ParsedFile, SourceKind
 from features.sources.normalize import (
     EnvironmentOptions,
@@ -147,7 +148,7 @@ def parse_launchdarkly(path: Path, display: str, options: LaunchDarklyOptions) -
         flag = res["flag"]
         rows.append(
             {
-                "_record": n,
+                RECORD_COLUMN: n,
                 "event_id": text(rec.get("_id")),
                 "flag_key": flag,
                 "project": res.get("proj"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from features.history.schema import RECORD_COLUMN
 from features.sources.base import ParsedFile, SourceKind, dig
 from features.sources.normalize import (
     IncidentOptions,
@@ -70,7 +71,7 @@ def parse_opsgenie(path: Path, display: str, options: OpsgenieOptions) -> Parsed
             service = text(pick(rec, options.service_field))
         rows.append(
             {
-                "_record": n,
+                RECORD_COLUMN: n,
                 "incident_id": text(rec.get("id")),
                 "title": text(rec.get("message")),
                 "service": service,

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
+from features.history.schema import RECORD_COLUMN
 from features.sources.base import ParsedFile, SourceKind
 from features.sources.normalize import (
     EnvironmentOptions,
@@ -176,7 +177,7 @@ def parse_unleash(path: Path, display: str, options: UnleashOptions) -> ParsedFi
         )
         rows.append(
             {
-                "_record": n,
+                RECORD_COLUMN: n,
                 "event_id": text(rec.get("id")),
                 "flag_key": flag,
                 "project": project,

@@ -18,6 +18,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
+from features.history.timestamps import utc_timestamp
 from models.training.config import METRIC_KEYS, ModelKind, TrainConfig
 from models.training.estimators import RiskClassifier, RiskModel, out_of_fold_scores
 from models.training.evaluation import LOWER_IS_BETTER, evaluate, metrics_by_group, permutation_importance
@@ -106,8 +107,7 @@ def time_split(frame: pd.DataFrame, test_fraction: float = 0.2, test_start: pd.T
     n = len(frame)
     times = frame[TIME]
     if test_start is not None:
-        start = pd.Timestamp(test_start)
-        start = start.tz_localize("UTC") if start.tzinfo is None else start.tz_convert("UTC")
+        start = utc_timestamp(test_start, "test_start")
         rule = f"test_start={start.isoformat()}"
     else:
         if not 0 < test_fraction < 1:
