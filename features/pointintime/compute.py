@@ -54,9 +54,6 @@ ObjectArray = npt.NDArray[np.object_]
 #: A text column: str or None in an object array (a request), or pandas' compact string array (a table).
 TextArray = ObjectArray | pd.api.extensions.ExtensionArray
 
-#: Bump when any feature definition, default or column changes (models record it).
-FEATURE_SET_VERSION = "pit-1"
-
 #: Categorical feature columns, returned as strings; encoded inside the model pipeline.
 CATEGORICAL_COLUMNS = ("service", "squad", "tribe")
 #: Value of a categorical feature whose input is missing.
