@@ -462,12 +462,43 @@ def _category(values: TextArray) -> ObjectArray:
     return out
 
 
+def counted_deploys(deploys: pd.DataFrame, config: FeatureConfig) -> tuple[BoolArray, IntArray]:
+    """(which deploys count in history windows, every deploy's time in UTC microseconds).
+
+    A deploy counts when it has a time and a service and its environment is one of
+    ``history_environments``; the partitioned build applies the same rule per partition.
+    """
+    t, present = utc_micros_column(deploys["created_at"], "deploys.created_at")
+    keep = present & _text(deploys, "environment").isin(list(config.history_environments)).fillna(False).to_numpy(
+        dtype=bool
+    )
+    return keep & _text(deploys, "service").notna().to_numpy(), t
+
+
+def smoothed_rate(fails: np.ndarray, total: np.ndarray, prior: np.ndarray | float, weight: float) -> np.ndarray:
+    """The one shrinkage of a failure rate: (failures + w * prior) / (matured + w)."""
+    return (fails + weight * prior) / (total + weight)
+
+
+def failure_prior(fails: np.ndarray, total: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """The organisation's smoothed failure rate as of each deploy: the prior of every other rate."""
+    return smoothed_rate(fails, total, config.base_failure_rate, config.smoothing_prior_weight)
+
+
+#: Window of ``author_deploys_7d``.
+AUTHOR_RECENT_WINDOW = 7 * DAY
+
+
+def author_activity(prior: np.ndarray, before_recent: np.ndarray) -> dict[str, np.ndarray]:
+    """``author_prior_deploys`` and ``author_deploys_7d`` from the author's counted deploys strictly before
+    the deploy and strictly before ``AUTHOR_RECENT_WINDOW`` earlier."""
+    return {"author_prior_deploys": prior, "author_deploys_7d": prior - before_recent}
+
+
 def _history_view(history: History, deploy_labels: pd.DataFrame, config: FeatureConfig) -> _HistoryView:
     envs = list(config.history_environments)
     dep = history.deploys
-    dep_t, present = utc_micros_column(dep["created_at"], "deploys.created_at")
-    keep = present & _text(dep, "environment").isin(envs).fillna(False).to_numpy(dtype=bool)
-    keep &= _text(dep, "service").notna().to_numpy()
+    keep, dep_t = counted_deploys(dep, config)
     dep = dep.loc[keep, [c for c in ("deploy_id", "service", "author") if c in dep.columns]]
     dep_t = dep_t[keep]
 
@@ -486,7 +517,7 @@ def _history_view(history: History, deploy_labels: pd.DataFrame, config: Feature
     needed = ("service", "project", "flag_key", "environment", "action", "actor", "new_enabled")
     tog, tog_t = tog.loc[keep_tog, [c for c in needed if c in tog.columns]], tog_t[keep_tog]
 
-    label_row, label_t, label_failed = _usable_labels(deploy_labels, _text(dep, "deploy_id"), dep_t)
+    label_row, label_t, label_failed = usable_labels(deploy_labels, _text(dep, "deploy_id"), dep_t)
     return _HistoryView(
         deploy_t=dep_t,
         deploy_service=_text(dep, "service"),
@@ -502,7 +533,7 @@ def _history_view(history: History, deploy_labels: pd.DataFrame, config: Feature
     )
 
 
-def _usable_labels(
+def usable_labels(
     labels: pd.DataFrame, deploy_ids: pd.Series, deploy_t: IntArray
 ) -> tuple[IntArray, IntArray, BoolArray]:
     """Labels of counted deploys that have matured, stamped max(matured_at, created_at).
@@ -657,7 +688,12 @@ _SERVICE_WINDOWS: tuple[tuple[str, int], ...] = (
     *(("deploy", lag) for lag in (0, DAY, 7 * DAY)),
     *(("incident", lag) for lag in (0, 7 * DAY, 30 * DAY)),
 )
-_AUTHOR_WINDOWS: tuple[tuple[str, int], ...] = (("deploy", 0), ("deploy", 7 * DAY), ("label", 0), ("failure", 0))
+_AUTHOR_WINDOWS: tuple[tuple[str, int], ...] = (
+    ("deploy", 0),
+    ("deploy", AUTHOR_RECENT_WINDOW),
+    ("label", 0),
+    ("failure", 0),
+)
 
 _Counts = Mapping[tuple[str, int], IntArray]
 
@@ -715,9 +751,7 @@ def _author_features(
     qa: Queries, c: _Counts, qp: Queries, ent: EntityArrays, p: PreparedHistory
 ) -> dict[str, np.ndarray]:
     """The author's experience overall and with this service, and recent activity."""
-    out: dict[str, np.ndarray] = qa.restore(
-        {"author_prior_deploys": c["deploy", 0], "author_deploys_7d": c["deploy", 0] - c["deploy", 7 * DAY]}
-    )
+    out: dict[str, np.ndarray] = qa.restore(author_activity(c["deploy", 0], c["deploy", AUTHOR_RECENT_WINDOW]))
     out |= qp.restore({"author_service_prior_deploys": count_before(p.by_pair, qp.groups, qp.times)})
     out["author_missing"] = _is_missing(ent.author)
     return out
@@ -739,13 +773,13 @@ def _failure_rates(
 
     everyone = Queries.of(np.zeros(len(t), dtype=np.int64), t)
     n_all, f_all = restored(everyone, _counts(p.everyone, p.everyone_windows, everyone))
-    prior = (f_all + w * p.config.base_failure_rate) / (n_all + w)
+    prior = failure_prior(f_all, n_all, p.config)
     n_svc, f_svc = restored(by_svc, svc)
     n_auth, f_auth = restored(by_author, auth)
     return {
-        "service_failure_rate": (f_svc + w * prior) / (n_svc + w),
+        "service_failure_rate": smoothed_rate(f_svc, n_svc, prior, w),
         "service_matured_labels": n_svc,
-        "author_failure_rate": (f_auth + w * prior) / (n_auth + w),
+        "author_failure_rate": smoothed_rate(f_auth, n_auth, prior, w),
         "author_matured_labels": n_auth,
     }
 
