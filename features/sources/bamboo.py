@@ -11,18 +11,8 @@ from typing import Any
 
 from features.history.schema import RECORD_COLUMN
 from features.sources.base import ParsedFile, SourceKind, dig
-from features.sources.normalize import (
-    EnvironmentOptions,
-    environment,
-    epoch_ms,
-    load_tool_records,
-    lookup,
-    note_other,
-    obj,
-    pick,
-    raw_of,
-    text,
-)
+from features.sources.normalize import EnvironmentOptions, environment, lookup, note_other
+from features.sources.records import epoch_ms, load_tool_records, obj, pick, raw_of, text
 
 KIND = "bamboo_deploys"
 

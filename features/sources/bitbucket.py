@@ -7,18 +7,8 @@ from typing import Any
 
 from features.history.schema import RECORD_COLUMN
 from features.sources.base import ParsedFile, SourceKind, dig
-from features.sources.normalize import (
-    EnvironmentOptions,
-    environment,
-    load_tool_records,
-    obj,
-    pick,
-    raw_of,
-    repo_from_url,
-    status_or_other,
-    text,
-    to_utc,
-)
+from features.sources.normalize import EnvironmentOptions, environment, status_or_other
+from features.sources.records import load_tool_records, obj, pick, raw_of, repo_from_url, text, to_utc
 
 KIND = "bitbucket_deployments"
 

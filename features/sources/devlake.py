@@ -15,21 +15,15 @@ from features.history.schema import RECORD_COLUMN
 from features.sources.base import ParsedFile, SourceKind
 from features.sources.normalize import (
     IncidentOptions,
-    ToolRecords,
     environment,
     explicit_causes,
     incident_status,
-    load_tool_records,
     lookup,
     not_change_related,
     note_other,
-    pick,
-    raw_of,
-    repo_from_url,
     severity,
-    text,
-    to_utc,
 )
+from features.sources.records import ToolRecords, load_tool_records, pick, raw_of, repo_from_url, text, to_utc
 
 KIND = "devlake_webhook"
 

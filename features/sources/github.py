@@ -13,17 +13,13 @@ from typing import Any
 
 from features.history.schema import RECORD_COLUMN
 from features.sources.base import ParsedFile, SourceKind, dig
-from features.sources.normalize import (
-    EnvironmentOptions,
+from features.sources.normalize import EnvironmentOptions, compare_stats, environment, note_other, payload_fields
+from features.sources.records import (
     camelize_keys,
-    compare_stats,
     earliest,
-    environment,
     latest,
     load_tool_records,
-    note_other,
     obj,
-    payload_fields,
     pick,
     raw_of,
     repo_from_url,

@@ -17,19 +17,13 @@ from features.sources.base import ParsedFile, SourceKind, dig
 from features.sources.normalize import (
     JIRA_PRIORITIES,
     IncidentOptions,
-    adf_text,
     environment,
     explicit_causes,
-    load_tool_records,
     not_change_related,
     note_other,
-    obj,
-    pick,
-    raw_of,
     severity,
-    text,
-    to_utc,
 )
+from features.sources.records import adf_text, load_tool_records, obj, pick, raw_of, text, to_utc
 
 KIND = "jira_incidents"
 #: Jira status categories (stable keys, unlike localised status names) -> incident status.

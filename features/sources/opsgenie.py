@@ -11,17 +11,12 @@ from features.sources.normalize import (
     IncidentOptions,
     environment,
     explicit_causes,
-    load_tool_records,
     lookup,
     not_change_related,
     note_other,
-    obj,
-    pick,
-    raw_of,
     severity,
-    text,
-    to_utc,
 )
+from features.sources.records import load_tool_records, obj, pick, raw_of, text, to_utc
 
 KIND = "opsgenie_incidents"
 #: Opsgenie incident statuses; ``closed`` follows ``resolved`` and is resolved too.

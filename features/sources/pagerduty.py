@@ -19,22 +19,14 @@ from features.sources.base import ParsedFile, SourceKind, dig, reject_rows
 from features.sources.normalize import (
     IncidentOptions,
     Severity,
-    earliest,
     environment,
     explicit_causes,
     incident_status,
-    latest,
-    load_tool_records,
     lookup,
     not_change_related,
-    obj,
-    parsed,
-    pick,
-    raw_of,
     severity,
-    text,
-    to_utc,
 )
+from features.sources.records import earliest, latest, load_tool_records, obj, parsed, pick, raw_of, text, to_utc
 
 KIND = "pagerduty_incidents"
 STATUSES = {"triggered": "open", "acknowledged": "acknowledged", "resolved": "resolved"}

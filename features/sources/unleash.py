@@ -13,17 +13,8 @@ from typing import Any, Literal
 
 from features.history.schema import RECORD_COLUMN
 from features.sources.base import ParsedFile, SourceKind
-from features.sources.normalize import (
-    EnvironmentOptions,
-    environment,
-    flag_service,
-    load_tool_records,
-    note_other,
-    obj,
-    raw_of,
-    text,
-    to_utc,
-)
+from features.sources.normalize import EnvironmentOptions, environment, flag_service, note_other
+from features.sources.records import load_tool_records, obj, raw_of, text, to_utc
 
 KIND = "unleash_events"
 
