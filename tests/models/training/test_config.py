@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from features.history.choices import check_choice
@@ -11,6 +12,7 @@ from features.labels.attribution import AttributionConfig
 from features.labels.dora import DoraConfig
 from models.registry.gate import decide
 from models.training.config import METRIC_KEYS, CandidateGrid, GateConfig, TrainConfig
+from models.training.estimators import choose_calibration
 from pipelines.flows.runners import RunnerConfig
 
 
@@ -50,6 +52,12 @@ def test_every_choice_field_is_checked() -> None:
         RunnerConfig(kind="ray")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="gate metric"):
         replace(TrainConfig(), gate=GateConfig(metric="auc"))  # type: ignore[arg-type]
+
+
+def test_a_model_with_an_unknown_calibration_fails_before_any_fitting() -> None:
+    scores, y, folds = np.linspace(0, 1, 8), np.array([0, 1] * 4), np.repeat([0, 1], 4)
+    with pytest.raises(ValueError, match="calibration must be one of auto, isotonic, sigmoid; got 'platt'"):
+        choose_calibration(scores, y, folds, "platt", 50)  # type: ignore[arg-type]
 
 
 def test_valid_choices_are_accepted() -> None:
