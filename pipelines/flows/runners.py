@@ -4,7 +4,7 @@
 after another. ``threads`` uses a thread pool in that process. ``dask`` fans the work out through
 prefect-dask: to an existing Dask cluster when ``dask_address`` is given (a team's scheduler,
 ``tcp://host:8786``), else to a temporary local cluster of ``workers`` workers. Results must not
-depend on the choice; tests/test_scaleout.py checks that training metrics do not.
+depend on the choice; tests/pipelines/test_task_runners.py checks that training metrics do not.
 
 Prefect's task runners are imported inside ``make_task_runner``: Prefect reads its settings at
 import, after ``prepare_runtime`` has run.
