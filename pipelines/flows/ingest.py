@@ -22,7 +22,7 @@ from rich.table import Table
 
 from features.history.ingest import SourceCounts, merge_rows, prepare_source_file
 from features.history.quarantine import reason_counts, replace_sources
-from features.history.schema import TABLES, table_spec
+from features.history.schema import QUARANTINE_COLUMNS, QUARANTINE_KEY, TABLES, table_spec
 from features.history.store import HistoryStore, StoreError
 from features.sources.base import ParsedFile, SourceError
 from features.sources.config import SourceConfig, load_sources_config
@@ -208,8 +208,7 @@ def ingest_flow(config_path: str, store_dir: str, quiet: bool = False) -> State:
 def _same_quarantine(a: pd.DataFrame, b: pd.DataFrame) -> bool:
     if len(a) != len(b):
         return False
-    cols = ["table", "source", "file", "record", "field", "reason", "value"]
-    key = ["table", "source", "file", "record", "field"]
+    cols, key = list(QUARANTINE_COLUMNS), list(QUARANTINE_KEY)
     left = a[cols].astype(str).sort_values(key).reset_index(drop=True)
     right = b[cols].astype(str).sort_values(key).reset_index(drop=True)
     return bool(left.equals(right))
