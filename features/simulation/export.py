@@ -263,7 +263,8 @@ def backstage_entities(catalog: pd.DataFrame) -> list[dict[str, Any]]:
             spec["children"] = []
         if r["kind"] == "component":
             spec["dependsOn"] = [f"component:default/{d}" for d in (r["depends_on"] or "").split()]
-        out.append({"apiVersion": "backstage.io/v1alpha1", "kind": kinds[r["kind"]], "metadata": metadata, "spec": spec})
+        entity = {"apiVersion": "backstage.io/v1alpha1", "kind": kinds[r["kind"]], "metadata": metadata, "spec": spec}
+        out.append(entity)
     return out
 
 
