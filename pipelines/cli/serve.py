@@ -28,6 +28,14 @@ def serve(
     model: str = typer.Option("incident-risk", "--model", help="Registered model name."),
     alias: str = typer.Option("champion", "--alias", help="Registry alias to serve and follow."),
     access_log: bool = typer.Option(False, "--access-log/--no-access-log", help="Log every request line."),
+    notify_config: Path | None = typer.Option(
+        None,
+        "--notify-config",
+        exists=True,
+        dir_okay=False,
+        help="Slack routing and alert rule (YAML, docs/notify.md); alerts are on when $SLACK_BOT_TOKEN or "
+        "$SLACK_WEBHOOK_URL is set.",
+    ),
 ) -> None:
     """Serve risk scores over HTTP (FastAPI on uvicorn); follows the champion and the store without restarts."""
     import uvicorn
@@ -38,6 +46,13 @@ def serve(
     settings = resolve_settings(home)
     prepare_runtime(settings)
     tokens = load_tokens(tokens_file)
+    from models.notify.config import NotifyConfigError, load_notify_config
+
+    try:
+        notify = load_notify_config(notify_config)
+    except NotifyConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise typer.Exit(code=2) from None
     config = ServiceConfig(
         store_dir=settings.store_dir,
         model_name=model,
@@ -46,11 +61,12 @@ def serve(
         tokens=tokens,
     )
     print(
-        f"incident-risk serving {model}@{alias} on http://{host}:{port} (auth {'on' if tokens else 'off'})",
+        f"incident-risk serving {model}@{alias} on http://{host}:{port} (auth {'on' if tokens else 'off'}, "
+        f"Slack alerts {'on, ' + notify.slack.mode if notify.slack.enabled else 'off'})",
         file=sys.stderr,
     )
     uvicorn.run(
-        create_app(config),
+        create_app(config, notify=notify),
         host=host,
         port=port,
         log_level="warning",
