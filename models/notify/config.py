@@ -134,9 +134,10 @@ class Links:
         return self.deploy_url.format(**values)
 
     def run(self, run_id: str | None) -> str | None:
+        """The MLflow UI's page of a run (its direct route, which needs no experiment id)."""
         if not self.mlflow_url or not run_id:
             return None
-        return f"{self.mlflow_url.rstrip('/')}/#/experiments/0/runs/{run_id}"
+        return f"{self.mlflow_url.rstrip('/')}/#/runs/{run_id}"
 
 
 @dataclass(frozen=True)

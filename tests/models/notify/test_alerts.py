@@ -83,7 +83,7 @@ def test_message_names_service_author_probability_factors_stack_and_links(histor
     urls = [e["url"] for b in msg.blocks if b["type"] == "actions" for e in b["elements"]]
     assert urls == [
         f"https://github.com/acme/{inc['service']}/deployments/d-1",
-        "http://mlflow:5000/#/experiments/0/runs/abc123",
+        "http://mlflow:5000/#/runs/abc123",
     ]
 
 
