@@ -29,12 +29,13 @@ from features.sources.base import (
     reject_rows,
     to_raw,
 )
+from features.sources.normalize import require_shape
 
 TABLE = "catalog"
 #: Entity kinds the catalog table keeps; every other kind is skipped and counted.
 KINDS = ("component", "system", "group")
 DEFAULT_NAMESPACE = "default"
-_SUFFIXES = (".yaml", ".yml", ".json")
+_SUFFIXES = (".yaml", ".yml", ".json", ".jsonl", ".ndjson")
 
 
 class BackstageOptions(KindOptions):
@@ -74,8 +75,10 @@ def _documents(path: Path, display: str) -> list[tuple[str, int, Any]]:
         for f in files:
             out.extend(_documents(f, f"{display}/{f.relative_to(path)}"))
         return out
-    if path.suffix.lower() == ".json" or path.name.lower().endswith(".json.gz"):
-        return [(display, n, rec) for n, rec in read_json_records(path, display, envelope_keys=("items",))]
+    if path.suffix.lower() in (".json", ".jsonl", ".ndjson") or path.name.lower().endswith(".json.gz"):
+        records = read_json_records(path, display, envelope_keys=("items",))
+        require_shape(records, display, "backstage_catalog", _is_entity, "entities with apiVersion, kind, metadata")
+        return [(display, n, rec) for n, rec in records]
     text = read_text(path, display)
     docs: list[tuple[str, int, Any]] = []
     number = 0
@@ -89,6 +92,10 @@ def _documents(path: Path, display: str) -> list[tuple[str, int, Any]]:
         problem = getattr(exc, "problem", None) or exc
         raise SourceError(f"{display}: document {number + 1}{where}: invalid YAML ({problem})") from None
     return docs
+
+
+def _is_entity(record: dict[str, Any]) -> bool:
+    return "kind" in record and "metadata" in record and str(record.get("apiVersion", "")).startswith("backstage.io/")
 
 
 def parse_catalog(path: Path, display: str, options: BackstageOptions) -> ParsedFile:
