@@ -86,6 +86,10 @@ class SlackSender:
             raise SendError("Slack is not configured: set SLACK_BOT_TOKEN or SLACK_WEBHOOK_URL")
         self.config = config
         handlers = retry_handlers(config.max_retries)
+        # slack_sdk logs each request (the webhook client with its URL, a secret) at DEBUG: its
+        # logger here never goes below INFO, whatever the application's logging level.
+        quiet = logging.getLogger("incident_risk.notify.slack_sdk")
+        quiet.setLevel(logging.INFO)
         self._web: Any = None
         self._hook: Any = None
         if config.token:
@@ -93,13 +97,20 @@ class SlackSender:
 
             base = config.base_url if config.base_url.endswith("/") else config.base_url + "/"
             self._web = WebClient(
-                token=config.token, base_url=base, timeout=int(max(1, config.timeout_seconds)), retry_handlers=handlers
+                token=config.token,
+                base_url=base,
+                timeout=int(max(1, config.timeout_seconds)),
+                retry_handlers=handlers,
+                logger=quiet,
             )
         else:
             from slack_sdk.webhook import WebhookClient
 
             self._hook = WebhookClient(
-                url=str(config.webhook_url), timeout=int(max(1, config.timeout_seconds)), retry_handlers=handlers
+                url=str(config.webhook_url),
+                timeout=int(max(1, config.timeout_seconds)),
+                retry_handlers=handlers,
+                logger=quiet,
             )
 
     def post(self, message: Message) -> None:

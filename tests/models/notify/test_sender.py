@@ -30,10 +30,15 @@ def test_bot_token_posts_with_chat_post_message() -> None:
         assert slack.problems == []
 
 
-def test_webhook_posts_the_same_message() -> None:
+def test_webhook_posts_the_same_message_and_its_url_never_reaches_the_logs(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    with fake_slack([(500, {})] * 10) as down, pytest.raises(SendError) as err:
+        SlackSender(SlackConfig(webhook_url=down.webhook_url, max_retries=1)).post(_message())
+    assert "500" in str(err.value) and "/hook/" not in str(err.value)
     with fake_slack() as slack:
         SlackSender(SlackConfig(webhook_url=slack.webhook_url)).post(_message())
         assert [m["text"] for m in slack.messages] == ["risk 1"]
+    assert "/hook/" not in caplog.text and TOKEN not in caplog.text
 
 
 def test_429_waits_for_retry_after_then_delivers_once() -> None:
