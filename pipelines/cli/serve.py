@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import typer
@@ -53,6 +55,10 @@ def serve(
     except NotifyConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise typer.Exit(code=2) from None
+    tracking = os.environ.get("MLFLOW_TRACKING_URI", "")
+    if notify.links.mlflow_url is None and tracking.startswith(("http://", "https://")):
+        # a shared MLflow server: alerts link to the model's run there
+        notify = replace(notify, links=replace(notify.links, mlflow_url=tracking))
     config = ServiceConfig(
         store_dir=settings.store_dir,
         model_name=model,
