@@ -154,7 +154,7 @@ class Alerts:
             queue_size=config.queue_size,
             on_outcome=on_outcome or (lambda _: None),
         )
-        self._teams: tuple[int, pd.DataFrame, dict[str, str]] | None = None
+        self._teams: tuple[pd.DataFrame, pd.DataFrame, dict[str, str]] | None = None  # per catalog frame
 
     def offer(self, history: History, payload: Mapping[str, Any], author: str | None, commit_sha: str | None) -> bool:
         """Queue the alert of a score when the rule fires; returns at once (True when queued)."""
@@ -167,8 +167,8 @@ class Alerts:
         """Squad, tribe and channel: the catalog first, then the teams the score used."""
         catalog = history.catalog
         cached = self._teams
-        if cached is None or cached[0] != id(catalog):
-            cached = (id(catalog), service_teams(catalog).set_index("service"), squad_channels(catalog))
+        if cached is None or cached[0] is not catalog:  # a new snapshot: its catalog, its teams
+            cached = (catalog, service_teams(catalog).set_index("service"), squad_channels(catalog))
             self._teams = cached
         _, teams, channels = cached
         service = str(payload.get("service"))
