@@ -1,6 +1,7 @@
 """The canonical history schema and the boundary check every record passes.
 
-Three tables (deploys, toggle_events, incidents) follow ``docs/data-model.md``. Connectors hand
+Three event tables (deploys, toggle_events, incidents) and the software catalog (``catalog``:
+who owns which service) follow ``docs/data-model.md``. Connectors hand
 ``conform`` a frame of canonical column names holding loosely typed values; ``conform`` coerces
 each column, and every record that fails a check goes to quarantine with the field and reason,
 so one bad record never stops an ingest and never reaches the store.
