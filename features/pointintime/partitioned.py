@@ -45,6 +45,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from features.history.ownership import apply_ownership
 from features.history.schema import TABLES, History
 from features.history.store import HistoryStore, coerce_table
 from features.history.timestamps import utc_micros_column
@@ -62,6 +63,8 @@ from features.pointintime.windows import Queries, count_before, sort_events
 
 TABLE_NAMES = ("deploys", "toggle_events", "incidents")
 LABELS = "deploy_labels"
+#: The store's catalog, copied whole beside the partitions (small): deploys get its ownership on read.
+CATALOG_FILE = "catalog.parquet"
 LABEL_COLUMNS = ("deploy_id", "failed", "matured_at")
 #: Directory name of the partition of rows without a service (pyarrow's Hive default).
 NO_SERVICE = "__HIVE_DEFAULT_PARTITION__"
@@ -162,6 +165,8 @@ def partition_store(store_dir: Path, deploy_labels: pd.DataFrame, root: Path) ->
         else pd.DataFrame({"deploy_id": pd.Series(dtype="string"), "service": pd.Series(dtype="string")})
     )
     _write(pa.Table.from_pandas(_labels_with_service(deploy_labels, services), preserve_index=False), root / LABELS)
+    if manifest.files.get("catalog"):
+        store.read("catalog", manifest).to_parquet(root / CATALOG_FILE, index=False)
     return Partitions(root, _discover(root))
 
 
@@ -189,8 +194,12 @@ def read_partition(parts: Partitions, table: str, service: str | None) -> pd.Dat
 
 def read_partition_history(parts: Partitions, service: str | None) -> tuple[History, pd.DataFrame]:
     """One service partition's history and deploy labels."""
+    catalog_file = parts.root / CATALOG_FILE
+    deploys = read_partition(parts, "deploys", service)
+    if catalog_file.exists():  # the store's deploys were streamed raw: apply ownership as read_history does
+        deploys = apply_ownership(deploys, coerce_table(TABLES["catalog"], pd.read_parquet(catalog_file)))
     history = History(
-        deploys=read_partition(parts, "deploys", service),
+        deploys=deploys,
         toggle_events=read_partition(parts, "toggle_events", service),
         incidents=read_partition(parts, "incidents", service),
     )

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from features.history.schema import (
+    CATALOG,
     DEPLOYS,
     FLIP_ACTIONS,
     INCIDENTS,
@@ -27,6 +28,7 @@ from features.history.schema import (
     History,
     TableSpec,
     canonical_order,
+    conform,
     empty_table,
 )
 
@@ -34,6 +36,7 @@ from features.history.schema import (
 DEPLOY_SOURCE = "deploys"
 TOGGLE_SOURCE = "toggles"
 INCIDENT_SOURCE = "incidents"
+CATALOG_SOURCE = "catalog"
 
 #: First native deploy id (GitHub-like integers); upcoming deploys continue the numbering.
 FIRST_DEPLOY_ID = 1_000_001
@@ -834,10 +837,37 @@ def simulate(config: SimulationConfig, progress: Progress | None = None) -> Simu
     upcoming, upcoming_truth = _upcoming(r_up, r_upt, org, config, all_d, tog, (inc_svc, inc_t), t_end,
                                          FIRST_DEPLOY_ID + nb + nr)  # fmt: skip
     return SimulatedHistory(
-        history=History(deploys=deploys, toggle_events=toggles, incidents=incidents),
+        history=History(deploys=deploys, toggle_events=toggles, incidents=incidents, catalog=_catalog(org)),
         deploy_truth=deploy_truth, toggle_truth=toggle_truth, incident_truth=incident_truth,
         upcoming=upcoming, upcoming_truth=upcoming_truth,
     )  # fmt: skip
+
+
+def _catalog(org: _Org) -> pd.DataFrame:
+    """The organisation as a software catalog would hold it: tribes, squads (with their Slack
+    channels), one System per tribe and one Component per service, owned by its squad and
+    depending on the squad's previous service (by name). No randomness: the draws stay as they were."""
+    rows: list[dict[str, object]] = []
+
+    def add(kind: str, name: str, **fields: object) -> None:
+        rows.append({"entity_ref": f"{CATALOG_SOURCE}:{kind}:default/{name}", "kind": kind, "namespace": "default",
+                     "name": name, "ownership": "fill", **fields})  # fmt: skip
+
+    for tribe in sorted(set(org.tribe.tolist())):
+        add("group", tribe, type="tribe", slack_channel=f"tribe-{tribe}")
+        add("system", f"{tribe}-services", owner=tribe)
+    for k, squad in enumerate(org.squad.tolist()):
+        add("group", squad, type="squad", parent=str(org.tribe[org.tribe_of_squad[k]]), slack_channel=f"squad-{squad}")
+    previous: dict[int, str] = {}
+    for i in np.argsort(org.service, kind="stable"):
+        squad_k = int(org.squad_of_service[i])
+        tribe = str(org.tribe[org.tribe_of_squad[squad_k]])
+        service = str(org.service[i])
+        add("component", service, type="service", lifecycle="production", owner=str(org.squad[squad_k]),
+            system=f"{tribe}-services", depends_on=previous.get(squad_k))  # fmt: skip
+        previous[squad_k] = service
+    frame = pd.DataFrame(rows).assign(source=CATALOG_SOURCE)
+    return canonical_order(CATALOG, conform(CATALOG, frame, source=CATALOG_SOURCE, file="simulation").valid)
 
 
 def _truth(key: str, ids: pa.Array, p: np.ndarray, caused: np.ndarray) -> pd.DataFrame:

@@ -28,6 +28,8 @@ from fastapi.exceptions import RequestValidationError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import TypeAdapter
 
+from models.notify.alerts import Alerts
+from models.notify.config import NotifyConfig
 from models.scoring.explain import score_deploy
 from models.scoring.upcoming import now_utc
 from models.serving.auth import _token_check
@@ -236,10 +238,26 @@ def _finite(values: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in values.items() if isinstance(v, (int, float)) and math.isfinite(v)}
 
 
-def create_app(config: ServiceConfig, state: ScoringState | None = None) -> FastAPI:
-    """The scoring API; the model and store load at startup and refresh in the background."""
+def _alerts(notify: NotifyConfig | None, registry: CollectorRegistry) -> Alerts | None:
+    """The alert sender when Slack is configured; its outcomes (queued, sent, failed, dropped,
+    duplicate) are counted on /metrics as ``incident_risk_alerts_total``."""
+    if notify is None or not notify.slack.enabled:
+        return None
+    counter = Counter("incident_risk_alerts", "Slack alerts by outcome", ["outcome"], registry=registry)
+    for outcome in ("queued", "sent", "failed", "dropped", "duplicate"):
+        counter.labels(outcome)
+    return Alerts(notify, on_outcome=lambda outcome: counter.labels(outcome).inc())
+
+
+def create_app(config: ServiceConfig, state: ScoringState | None = None, notify: NotifyConfig | None = None) -> FastAPI:
+    """The scoring API; the model and store load at startup and refresh in the background.
+
+    With ``notify`` (and Slack credentials in it), high-risk scores are announced to the owning
+    squad's channel by a background sender: a score only queues the alert (models/notify/alerts.py).
+    """
     state = state or ScoringState(config)
     metrics = _Metrics.create()
+    alerts = _alerts(notify, metrics.registry)
     state.on_swap(metrics.on_swap)
     stop = threading.Event()
 
@@ -263,6 +281,8 @@ def create_app(config: ServiceConfig, state: ScoringState | None = None) -> Fast
         finally:
             stop.set()
             thread.join(timeout=5)
+            if alerts is not None:
+                alerts.close()
 
     app = FastAPI(
         title="incident-risk",
@@ -289,6 +309,8 @@ def create_app(config: ServiceConfig, state: ScoringState | None = None) -> Fast
         snap = current()
         payload = score_payload(snap, deploy, now_utc(), config.top_factors)
         metrics.scores.labels(payload["band"]).inc()
+        if alerts is not None:
+            alerts.offer(snap.history, payload, deploy.author, deploy.commit_sha)
         return json_response(payload)
 
     @app.post("/v1/score/batch", response_model=BatchOut, dependencies=protected, responses=_ERRORS)
@@ -297,8 +319,10 @@ def create_app(config: ServiceConfig, state: ScoringState | None = None) -> Fast
         snap = current()
         now = now_utc()
         scores = [score_payload(snap, d, now, config.top_factors) for d in batch.deploys]
-        for s in scores:
+        for s, d in zip(scores, batch.deploys, strict=True):
             metrics.scores.labels(s["band"]).inc()
+            if alerts is not None:
+                alerts.offer(snap.history, s, d.author, d.commit_sha)
         return json_response({"scores": scores})
 
     @app.get(

@@ -117,7 +117,7 @@ class ScoringState:
         if current is not None and current.store_version == manifest.version:
             history = current.history
         else:
-            history = History(*(store.read(t, manifest) for t in ("deploys", "toggle_events", "incidents")))
+            history = store.read_history(manifest)
         labels = attribute(history, bundle.attribution_config).deploy_labels
         if bundle.needs_medians:
             bundle = bundle.with_medians(feature_medians(history, labels, bundle.feature_config, bundle.scorer.numeric))

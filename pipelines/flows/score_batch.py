@@ -20,7 +20,7 @@ import pandas as pd
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from features.history.schema import DEPLOYS, RECORD_COLUMN, History, conform
+from features.history.schema import DEPLOYS, RECORD_COLUMN, conform
 from features.history.store import HistoryStore
 from features.labels.attribution import attribute
 from features.sources.base import SourceError
@@ -124,7 +124,7 @@ def load_champion(settings: Settings, name: str, alias: str) -> ModelBundle:
 def score_deploys(valid: pd.DataFrame, store_dir: Path, bundle: ModelBundle) -> tuple[pd.DataFrame, int]:
     store = HistoryStore(store_dir)
     manifest = store.manifest()
-    history = History(*(store.read(t, manifest) for t in ("deploys", "toggle_events", "incidents")))
+    history = store.read_history(manifest)
     if not len(valid):
         return score_frame(valid, history, history.deploys.iloc[:0], bundle), manifest.version
     labels = attribute(history, bundle.attribution_config).deploy_labels

@@ -98,3 +98,19 @@ def test_partitioned_and_single_build_agree_under_every_shared_definition(org, t
     default = _sorted(build_features(history.deploys, history, labels, FeatureConfig()))
     for column in CROSS_SERVICE_COLUMNS:  # the config really reaches the cross-service columns
         assert not np.array_equal(got[column].to_numpy(), default[column].to_numpy()), column
+
+
+def test_partitions_of_the_store_carry_the_catalogs_ownership(org, tmp_path: Path):
+    history, labels = org
+    blank = history.deploys.assign(squad=pd.NA, tribe=pd.NA).astype({"squad": "string", "tribe": "string"})
+    catalog = simulate(SimulationConfig(days=75, services=14, seed=11)).history.catalog
+    store = HistoryStore(tmp_path / "store")
+    with store.lock():
+        store.commit({"deploys": blank, "toggle_events": history.toggle_events, "incidents": history.incidents,
+                      "catalog": catalog}, None, 0)  # fmt: skip
+    parts = partition_store(store.root, labels, tmp_path / "parts")
+    service = str(history.deploys["service"].iloc[0])
+    got = read_partition_history(parts, service)[0].deploys
+    want = history.deploys[history.deploys["service"] == service]
+    assert set(got["squad"]) == set(want["squad"]) and got["squad"].notna().all()  # as read_history gives them
+    assert set(store.read_history().deploys["tribe"]) == set(history.deploys["tribe"])

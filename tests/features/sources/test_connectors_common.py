@@ -98,6 +98,7 @@ def test_every_vendor_kind_is_registered_with_a_description() -> None:
         "pagerduty_incidents",
         "opsgenie_incidents",
         "jira_incidents",
+        "backstage_catalog",
     }
     for name in VENDOR_KINDS:
         assert kinds[name].name == name
