@@ -1,0 +1,292 @@
+"""What a training tells the MLflow UI: datasets, the run's description, the version's story, group tables.
+
+Users read runs and model versions in MLflow's own UI, so the summary lives where it shows:
+``mlflow.note.content`` (the run's description), the model version's description and tags, the
+run's Datasets (one input per table with context ``training`` / ``test``) and ``log_table`` tables
+(the UI's table view and run comparison). The text is built by pure functions (tested without
+MLflow); ``describe_training`` only writes it, after the gate has decided, through the client (so
+it works on a run that has already ended). ``log_windows`` is the same for monitoring runs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.entities import DatasetInput, InputTag
+
+from models.registry.artifacts import MODEL_NAME
+from models.registry.gate import GateOutcome
+from models.training.train import LABEL, TrainingTable, TrainResult
+
+NOTE_TAG = "mlflow.note.content"
+CONTEXT_TAG = "mlflow.data.context"
+#: The metrics an analyst reads first, in the order shown, with their words.
+HEADLINE = (("roc_auc", "ROC-AUC"), ("recall_at_10pct", "recall at 10%"), ("pr_auc", "PR-AUC"), ("ece", "ECE"))
+_BASELINE_WORDS = {"lines_added": "lines added", "service_failure_rate": "service failure rate"}
+
+
+@dataclass(frozen=True)
+class PreviousChampion:
+    """What the champion before this training was trained on, read from its run (for the delta)."""
+
+    version: str
+    feature_set_version: str
+    train_start: str
+    train_end: str
+
+
+def _num(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:.{digits}f}"
+
+
+def _delta(new: float | None, old: float | None) -> str:
+    if new is None or old is None or math.isnan(new) or math.isnan(old):
+        return "n/a"
+    return f"{new - old:+.3f}"
+
+
+def _day(stamp: str) -> str:
+    return str(stamp)[:10]
+
+
+def _decision(outcome: GateOutcome) -> str:
+    return "promoted to champion" if outcome.decision.promote else "rejected (champion unchanged)"
+
+
+def run_note(result: TrainResult, outcome: GateOutcome, feature_set_version: str, data_fingerprint: str) -> str:
+    """The run's markdown description: data, chosen model, test metrics against baselines and champion, gate."""
+    s, d = result.split, result.data_summary
+    champion = outcome.champion_metrics
+    head = ["metric", "model", *(f"baseline: {_BASELINE_WORDS.get(b, b)}" for b in result.baseline_metrics)]
+    if champion is not None:
+        head.append(f"champion v{outcome.champion_version}")
+    rows = []
+    for key, words in HEADLINE:
+        cells = [words, _num(result.test_metrics.get(key))]
+        cells += [_num(m.get(key)) for m in result.baseline_metrics.values()]
+        if champion is not None:
+            cells.append(_num(champion.get(key)))
+        rows.append(cells)
+    table = "\n".join(
+        ["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *("| " + " | ".join(r) + " |" for r in rows)]
+    )
+    vs = (
+        f"Compared with champion v{outcome.champion_version} on the same test deploys."
+        if champion is not None
+        else f"No champion to compare with{f' ({outcome.champion_note})' if outcome.champion_note else ''}."
+    )
+    return "\n".join(
+        [
+            f"**{MODEL_NAME} v{outcome.version}: {_decision(outcome)}.** Gate: {outcome.decision.reason}.",
+            "",
+            f"- **Data**: trained on {_day(s['train_start'])} to {_day(s['train_end'])}, "
+            f"tested on {_day(s['test_start'])} to {_day(s['test_end'])} (time split, {s.get('rule', '')})",
+            f"- **Deploys**: {result.n_train} train ({d.get('failures_train', 0)} failed, "
+            f"rate {_num(d.get('failure_rate_train'))}), {result.n_test} test ({d.get('failures_test', 0)} failed, "
+            f"rate {_num(d.get('failure_rate_test'))})",
+            f"- **Model**: {result.chosen.name}, calibration {result.calibration}",
+            f"- **Feature set** {feature_set_version}, data fingerprint `{data_fingerprint}`",
+            "",
+            "Test metrics (higher is better, except ECE):",
+            "",
+            table,
+            "",
+            vs,
+        ]
+    )
+
+
+def version_tags(result: TrainResult, feature_set_version: str, data_fingerprint: str) -> dict[str, str]:
+    """The model version's searchable facts: what it was trained on and its headline test metrics."""
+    s = result.split
+    tags = {
+        "trained_from": _day(s["train_start"]),
+        "trained_to": _day(s["train_end"]),
+        "tested_from": _day(s["test_start"]),
+        "tested_to": _day(s["test_end"]),
+        "feature_set_version": feature_set_version,
+        "data_fingerprint": data_fingerprint,
+        "chosen_candidate": result.chosen.name,
+        "n_train": str(result.n_train),
+    }
+    for key, _words in HEADLINE[:2]:
+        tags[f"test_{key}"] = _num(result.test_metrics.get(key), 4)
+    return tags
+
+
+def version_description(
+    result: TrainResult,
+    outcome: GateOutcome,
+    feature_set_version: str,
+    data_fingerprint: str,
+    previous: PreviousChampion | None,
+) -> str:
+    """The model version's description: trained on what, how good, what changed against the champion."""
+    s, m = result.split, result.test_metrics
+    lines = [
+        f"Trained on {result.n_train} deploys from {_day(s['train_start'])} to {_day(s['train_end'])} "
+        f"(feature set {feature_set_version}, data `{data_fingerprint}`); {result.chosen.name}, "
+        f"calibration {result.calibration}.",
+        "",
+        f"Test ({_day(s['test_start'])} to {_day(s['test_end'])}, {result.n_test} deploys): "
+        f"ROC-AUC {_num(m.get('roc_auc'))}, recall at 10% {_num(m.get('recall_at_10pct'))}, "
+        f"ECE {_num(m.get('ece'))}.",
+        "",
+    ]
+    champ = outcome.champion_metrics
+    if outcome.champion_version is None:
+        lines.append("Changes: first version compared with no champion.")
+    else:
+        deltas = ", ".join(
+            f"{words} {_delta(m.get(key), None if champ is None else champ.get(key))}" for key, words in HEADLINE[:3]
+        )
+        lines.append(f"Changes against champion v{outcome.champion_version} (same test deploys): {deltas}.")
+        if previous is not None:
+            fs = (
+                "unchanged"
+                if previous.feature_set_version == feature_set_version
+                else f"{previous.feature_set_version} -> {feature_set_version}"
+            )
+            lines.append(
+                f"Feature set {fs}; data period {_day(previous.train_start)}..{_day(previous.train_end)} -> "
+                f"{_day(s['train_start'])}..{_day(s['train_end'])}."
+            )
+    lines += ["", f"Gate: {'promote' if outcome.decision.promote else 'reject'}: {outcome.decision.reason}."]
+    return "\n".join(lines)
+
+
+GROUP_TABLE = "report/metrics_by_group.json"
+
+
+def group_table(result: TrainResult) -> pd.DataFrame:
+    """Per-group test metrics as one table (``by``, ``group``, counts, rates, ROC-AUC) for ``mlflow.log_table``.
+
+    One table under one name in every run, so the UI's run comparison lines the runs up.
+    """
+    parts = [
+        frame.rename(columns={by: "group"}).assign(by=by, group=lambda f: f["group"].astype(str))
+        for by, frame in result.group_metrics.items()
+        if len(frame)
+    ]
+    if not parts:
+        return pd.DataFrame(columns=["by", "group", "n", "failures", "observed_rate", "mean_p", "roc_auc"])
+    table = pd.concat(parts, ignore_index=True)
+    return table[["by", "group", *(c for c in table.columns if c not in ("by", "group"))]]
+
+
+def previous_champion(client: MlflowClient, version: str | None, name: str = MODEL_NAME) -> PreviousChampion | None:
+    """The champion's training period and feature set, from the run that made it (None if unknown)."""
+    if version is None:
+        return None
+    try:
+        run = client.get_run(str(client.get_model_version(name, version).run_id))
+    except Exception:  # a deleted run must not block describing the new version
+        return None
+    params = run.data.params
+    return PreviousChampion(
+        version=version,
+        feature_set_version=run.data.tags.get("feature_set_version", "unknown"),
+        train_start=params.get("split.train_start", "?"),
+        train_end=params.get("split.train_end", "?"),
+    )
+
+
+def dataset_input(
+    frame: pd.DataFrame, name: str, context: str, source: str, digest: str | None = None, targets: str | None = None
+) -> DatasetInput:
+    """One MLflow dataset input (schema and row count of ``frame``; the data stays where it is)."""
+    from mlflow.data.pandas_dataset import from_pandas
+
+    dataset = from_pandas(
+        frame, source=source, name=name, digest=None if digest is None else digest[:36], targets=targets
+    )
+    return DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag(CONTEXT_TAG, context)])
+
+
+def store_source(store_dir: Path | None, store_version: int | None) -> str:
+    """The dataset source of a store read: the store's URI with its version."""
+    if store_dir is None:
+        return "file:///unknown-store"
+    return f"{store_dir.resolve().as_uri()}?version={store_version}"
+
+
+def _plain(frame: pd.DataFrame) -> pd.DataFrame:
+    """Columns MLflow's schema inference takes (lists and dicts become text)."""
+    out = frame.copy()
+    for col in out.columns:
+        if out[col].dtype == object and out[col].map(lambda v: isinstance(v, (list, dict))).any():
+            out[col] = out[col].map(str)
+    return out
+
+
+def describe_training(
+    run_id: str,
+    result: TrainResult,
+    outcome: GateOutcome,
+    table: TrainingTable,
+    feature_set_version: str,
+    data_fingerprint: str,
+    source: str,
+    client: MlflowClient | None = None,
+) -> None:
+    """Write datasets, the run's note, group tables and the model version's description and tags."""
+    import mlflow
+
+    client = client or MlflowClient()
+    frame = table.frame
+    test_ids = set(result.test_frame["deploy_id"]) if "deploy_id" in result.test_frame else set()
+    train = frame[~frame["deploy_id"].isin(test_ids)] if test_ids else frame.iloc[: result.n_train]
+    client.log_inputs(
+        run_id,
+        datasets=[
+            dataset_input(_plain(train), "training-table", "training", source, data_fingerprint, LABEL),
+            dataset_input(_plain(result.test_frame), "test-table", "test", source, data_fingerprint, LABEL),
+        ],
+    )
+    client.set_tag(run_id, NOTE_TAG, run_note(result, outcome, feature_set_version, data_fingerprint))
+    mlflow.log_table(group_table(result), GROUP_TABLE, run_id=run_id)
+    previous = previous_champion(client, outcome.champion_version)
+    client.update_model_version(
+        MODEL_NAME,
+        outcome.version,
+        description=version_description(result, outcome, feature_set_version, data_fingerprint, previous),
+    )
+    for key, value in version_tags(result, feature_set_version, data_fingerprint).items():
+        client.set_model_version_tag(MODEL_NAME, outcome.version, key, value)
+    if outcome.champion_metrics is not None:
+        for key, _words in HEADLINE[:2]:
+            change = _delta(result.test_metrics.get(key), outcome.champion_metrics.get(key))
+            client.set_model_version_tag(MODEL_NAME, outcome.version, f"delta_{key}_vs_champion", change)
+
+
+def log_scored_input(run_id: str, frame: pd.DataFrame, input_path: Path, client: MlflowClient | None = None) -> None:
+    """The scored file of a batch scoring as the run's dataset (context ``scoring``)."""
+    source = input_path.resolve().as_uri()
+    (client or MlflowClient()).log_inputs(
+        run_id, datasets=[dataset_input(_plain(frame), input_path.name, "scoring", source)]
+    )
+
+
+def log_windows(
+    run_id: str,
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    source: str,
+    name: str = "deploy-window",
+    client: MlflowClient | None = None,
+) -> None:
+    """For monitoring runs: the two windows compared, as datasets with context ``reference`` / ``current``.
+
+    ``source`` says where both came from (``store_source(store_dir, version)`` for the store).
+    """
+    (client or MlflowClient()).log_inputs(
+        run_id,
+        datasets=[
+            dataset_input(_plain(reference), f"{name}:reference", "reference", source),
+            dataset_input(_plain(current), f"{name}:current", "current", source),
+        ],
+    )
