@@ -11,6 +11,7 @@ it works on a run that has already ended). ``log_windows`` is the same for monit
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -201,9 +202,11 @@ def dataset_input(
     """One MLflow dataset input (schema and row count of ``frame``; the data stays where it is)."""
     from mlflow.data.pandas_dataset import from_pandas
 
-    dataset = from_pandas(
-        frame, source=source, name=name, digest=None if digest is None else digest[:36], targets=targets
-    )
+    with warnings.catch_warnings():  # schema hints and "source can be read two ways" are noise here
+        warnings.simplefilter("ignore", UserWarning)
+        dataset = from_pandas(
+            frame, source=source, name=name, digest=None if digest is None else digest[:36], targets=targets
+        )
     return DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag(CONTEXT_TAG, context)])
 
 

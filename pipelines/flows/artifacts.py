@@ -179,7 +179,7 @@ def riskiest(scores: pd.DataFrame, n: int = 10) -> list[dict[str, Any]]:
         rows.append(
             {
                 "deploy_id": str(r["deploy_id"]),
-                "service": "" if service is None or service is pd.NA else str(service),
+                "service": "" if not isinstance(service, str) else service,
                 "probability": round(float(r["probability"]), 4),
                 "band": str(r["band"]),
                 "top factor": str(first.get("feature", "")) if isinstance(first, dict) else str(first),
