@@ -207,7 +207,8 @@ def dataset_input(
         dataset = from_pandas(
             frame, source=source, name=name, digest=None if digest is None else digest[:36], targets=targets
         )
-    return DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag(CONTEXT_TAG, context)])
+        entity = dataset._to_mlflow_entity()
+    return DatasetInput(entity, tags=[InputTag(CONTEXT_TAG, context)])
 
 
 def store_source(store_dir: Path | None, store_version: int | None) -> str:
