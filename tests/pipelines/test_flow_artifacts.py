@@ -197,7 +197,8 @@ def test_flows_leave_artifacts_events_datasets_and_notes(
     report = run_ingest(exports / "sources.yaml", home / "ingest-store", quiet=True)
     assert report.committed, report.error
     (ingest,) = _artifacts("ingest-summary")
-    assert "committed store version **1**" in ingest.data and "| changes | deploys | 1 | 2 | 1 |" in ingest.data
+    ingest_text = str(ingest.data)
+    assert "committed store version **1**" in ingest_text and "| changes | deploys | 1 | 2 | 1 |" in ingest_text
     (ingest_table,) = _artifacts("ingest-summary-table")
     assert '"quarantined": 1' in str(ingest_table.data).replace("'", '"')
 
@@ -215,6 +216,7 @@ def test_flows_leave_artifacts_events_datasets_and_notes(
     outcome = run_training(settings, TrainOptions(train=SMALL), progress=lambda _m: None)
     client = MlflowClient()
     run = client.get_run(outcome.run_id)
+    assert run.inputs is not None
     inputs = {d.tags[0].value: d.dataset for d in run.inputs.dataset_inputs}
     assert set(inputs) == {"training", "test"}
     assert inputs["training"].digest == run.data.tags["data_fingerprint"] == inputs["test"].digest
@@ -224,14 +226,13 @@ def test_flows_leave_artifacts_events_datasets_and_notes(
     assert f"{MODEL_NAME} v1:" in note and "| ROC-AUC |" in note and outcome.reason in note
     assert "report/metrics_by_group.json" in {a.path for a in client.list_artifacts(outcome.run_id, "report")}
     version = client.get_model_version(MODEL_NAME, "1")
-    assert (
-        version.description.startswith("Trained on")
-        and "first version compared with no champion" in version.description
-    )
+    description = str(version.description)
+    assert description.startswith("Trained on") and "first version compared with no champion" in description
     assert version.tags["trained_from"] == str(outcome.metrics["split"]["train_start"])[:10]
     assert version.tags["test_roc_auc"] == f"{outcome.metrics['test']['roc_auc']:.4f}"
     (summary_md,) = _artifacts("training-summary")
-    assert "v1" in summary_md.data and outcome.reason in summary_md.data and outcome.run_id in summary_md.data
+    summary_text = str(summary_md.data)
+    assert "v1" in summary_text and outcome.reason in summary_text and outcome.run_id in summary_text
     (run_link,) = _artifacts("mlflow-training-run")
     assert str(run_link.data).startswith("[MLflow training run](") and outcome.run_id in str(run_link.data)
 
@@ -242,10 +243,12 @@ def test_flows_leave_artifacts_events_datasets_and_notes(
     upcoming.to_csv(home / "upcoming.csv", index=False)
     scored = run_batch_scoring(home / "upcoming.csv", home / "scores.parquet", settings)
     scoring_run = client.get_run(str(scored.run_id))
+    assert scoring_run.inputs is not None
     (scoring_input,) = scoring_run.inputs.dataset_inputs
     assert scoring_input.tags[0].value == "scoring" and scoring_input.dataset.name == "upcoming.csv"
     (scoring_md,) = _artifacts("score-batch-summary")
-    assert f"Scored {scored.n_scored} of 40 deploys" in scoring_md.data and "Riskiest deploys" in scoring_md.data
+    scoring_text = str(scoring_md.data)
+    assert f"Scored {scored.n_scored} of 40 deploys" in scoring_text and "Riskiest deploys" in scoring_text
 
     worker.drain()
     names = [e.event for e in worker._client.events]  # type: ignore[attr-defined]
