@@ -221,7 +221,7 @@ def test_flows_leave_artifacts_events_datasets_and_notes(
     assert set(inputs) == {"training", "test"}
     assert inputs["training"].digest == run.data.tags["data_fingerprint"] == inputs["test"].digest
     assert json.loads(inputs["training"].source)["uri"] == (home / "store").resolve().as_uri() + "?version=1"
-    assert f'"num_rows": {outcome.metrics["n_test"]}' in inputs["test"].profile
+    assert f'"num_rows": {outcome.metrics["n_test"]}' in str(inputs["test"].profile)
     note = run.data.tags["mlflow.note.content"]
     assert f"{MODEL_NAME} v1:" in note and "| ROC-AUC |" in note and outcome.reason in note
     assert "report/metrics_by_group.json" in {a.path for a in client.list_artifacts(outcome.run_id, "report")}
