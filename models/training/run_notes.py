@@ -58,6 +58,15 @@ def _decision(outcome: GateOutcome) -> str:
     return "promoted to champion" if outcome.decision.promote else "rejected (champion unchanged)"
 
 
+def _headline(result: TrainResult, champion: dict[str, float] | None) -> str:
+    """Test ROC-AUC and recall at 10% (with the champion's), for the line the UI shows collapsed."""
+    parts = []
+    for key, words in HEADLINE[:2]:
+        vs = f" (champion {_num(champion.get(key))})" if champion is not None else ""
+        parts.append(f"{words} {_num(result.test_metrics.get(key))}{vs}")
+    return "Test " + ", ".join(parts) + "."
+
+
 def run_note(result: TrainResult, outcome: GateOutcome, feature_set_version: str, data_fingerprint: str) -> str:
     """The run's markdown description: data, chosen model, test metrics against baselines and champion, gate."""
     s, d = result.split, result.data_summary
@@ -82,7 +91,8 @@ def run_note(result: TrainResult, outcome: GateOutcome, feature_set_version: str
     )
     return "\n".join(
         [
-            f"**{MODEL_NAME} v{outcome.version}: {_decision(outcome)}.** Gate: {outcome.decision.reason}.",
+            f"**{MODEL_NAME} v{outcome.version}: {_decision(outcome)}.** {_headline(result, champion)} "
+            f"Gate: {outcome.decision.reason}.",
             "",
             f"- **Data**: trained on {_day(s['train_start'])} to {_day(s['train_end'])}, "
             f"tested on {_day(s['test_start'])} to {_day(s['test_end'])} (time split, {s.get('rule', '')})",
@@ -152,10 +162,10 @@ def version_description(
                 if previous.feature_set_version == feature_set_version
                 else f"{previous.feature_set_version} -> {feature_set_version}"
             )
-            lines.append(
-                f"Feature set {fs}; data period {_day(previous.train_start)}..{_day(previous.train_end)} -> "
-                f"{_day(s['train_start'])}..{_day(s['train_end'])}."
-            )
+            before = f"{_day(previous.train_start)}..{_day(previous.train_end)}"
+            now = f"{_day(s['train_start'])}..{_day(s['train_end'])}"
+            period = f"unchanged ({now})" if before == now else f"{before} -> {now}"
+            lines.append(f"Feature set {fs}; data period {period}.")
     lines += ["", f"Gate: {'promote' if outcome.decision.promote else 'reject'}: {outcome.decision.reason}."]
     return "\n".join(lines)
 

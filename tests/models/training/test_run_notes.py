@@ -64,7 +64,9 @@ def _outcome(promote: bool, champion: dict[str, float] | None) -> GateOutcome:
 def test_run_note_names_data_model_metrics_baselines_champion_and_gate():
     champion = {"roc_auc": 0.70, "recall_at_10pct": 0.35, "pr_auc": 0.2, "ece": 0.05}
     note = run_note(_result(), _outcome(True, champion), "fs-7", "abc123")
-    assert "v3: promoted to champion" in note and "beats champion 0.7000" in note
+    first = note.splitlines()[0]
+    assert first.startswith("**incident-risk v3: promoted to champion.** Test ROC-AUC 0.731 (champion 0.700)")
+    assert "recall at 10% 0.410 (champion 0.350)" in first and "beats champion 0.7000" in first
     assert "2026-01-01 to 2026-05-31" in note and "2026-06-01 to 2026-06-30" in note
     assert "400 train (40 failed, rate 0.100)" in note and "hgb(max_iter=40)" in note
     assert "| ROC-AUC | 0.731 | 0.550 | 0.700 |" in note
@@ -90,6 +92,9 @@ def test_version_description_says_what_changed_against_the_champion():
     assert text.endswith("Gate: promote: roc_auc 0.7312 beats champion 0.7000 by 0.0312 >= 0.01.")
     same = version_description(_result(), _outcome(True, champion), "fs-6", "abc", previous)
     assert "Feature set unchanged" in same
+    again = PreviousChampion("2", "fs-7", "2026-01-01 00:00", "2026-05-31 23:00")
+    same_data = version_description(_result(), _outcome(False, champion), "fs-7", "abc", again)
+    assert "data period unchanged (2026-01-01..2026-05-31)" in same_data
 
 
 def test_first_version_description_and_tags():
