@@ -14,6 +14,7 @@ import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from mlflow import MlflowClient
@@ -58,6 +59,30 @@ def _decision(outcome: GateOutcome) -> str:
     return "promoted to champion" if outcome.decision.promote else "rejected (champion unchanged)"
 
 
+def metric_rows(result: TrainResult, outcome: GateOutcome) -> list[dict[str, str]]:
+    """Test metrics of the model, each baseline and the champion (same test deploys), one row per metric."""
+    champion = outcome.champion_metrics
+    rows = []
+    for key, words in HEADLINE:
+        row = {"metric": words, "model": _num(result.test_metrics.get(key))}
+        for name, metrics in result.baseline_metrics.items():
+            row[f"baseline: {_BASELINE_WORDS.get(name, name)}"] = _num(metrics.get(key))
+        if champion is not None:
+            row[f"champion v{outcome.champion_version}"] = _num(champion.get(key))
+        rows.append(row)
+    return rows
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """Rows of equal keys as a markdown table (MLflow and Prefect both render it)."""
+    if not rows:
+        return ""
+    head = list(rows[0])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(str(r.get(c, "")).replace("|", "/") for c in head) + " |" for r in rows]
+    return "\n".join(lines)
+
+
 def _headline(result: TrainResult, champion: dict[str, float] | None) -> str:
     """Test ROC-AUC and recall at 10% (with the champion's), for the line the UI shows collapsed."""
     parts = []
@@ -71,19 +96,7 @@ def run_note(result: TrainResult, outcome: GateOutcome, feature_set_version: str
     """The run's markdown description: data, chosen model, test metrics against baselines and champion, gate."""
     s, d = result.split, result.data_summary
     champion = outcome.champion_metrics
-    head = ["metric", "model", *(f"baseline: {_BASELINE_WORDS.get(b, b)}" for b in result.baseline_metrics)]
-    if champion is not None:
-        head.append(f"champion v{outcome.champion_version}")
-    rows = []
-    for key, words in HEADLINE:
-        cells = [words, _num(result.test_metrics.get(key))]
-        cells += [_num(m.get(key)) for m in result.baseline_metrics.values()]
-        if champion is not None:
-            cells.append(_num(champion.get(key)))
-        rows.append(cells)
-    table = "\n".join(
-        ["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *("| " + " | ".join(r) + " |" for r in rows)]
-    )
+    table = markdown_table(metric_rows(result, outcome))
     vs = (
         f"Compared with champion v{outcome.champion_version} on the same test deploys."
         if champion is not None

@@ -129,26 +129,13 @@ def ingest_markdown(report: IngestReport) -> str:
     return "\n".join(parts)
 
 
-def training_rows(result: TrainResult, champion: dict[str, float] | None) -> list[dict[str, Any]]:
-    """Test metrics of the model, each baseline and the champion, one row per metric."""
-    from models.training.run_notes import HEADLINE, _num
-
-    rows = []
-    for key, words in HEADLINE:
-        row: dict[str, Any] = {"metric": words, "model": _num(result.test_metrics.get(key))}
-        for name, metrics in result.baseline_metrics.items():
-            row[f"baseline {name}"] = _num(metrics.get(key))
-        if champion is not None:
-            row["champion"] = _num(champion.get(key))
-        rows.append(row)
-    return rows
-
-
 def training_markdown(tracked: TrackedRun, result: TrainResult, links: Sequence[Link]) -> str:
     """Training summary: gate decision and why, data, metrics table, links to MLflow."""
     outcome = tracked.outcome
     verdict = "promoted to champion" if outcome.decision.promote else "rejected: champion unchanged"
-    rows = training_rows(result, outcome.champion_metrics)
+    from models.training.run_notes import metric_rows
+
+    rows = metric_rows(result, outcome)
     s = result.split
     parts = [
         f"## {_model_name()} v{outcome.version} {verdict}",
@@ -338,7 +325,7 @@ def record_training(
     import mlflow
 
     from features.history.store import HistoryStore
-    from models.training.run_notes import describe_training, store_source
+    from models.training.run_notes import describe_training, metric_rows, store_source
 
     version = None
     if store_dir is not None and (store_dir / "manifest.json").exists():
@@ -360,7 +347,7 @@ def record_training(
         "training-summary",
         training_markdown(tracked, result, links),
         "gate decision and test metrics",
-        training_rows(result, tracked.outcome.champion_metrics),
+        metric_rows(result, tracked.outcome),
         links,
     )
     emit(gate_event(tracked, links))
