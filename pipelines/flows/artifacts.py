@@ -377,7 +377,9 @@ def record_scoring(summary: BatchSummary, scores: pd.DataFrame, experiment_id: s
             ),
         ]
     top = riskiest(scores)
-    publish_summary("score-batch-summary", scoring_markdown(summary, top, links), "bands and riskiest", top, links)
+    publish_summary(
+        "score-batch-summary", scoring_markdown(summary, top, links), "band counts and the riskiest deploys", top, links
+    )
     for event in high_risk_events(summary, scores):
         emit(event)
 
