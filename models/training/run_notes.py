@@ -199,7 +199,8 @@ def group_table(result: TrainResult) -> pd.DataFrame:
     if not parts:
         return pd.DataFrame(columns=["by", "group", "n", "failures", "observed_rate", "mean_p", "roc_auc"])
     table = pd.concat(parts, ignore_index=True)
-    return table[["by", "group", *(c for c in table.columns if c not in ("by", "group"))]]
+    table = table[["by", "group", *(c for c in table.columns if c not in ("by", "group"))]]
+    return table.round(4)  # the UI's table view shows every digit
 
 
 def previous_champion(client: MlflowClient, version: str | None, name: str = MODEL_NAME) -> PreviousChampion | None:

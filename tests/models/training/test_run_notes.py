@@ -28,7 +28,7 @@ def _result() -> Any:
                 "n": [10, 5],
                 "failures": [2, 1],
                 "observed_rate": [0.2, 0.2],
-                "mean_p": [0.1, 0.3],
+                "mean_p": [0.123456, 0.3],
                 "roc_auc": [0.7, math.nan],
             }
         ),
@@ -111,3 +111,4 @@ def test_group_table_stacks_every_non_empty_grouping():
     assert list(table.columns[:2]) == ["by", "group"]
     assert table[["by", "group"]].values.tolist() == [["service", "api"], ["service", "web"], ["tribe", "core"]]
     assert table["n"].tolist() == [10, 5, 15]
+    assert table["mean_p"].tolist() == [0.1235, 0.3, 0.2]
