@@ -142,6 +142,19 @@ def version_tags(result: TrainResult, feature_set_version: str, data_fingerprint
     return tags
 
 
+def change_tags(result: TrainResult, outcome: GateOutcome, previous: PreviousChampion | None) -> dict[str, str]:
+    """What changed against the champion, as tags: metric deltas, its feature set and training period."""
+    tags = {}
+    if outcome.champion_metrics is not None:
+        for key, _words in HEADLINE[:2]:
+            tags[f"delta_{key}_vs_champion"] = _delta(result.test_metrics.get(key), outcome.champion_metrics.get(key))
+    if previous is not None:
+        tags["champion_feature_set_version"] = previous.feature_set_version
+        tags["champion_trained_from"] = _day(previous.train_start)
+        tags["champion_trained_to"] = _day(previous.train_end)
+    return tags
+
+
 def version_description(
     result: TrainResult,
     outcome: GateOutcome,
@@ -285,10 +298,8 @@ def describe_training(
     )
     for key, value in version_tags(result, feature_set_version, data_fingerprint).items():
         client.set_model_version_tag(MODEL_NAME, outcome.version, key, value)
-    if outcome.champion_metrics is not None:
-        for key, _words in HEADLINE[:2]:
-            change = _delta(result.test_metrics.get(key), outcome.champion_metrics.get(key))
-            client.set_model_version_tag(MODEL_NAME, outcome.version, f"delta_{key}_vs_champion", change)
+    for key, value in change_tags(result, outcome, previous).items():
+        client.set_model_version_tag(MODEL_NAME, outcome.version, key, value)
 
 
 def log_scored_input(run_id: str, frame: pd.DataFrame, input_path: Path, client: MlflowClient | None = None) -> None:

@@ -11,6 +11,7 @@ import pandas as pd
 from models.registry.gate import GateDecision, GateOutcome
 from models.training.run_notes import (
     PreviousChampion,
+    change_tags,
     group_table,
     run_note,
     version_description,
@@ -112,3 +113,17 @@ def test_group_table_stacks_every_non_empty_grouping():
     assert table[["by", "group"]].values.tolist() == [["service", "api"], ["service", "web"], ["tribe", "core"]]
     assert table["n"].tolist() == [10, 5, 15]
     assert table["mean_p"].tolist() == [0.1235, 0.3, 0.2]
+
+
+def test_change_tags_carry_the_deltas_and_the_champions_feature_set_and_period():
+    champion = {"roc_auc": 0.70, "recall_at_10pct": 0.45}
+    previous = PreviousChampion("2", "fs-6", "2025-12-01 00:00", "2026-04-30 00:00")
+    tags = change_tags(_result(), _outcome(True, champion), previous)
+    assert tags == {
+        "delta_roc_auc_vs_champion": "+0.031",
+        "delta_recall_at_10pct_vs_champion": "-0.040",
+        "champion_feature_set_version": "fs-6",
+        "champion_trained_from": "2025-12-01",
+        "champion_trained_to": "2026-04-30",
+    }
+    assert change_tags(_result(), _outcome(True, None), None) == {}
