@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -127,3 +128,22 @@ def test_change_tags_carry_the_deltas_and_the_champions_feature_set_and_period()
         "champion_trained_to": "2026-04-30",
     }
     assert change_tags(_result(), _outcome(True, None), None) == {}
+
+
+def test_monitoring_windows_are_the_runs_datasets(home: Path) -> None:
+    from mlflow import MlflowClient
+
+    from models.training.run_notes import log_windows, store_source
+
+    client = MlflowClient()
+    run = client.create_run(client.create_experiment("monitor"))
+    reference = pd.DataFrame({"deploy_id": ["a", "b"], "p": [0.1, 0.2], "factors": [["x"], []]})
+    current = pd.DataFrame({"deploy_id": ["c"], "p": [0.4], "factors": [["y"]]})
+    log_windows(run.info.run_id, reference, current, store_source(home / "store", 3))
+    inputs = client.get_run(run.info.run_id).inputs
+    assert inputs is not None
+    by_context = {d.tags[0].value: d.dataset for d in inputs.dataset_inputs}
+    assert set(by_context) == {"reference", "current"}
+    current_set = by_context["current"]
+    assert current_set.name == "deploy-window:current" and '"num_rows": 1' in str(current_set.profile)
+    assert (home / "store").resolve().as_uri() + "?version=3" in by_context["reference"].source
