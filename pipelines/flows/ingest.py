@@ -28,6 +28,7 @@ from features.sources.base import ParsedFile, SourceError
 from features.sources.config import SourceConfig, load_sources_config
 from features.sources.kinds import source_kinds
 from pipelines.console import make_console
+from pipelines.flows.artifacts import publish_ingest
 from pipelines.flows.runners import RunnerConfig, make_task_runner
 
 
@@ -201,7 +202,9 @@ def ingest_flow(config_path: str, store_dir: str, quiet: bool = False) -> State:
         report.error = str(exc)
         report.sources = []
         report.store_version = store.manifest().version if (Path(store_dir) / "manifest.json").exists() else 0
+        publish_ingest(report, Path(store_dir))
         return Failed(message=report.error, data=report)
+    publish_ingest(report, Path(store_dir))
     return Completed(data=report)
 
 
