@@ -174,7 +174,7 @@ def suspects(
 
 
 def _us(ts: pd.Timestamp) -> int:
-    return int(ts.as_unit("us").value)
+    return int(ts.value // 1000)  # Timestamp.value is nanoseconds whatever the unit
 
 
 def _iso(us: int) -> str:
