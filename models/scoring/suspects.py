@@ -87,13 +87,15 @@ def build_suspect_context(
     config: SuspectConfig | None = None,
     dependencies: Dependencies | None = None,
     info: Mapping[str, Any] | None = None,
+    model: SuspectModel | None = None,
 ) -> SuspectContext:
     """Learn the suspect model from ``history`` (its attribution: given, or made under ``attribution``'s config,
-    by default the project's) and index its changes."""
+    by default the project's) and index its changes. A ``model`` learned elsewhere (e.g. from the past only) is used
+    as given."""
     att = (
         attribution if isinstance(attribution, Attribution) else attribute(history, attribution or AttributionConfig())
     )
-    model = learn_suspect_model(history, att, config)
+    model = model if model is not None else learn_suspect_model(history, att, config)
     inc = history.incidents
     services = pd.concat(
         [history.deploys["service"], history.toggle_events["service"], inc["service"]], ignore_index=True
