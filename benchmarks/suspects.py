@@ -140,9 +140,8 @@ def evaluate(s: Setup) -> tuple[pd.DataFrame, dict[str, Any]]:
             ),
         }
         for name, ranking in answers.items():
-            rows.append(
-                {"incident_id": r.incident_id, "kind": r.cause_kind, "method": name, "rank": _rank_of(ids, r.cause_id)}
-            )
+            rank = _rank_of([str(ctx.changes.change_id[p]) for p in ranking.positions], r.cause_id)
+            rows.append({"incident_id": r.incident_id, "kind": r.cause_kind, "method": name, "rank": rank})
         latest = latest_change(ctx.changes, pos, own)
         before = shipped[shipped["service"].eq(r.service) & (shipped["t"] < r.created_at)]
         latest_deploy = str(before["deploy_id"].iloc[-1]) if len(before) else None
@@ -266,9 +265,8 @@ def main() -> None:
     base = summary[summary["method"].isin(["latest change", "latest deploy (service)", "DevLake (project)"])]
     best = base["top1"].max()
     post = summary.set_index("method").loc["posterior"]
-    print(
-        f"posterior top-1 / best baseline top-1 = {post['top1'] / best:.3f} (bar 1.3); top-3 {post['top3']:.3f} (bar 0.85)"
-    )
+    ratio = post["top1"] / best
+    print(f"posterior top-1 / best baseline top-1 = {ratio:.3f} (bar 1.3); top-3 {post['top3']:.3f} (bar 0.85)")
     for kind in ("deploy", "toggle"):
         k = summarise(both[both["kind"].eq(kind)])
         print(f"\n{kind}-caused incidents only:")
