@@ -56,6 +56,7 @@ METHODS = (
     "posterior, no prior",
     "posterior, no lag shape",
     "posterior, asked 1 h later",
+    "posterior, squad-mates as dependencies",
     "latest change",
     "latest deploy (service)",
     "DevLake (project)",
@@ -114,6 +115,9 @@ def evaluate(s: Setup) -> tuple[pd.DataFrame, dict[str, Any]]:
     shipped = d[d["environment"].eq("production") & d["status"].isin(["success", "rolled_back"])]
     shipped = shipped.assign(t=shipped["finished_at"].fillna(shipped["created_at"])).sort_values("t")
     flat = replace(ctx.model, lags={k: _flat() for k in ctx.model.lags})
+    squads = d.dropna(subset=["squad"]).drop_duplicates("service", keep="last").groupby("squad")["service"].apply(list)
+    mates = {svc: tuple(m for m in members if m != svc) for members in squads for svc in members}
+    squad_ctx = replace(ctx, dependencies=mates)
     lookback = int(ctx.model.config.lookback / pd.Timedelta(microseconds=1))
     rows: list[dict[str, Any]] = []
     background_top = []
@@ -131,8 +135,12 @@ def evaluate(s: Setup) -> tuple[pd.DataFrame, dict[str, Any]]:
         if r.cause_kind == "background":
             background_top.append(full.top_is_background)
             continue
+        dpos, down = squad_ctx.changes.window(r.service, at, lookback, mates)
+        dkinds, dids = ctx.changes.kind[dpos], ctx.changes.change_id[dpos]
+        dprior = np.array([ctx.prior(str(i)).probability if k == "deploy" else np.nan for k, i in zip(dkinds, dids)])
         answers = {
             "posterior": full,
+            "posterior, squad-mates as dependencies": rank_suspects(ctx.changes, dpos, down, dprior, ctx.model, at),
             "posterior, no prior": rank_suspects(ctx.changes, pos, own, np.full(len(pos), 0.05), ctx.model, at),
             "posterior, no lag shape": rank_suspects(ctx.changes, pos, own, prior, flat, at),
             "posterior, asked 1 h later": rank_suspects(
