@@ -137,7 +137,7 @@ def evaluate(s: Setup) -> tuple[pd.DataFrame, dict[str, Any]]:
             continue
         dpos, down = squad_ctx.changes.window(r.service, at, lookback, mates)
         dkinds, dids = ctx.changes.kind[dpos], ctx.changes.change_id[dpos]
-        dprior = np.array([ctx.prior(str(i)).probability if k == "deploy" else np.nan for k, i in zip(dkinds, dids)])
+        dprior = np.array([ctx.prior(str(i)).probability if k == "deploy" else np.nan for k, i in zip(dkinds, dids, strict=True)])
         answers = {
             "posterior": full,
             "posterior, squad-mates as dependencies": rank_suspects(ctx.changes, dpos, down, dprior, ctx.model, at),
