@@ -125,26 +125,20 @@ def evaluate(s: Setup) -> tuple[pd.DataFrame, dict[str, Any]]:
     for r in inc.itertuples():
         at = int(r.created_at.value // 1000)
         pos, own = ctx.changes.window(r.service, at, lookback, ctx.dependencies)
-        prior = np.array(
-            [
-                ctx.prior(str(ctx.changes.change_id[p])).probability if ctx.changes.kind[p] == "deploy" else np.nan
-                for p in pos
-            ]
-        )
+        prior = _priors(ctx, pos)
         full = rank_suspects(ctx.changes, pos, own, prior, ctx.model, at)
         if r.cause_kind == "background":
             background_top.append(full.top_is_background)
             continue
         dpos, down = squad_ctx.changes.window(r.service, at, lookback, mates)
-        dkinds, dids = ctx.changes.kind[dpos], ctx.changes.change_id[dpos]
-        dprior = np.array([ctx.prior(str(i)).probability if k == "deploy" else np.nan for k, i in zip(dkinds, dids, strict=True)])
+        dprior = _priors(ctx, dpos)
         answers = {
             "posterior": full,
             "posterior, squad-mates as dependencies": rank_suspects(ctx.changes, dpos, down, dprior, ctx.model, at),
             "posterior, no prior": rank_suspects(ctx.changes, pos, own, np.full(len(pos), 0.05), ctx.model, at),
             "posterior, no lag shape": rank_suspects(ctx.changes, pos, own, prior, flat, at),
             "posterior, asked 1 h later": rank_suspects(
-                ctx.changes, pos, own, prior, ctx.model, at, at + 3_600_000_000
+                ctx.changes, pos, own, prior, ctx.model, at, at + HOUR_US
             ),
         }
         for name, ranking in answers.items():
@@ -177,6 +171,12 @@ def evaluate(s: Setup) -> tuple[pd.DataFrame, dict[str, Any]]:
         ),
     }
     return pd.DataFrame(rows), extra
+
+
+def _priors(ctx: SuspectContext, positions: np.ndarray) -> np.ndarray:
+    """The champion's point-in-time score of each candidate deploy (NaN for flips), as the service computes it."""
+    kinds, ids = ctx.changes.kind[positions], ctx.changes.change_id[positions]
+    return np.array([ctx.prior(str(i)).probability if k == "deploy" else np.nan for k, i in zip(kinds, ids, strict=True)])
 
 
 def _flat() -> LagDensity:
