@@ -137,9 +137,7 @@ def evaluate(s: Setup) -> tuple[pd.DataFrame, dict[str, Any]]:
             "posterior, squad-mates as dependencies": rank_suspects(ctx.changes, dpos, down, dprior, ctx.model, at),
             "posterior, no prior": rank_suspects(ctx.changes, pos, own, np.full(len(pos), 0.05), ctx.model, at),
             "posterior, no lag shape": rank_suspects(ctx.changes, pos, own, prior, flat, at),
-            "posterior, asked 1 h later": rank_suspects(
-                ctx.changes, pos, own, prior, ctx.model, at, at + HOUR_US
-            ),
+            "posterior, asked 1 h later": rank_suspects(ctx.changes, pos, own, prior, ctx.model, at, at + HOUR_US),
         }
         for name, ranking in answers.items():
             rank = _rank_of([str(ctx.changes.change_id[p]) for p in ranking.positions], r.cause_id)
@@ -176,7 +174,8 @@ def evaluate(s: Setup) -> tuple[pd.DataFrame, dict[str, Any]]:
 def _priors(ctx: SuspectContext, positions: np.ndarray) -> np.ndarray:
     """The champion's point-in-time score of each candidate deploy (NaN for flips), as the service computes it."""
     kinds, ids = ctx.changes.kind[positions], ctx.changes.change_id[positions]
-    return np.array([ctx.prior(str(i)).probability if k == "deploy" else np.nan for k, i in zip(kinds, ids, strict=True)])
+    scores = [ctx.prior(str(i)).probability if k == "deploy" else np.nan for k, i in zip(kinds, ids, strict=True)]
+    return np.array(scores, dtype=np.float64)
 
 
 def _flat() -> LagDensity:
