@@ -57,6 +57,7 @@ METHODS = (
     "posterior, no lag shape",
     "posterior, asked 1 h later",
     "posterior, squad-mates as dependencies",
+    "oracle prior (the simulator's true risk)",
     "latest change",
     "latest deploy (service)",
     "DevLake (project)",
@@ -118,6 +119,12 @@ def evaluate(s: Setup) -> tuple[pd.DataFrame, dict[str, Any]]:
     squads = d.dropna(subset=["squad"]).drop_duplicates("service", keep="last").groupby("squad")["service"].apply(list)
     mates = {svc: tuple(m for m in members if m != svc) for members in squads for svc in members}
     squad_ctx = replace(ctx, dependencies=mates)
+    true_p = pd.concat(
+        [
+            s.sim.deploy_truth.set_index("deploy_id")["p_incident"],
+            s.sim.toggle_truth.set_index("event_id")["p_incident"],
+        ]
+    )
     lookback = int(ctx.model.config.lookback / pd.Timedelta(microseconds=1))
     rows: list[dict[str, Any]] = []
     background_top = []
@@ -132,9 +139,11 @@ def evaluate(s: Setup) -> tuple[pd.DataFrame, dict[str, Any]]:
             continue
         dpos, down = squad_ctx.changes.window(r.service, at, lookback, mates)
         dprior = _priors(ctx, dpos)
+        oracle = true_p.reindex(ctx.changes.change_id[pos]).to_numpy(dtype=np.float64)
         answers = {
             "posterior": full,
             "posterior, squad-mates as dependencies": rank_suspects(ctx.changes, dpos, down, dprior, ctx.model, at),
+            "oracle prior (the simulator's true risk)": rank_suspects(ctx.changes, pos, own, oracle, ctx.model, at),
             "posterior, no prior": rank_suspects(ctx.changes, pos, own, np.full(len(pos), 0.05), ctx.model, at),
             "posterior, no lag shape": rank_suspects(ctx.changes, pos, own, prior, flat, at),
             "posterior, asked 1 h later": rank_suspects(ctx.changes, pos, own, prior, ctx.model, at, at + HOUR_US),

@@ -417,16 +417,16 @@ def rank_suspects(
     index: ChangeIndex,
     positions: np.ndarray,
     own: np.ndarray,
-    deploy_prior: np.ndarray,
+    given_prior: np.ndarray,
     model: SuspectModel,
     at: int,
     as_of: int | None = None,
 ) -> Ranking:
     """Rank the candidates at ``positions`` of an incident at ``at`` (UTC microseconds).
 
-    ``deploy_prior`` is each candidate deploy's prior risk (the champion's point-in-time score; NaN
-    for flips, which take the history's failure share of their action; a NaN deploy prior takes the
-    median of the others). A deploy rolled back at or after the incident and by ``as_of`` (when the
+    ``given_prior`` is each candidate's prior risk where known (for deploys, the champion's
+    point-in-time score); NaN for a flip takes the history's failure share of its action, NaN for a
+    deploy the median of the other deploys'. A deploy rolled back at or after the incident and by ``as_of`` (when the
     question is asked; default the incident's time, i.e. a live question sees none) is weighed by the
     learned rollback ratio.
     """
@@ -437,7 +437,8 @@ def rank_suspects(
         [model.toggle_prior.get(str(a), model.toggle_prior.get("*", 0.01)) for a in index.action[positions]],
         dtype=np.float64,
     )
-    prior = np.where(is_toggle, toggle_prior, np.asarray(deploy_prior, dtype=np.float64))
+    given = np.asarray(given_prior, dtype=np.float64)
+    prior = np.where(is_toggle & ~np.isfinite(given), toggle_prior, given)
     finite = np.isfinite(prior) & ~is_toggle
     prior = np.where(np.isfinite(prior), prior, float(np.median(prior[finite])) if finite.any() else 0.05)
     lag_hours = (at - index.time[positions]) / 3.6e9
