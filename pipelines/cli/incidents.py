@@ -41,6 +41,7 @@ class LinkFormat(enum.StrEnum):
 class Rules(enum.StrEnum):
     default = "default"
     devlake = "devlake"
+    both = "both"
 
 
 def _fail(command: str, message: str, code: int) -> NoReturn:
@@ -148,7 +149,9 @@ def suspects_command(
 
 
 def links_command(
-    rules: Rules = typer.Option(Rules.default, "--rules", help="default (the project's attribution) or devlake."),
+    rules: Rules = typer.Option(
+        Rules.default, "--rules", help="default (the project's attribution), devlake, or both side by side."
+    ),
     max_lag: float | None = typer.Option(None, "--max-lag", help="Attribution window in hours (overrides the rules')."),
     fmt: LinkFormat = typer.Option(LinkFormat.table, "--format", help="table, csv or json."),
     out: Path | None = typer.Option(None, "--out", help="Write to FILE instead of the terminal."),
@@ -163,10 +166,13 @@ def links_command(
         history = HistoryStore(settings.store_dir).read_history()
     except Exception as exc:
         _fail("links", f"cannot read the history store at {settings.store_dir} ({exc})", EXIT_UNAVAILABLE)
+    names = ["default", "devlake"] if rules is Rules.both else [rules.value]
     try:
-        links, unlinked = export_links(history, rules.value, max_lag)
+        parts = [export_links(history, name, max_lag) for name in names]
     except ValueError as exc:
         _fail("links", str(exc), EXIT_BAD_INPUT)
+    links = pd.concat([p[0] for p in parts], ignore_index=True)
+    unlinked = pd.concat([p[1] for p in parts], ignore_index=True)
     if fmt is LinkFormat.csv:
         both = pd.concat([links.assign(linked=True), unlinked.assign(linked=False)], ignore_index=True)
         _write(both.to_csv(index=False), out)
@@ -179,10 +185,11 @@ def links_command(
         _write(json.dumps(body, indent=2), out)
     else:
         table = Table(title=f"Incident -> change links ({rules.value} rules)")
-        for name in ("incident", "service", "change", "method", "matched on", "lag h"):
+        for name in ("rules", "incident", "service", "change", "method", "matched on", "lag h"):
             table.add_column(name)
         for r in links.to_dict("records"):
             table.add_row(
+                r["rules"],
                 r["incident_id"],
                 str(r["incident_service"]),
                 f"{r['change_kind']} {r['change_id']}",
@@ -191,7 +198,7 @@ def links_command(
                 f"{r['lag_hours']:.2f}",
             )
         for r in unlinked.to_dict("records"):
-            table.add_row(r["incident_id"], str(r["incident_service"]), "-", "unlinked", r["reason"], "-")
+            table.add_row(r["rules"], r["incident_id"], str(r["incident_service"]), "-", "unlinked", r["reason"], "-")
         table.caption = f"{len(links)} links, {len(unlinked)} incidents unlinked"
         if out is None:
             make_console().print(table)

@@ -104,6 +104,12 @@ def test_links_export_default_and_devlake_rules(home: Path, tmp_path: Path) -> N
     code, text, _ = run("links", "--home", str(home), "--max-lag", "1")
     assert code == 0 and "Incident -> change links (default rules)" in text
 
+    code, _, err = run("links", "--home", str(home), "--rules", "both", "--format", "csv", "--out", str(out))
+    assert code == 0, err
+    both = pd.read_csv(out)
+    assert set(both["rules"]) == {"default", "devlake"}
+    assert (both["rules"].eq("default") & both["linked"]).sum() == len(linked)
+
 
 def test_links_bad_max_lag_exits_2(home: Path) -> None:
     code, _, err = run("links", "--home", str(home), "--max-lag", "-3")
