@@ -21,6 +21,8 @@ Latency: ``POST /v1/incidents/suspects`` in process (TestClient) on the seed-0 1
 
     .venv/bin/python benchmarks/suspects.py                       # 180 days, 60 services, seeds 0-2
     .venv/bin/python benchmarks/suspects.py --seeds 1 --days 60   # quick
+    .venv/bin/python benchmarks/suspects.py --first-seed 1 --seeds 1 --no-latency --save out/   # seeds apart,
+    .venv/bin/python benchmarks/suspects.py --aggregate out/                                   # then together
 """
 
 from __future__ import annotations
@@ -256,26 +258,9 @@ def latency(s: Setup, n: int = 400) -> dict[str, float]:
     return {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)), "max_ms": float(ms.max())}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--days", type=int, default=180)
-    parser.add_argument("--services", type=int, default=60)
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--no-latency", action="store_true")
-    args = parser.parse_args()
-    pd.set_option("display.width", 160)
-    all_ranks = []
-    for seed in range(args.seeds):
-        s = setup(args.days, args.services, seed)
-        ranks, extra = evaluate(s)
-        all_ranks.append(ranks.assign(seed=seed))
-        print(f"\n## seed {seed}: {args.days} days x {args.services} services, {len(s.sim.history.deploys)} deploys")
-        print({k: round(v, 1) for k, v in s.seconds.items()}, {k: round(v, 4) for k, v in extra.items()})
-        print(summarise(ranks).round(3).to_string(index=False))
-        if seed == 0 and not args.no_latency:
-            print("latency POST /v1/incidents/suspects:", {k: round(v, 2) for k, v in latency(s).items()})
-    both = pd.concat(all_ranks, ignore_index=True)
-    print(f"\n## all seeds ({args.seeds})")
+def report(both: pd.DataFrame) -> None:
+    """The all-seeds summary, the ratio to the better baseline, and per cause kind."""
+    print(f"\n## all seeds ({both['seed'].nunique()})")
     summary = summarise(both)
     print(summary.round(3).to_string(index=False))
     base = summary[summary["method"].isin(["latest change", "latest deploy (service)", "DevLake (project)"])]
@@ -287,6 +272,37 @@ def main() -> None:
         k = summarise(both[both["kind"].eq(kind)])
         print(f"\n{kind}-caused incidents only:")
         print(k.round(3).to_string(index=False))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--days", type=int, default=180)
+    parser.add_argument("--services", type=int, default=60)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--no-latency", action="store_true")
+    parser.add_argument("--save", type=Path, help="Write each seed's ranks to DIR/ranks-<seed>.csv.")
+    parser.add_argument("--aggregate", type=Path, help="Only summarise the ranks saved in DIR (seeds run apart).")
+    args = parser.parse_args()
+    pd.set_option("display.width", 160)
+    if args.aggregate:
+        report(pd.concat([pd.read_csv(f) for f in sorted(args.aggregate.glob("ranks-*.csv"))], ignore_index=True))
+        return
+    all_ranks = []
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
+        s = setup(args.days, args.services, seed)
+        ranks, extra = evaluate(s)
+        ranks = ranks.assign(seed=seed)
+        all_ranks.append(ranks)
+        if args.save:
+            args.save.mkdir(parents=True, exist_ok=True)
+            ranks.to_csv(args.save / f"ranks-{seed}.csv", index=False)
+        print(f"\n## seed {seed}: {args.days} days x {args.services} services, {len(s.sim.history.deploys)} deploys")
+        print({k: round(v, 1) for k, v in s.seconds.items()}, {k: round(v, 4) for k, v in extra.items()})
+        print(summarise(ranks).round(3).to_string(index=False), flush=True)
+        if seed == args.first_seed and not args.no_latency:
+            print("latency POST /v1/incidents/suspects:", {k: round(v, 2) for k, v in latency(s).items()}, flush=True)
+    report(pd.concat(all_ranks, ignore_index=True))
 
 
 if __name__ == "__main__":
