@@ -28,6 +28,13 @@ def serve(
     model: str = typer.Option("incident-risk", "--model", help="Registered model name."),
     alias: str = typer.Option("champion", "--alias", help="Registry alias to serve and follow."),
     access_log: bool = typer.Option(False, "--access-log/--no-access-log", help="Log every request line."),
+    dependencies: Path | None = typer.Option(
+        None,
+        "--dependencies",
+        exists=True,
+        dir_okay=False,
+        help="dependencies.yaml or a Backstage catalog-info.yaml for incident suspects (docs/incidents.md).",
+    ),
 ) -> None:
     """Serve risk scores over HTTP (FastAPI on uvicorn); follows the champion and the store without restarts."""
     import uvicorn
@@ -44,6 +51,7 @@ def serve(
         alias=alias,
         refresh_seconds=refresh_seconds,
         tokens=tokens,
+        dependencies=dependencies,
     )
     print(
         f"incident-risk serving {model}@{alias} on http://{host}:{port} (auth {'on' if tokens else 'off'})",
