@@ -258,7 +258,11 @@ def _rollback_ratio(attribution: Attribution) -> float:
     links = attribution.links
     rolled = set(links.loc[links["method"].eq("rollback"), "change_id"].dropna())
     causes = links.loc[links["method"].eq("explicit") & links["change_kind"].eq("deploy"), "change_id"].dropna()
-    eligible = attribution.deploy_labels.loc[attribution.deploy_labels["eligible"], "deploy_id"]
+    labels = attribution.deploy_labels
+    known = labels["eligible"].to_numpy(dtype=bool)
+    if attribution.as_of is not None:
+        known &= (labels["change_time"] <= attribution.as_of).fillna(False).to_numpy(dtype=bool)
+    eligible = labels.loc[known, "deploy_id"]
     if len(causes) < 10 or len(eligible) == 0:
         return 1.0
     r1 = (causes.isin(rolled).sum() + 0.5) / (len(causes) + 1.0)
