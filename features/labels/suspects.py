@@ -259,7 +259,7 @@ def _rollback_ratio(attribution: Attribution) -> float:
     rolled = set(links.loc[links["method"].eq("rollback"), "change_id"].dropna())
     causes = links.loc[links["method"].eq("explicit") & links["change_kind"].eq("deploy"), "change_id"].dropna()
     labels = attribution.deploy_labels
-    known = labels["eligible"].to_numpy(dtype=bool)
+    known = labels["eligible"].to_numpy(dtype=bool).copy()
     if attribution.as_of is not None:
         known &= (labels["change_time"] <= attribution.as_of).fillna(False).to_numpy(dtype=bool)
     eligible = labels.loc[known, "deploy_id"]
