@@ -38,6 +38,7 @@ class ServiceConfig:
     max_body_bytes: int = 1_000_000
     tokens: tuple[str, ...] = ()  # empty: no auth
     top_factors: int = 6
+    dependencies: Path | None = None  # dependencies.yaml or a Backstage catalog, for incident suspects
 
 
 @dataclass(frozen=True)
