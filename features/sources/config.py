@@ -11,12 +11,30 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from features.history.bounds import DEFAULT_DAYS_AHEAD, DEFAULT_NOT_BEFORE, TimeBounds, parse_time_bound
 from features.sources.base import KindOptions, ParsedFile, SourceError, SourceKind
 
 #: Keys every source may have, whatever its kind; the rest belong to the kind's options.
-COMMON_KEYS = ("name", "kind", "path", "defaults", "service_map", "id_prefix")
+COMMON_KEYS = ("name", "kind", "path", "defaults", "service_map", "id_prefix", "time_bounds")
+
+
+class _TimeBounds(BaseModel):
+    """``time_bounds:`` of a source: its plausible time range (features/history/bounds.py)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    not_before: Any = DEFAULT_NOT_BEFORE
+    max_days_ahead: float = Field(default=DEFAULT_DAYS_AHEAD, ge=0, allow_inf_nan=False)
+
+    @field_validator("not_before")
+    @classmethod
+    def _time(cls, value: Any) -> Any:
+        return parse_time_bound(value)
+
+    def bounds(self) -> TimeBounds:
+        return TimeBounds(not_before=self.not_before, max_days_ahead=self.max_days_ahead)
 
 
 class _Common(BaseModel):
@@ -28,6 +46,7 @@ class _Common(BaseModel):
     defaults: dict[str, Any] = Field(default_factory=dict)
     service_map: dict[str, str] = Field(default_factory=dict)
     id_prefix: str | None = None
+    time_bounds: _TimeBounds = Field(default_factory=_TimeBounds)
 
 
 @dataclass(frozen=True)
@@ -43,6 +62,7 @@ class SourceConfig:
     service_map: dict[str, str]
     id_prefix: str
     config_dir: Path
+    time_bounds: TimeBounds = TimeBounds()
 
     def parse(self, path: Path) -> ParsedFile:
         """One of this source's files through its kind's connector."""
@@ -130,6 +150,7 @@ def load_sources_config(path: Path, kinds: dict[str, SourceKind[Any]]) -> Source
                 service_map=dict(common.service_map),
                 id_prefix=common.id_prefix if common.id_prefix is not None else common.name,
                 config_dir=base_dir,
+                time_bounds=common.time_bounds.bounds(),
             )
         )
     return SourcesConfig(path=path, sources=tuple(out))
