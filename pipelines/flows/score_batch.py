@@ -31,6 +31,7 @@ from models.scoring.context import ModelBundle, champion_version, feature_median
 from models.scoring.explain import band_counts, score_frame
 from models.scoring.upcoming import now_utc
 from pipelines.settings import Settings
+from pipelines.tracking_lock import TrackingBusyError
 
 EXPERIMENT = "incident-risk-scoring"
 #: How far ahead a planned deploy may be dated (``--horizon-days``); later ones are rejected as implausible.
@@ -168,8 +169,16 @@ def log_summary(summary: BatchSummary, settings: Settings) -> str:
     from mlflow import MlflowClient
 
     from models.training.tracking import ensure_experiment
+    from pipelines.tracking_lock import tracking_writes
 
-    experiment = ensure_experiment(MlflowClient(), EXPERIMENT, str(settings.artifact_root))
+    with tracking_writes(mlflow.get_tracking_uri(), "score-batch (logging its summary)"):
+        experiment = ensure_experiment(MlflowClient(), EXPERIMENT, str(settings.artifact_root))
+        return _log_summary(summary, experiment)
+
+
+def _log_summary(summary: BatchSummary, experiment: Any) -> str:
+    import mlflow
+
     with mlflow.start_run(
         experiment_id=experiment.experiment_id, run_name="score-batch", tags={"run_kind": "batch_scoring"}
     ) as run:
@@ -233,7 +242,10 @@ def score_batch_flow(
             for r in rejects.head(10).itertuples(index=False)
         ],
     )
-    summary.run_id = log_summary(summary, settings)
+    try:
+        summary.run_id = log_summary(summary, settings)
+    except TrackingBusyError as exc:
+        raise BatchScoringError(f"scores written to {out}, but {exc}") from None
     return summary
 
 

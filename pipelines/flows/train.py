@@ -183,12 +183,19 @@ def log_or_fail(result: TrainResult, context: RunContext, progress: Progress) ->
     The registry stays consistent whatever step fails: aliases are set only on versions that are
     READY and load back (models/registry/), so a dead server leaves at most a run without a
     model version, or a version without an alias, never an alias pointing at a missing model.
+    On a SQLite tracking database, the writes wait for other commands of the home and for a
+    locked database for a bounded time (pipelines/tracking_lock.py).
     """
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    from pipelines.tracking_lock import TrackingBusyError, tracking_writes
+
     try:
-        return log_training(result, context, progress)
+        with tracking_writes(mlflow.get_tracking_uri(), "train (logging the run)", progress):
+            return log_training(result, context, progress)
+    except TrackingBusyError as exc:
+        raise TrainingError(str(exc)) from None
     except (MlflowException, OSError) as exc:
         first = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
         raise TrainingError(
