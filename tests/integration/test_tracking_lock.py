@@ -172,3 +172,71 @@ def test_a_second_command_of_the_home_waits_for_the_first_saying_for_what(
     finally:
         holder.kill()
         holder.wait()
+
+
+def _run(home: Path, tmp: Path, script: str, *args: str) -> subprocess.Popen[str]:
+    """``python -c script args`` against the home's own SQLite database and the session's Prefect server."""
+    from prefect.settings import PREFECT_API_URL
+
+    from tests.integration.test_servers_e2e import base_env
+
+    env = base_env(tmp) | {
+        "INCIDENT_RISK_HOME": str(home),  # MLFLOW_* stripped: the home's own SQLite database
+        "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+        "PYTHONPATH": str(REPO),
+    }
+    command = [sys.executable, "-c", script, *args]
+    return subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+CLI = "from pipelines.cli.main import main; main()"
+
+
+def _done(proc: subprocess.Popen[str]) -> str:
+    out, err = proc.communicate(timeout=900)
+    assert proc.returncode == 0, (out + err)[-3000:]
+    return out + err
+
+
+@pytest.mark.flow
+def test_concurrent_train_and_score_batch_on_one_home_finish_with_a_consistent_registry(
+    prefect_harness: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from mlflow import MlflowClient
+
+    from features.history.store import HistoryStore
+    from features.simulation.simulator import SimulationConfig, simulate
+    from models.registry.artifacts import MODEL_NAME, load_model
+    from tests.integration.test_faults import SMALL_TRAIN
+
+    home = tmp_path / "home"
+    sim = simulate(SimulationConfig(days=45, services=8, seed=3))
+    store = HistoryStore(home / "store")
+    with store.lock():
+        h = sim.history
+        store.commit({"deploys": h.deploys, "toggle_events": h.toggle_events, "incidents": h.incidents}, None, 0)
+    _done(_run(home, tmp_path, SMALL_TRAIN))
+    _done(_run(home, tmp_path, CLI, "promote", "1", "--reason", "champion for the concurrency test"))
+    upcoming = sim.upcoming.head(20)[["deploy_id", "service", "lines_added", "author"]].astype(str)
+    upcoming["created_at"] = sim.upcoming.head(20)["created_at"].map(lambda t: t.isoformat())
+    upcoming.to_csv(tmp_path / "upcoming.csv", index=False)
+
+    procs = [_run(home, tmp_path, SMALL_TRAIN)]
+    for i in range(2):
+        out = str(tmp_path / f"scores-{i}.parquet")
+        procs.append(_run(home, tmp_path, CLI, "score-batch", "--input", str(tmp_path / "upcoming.csv"), "--out", out))
+    for proc in procs:
+        _done(proc)
+
+    uri = f"sqlite:///{home / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # load_model resolves models:/ URIs through the environment
+    client = MlflowClient(uri)
+    versions = client.search_model_versions(f"name='{MODEL_NAME}'")
+    assert sorted(int(mv.version) for mv in versions) == [1, 2]
+    assert all(mv.status == "READY" for mv in versions)
+    champion = client.get_model_version_by_alias(MODEL_NAME, "champion")
+    load_model(f"models:/{MODEL_NAME}/{champion.version}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()], max_results=100)
+    kinds = sorted(r.data.tags["run_kind"] for r in runs if "run_kind" in r.data.tags)
+    assert kinds == ["batch_scoring", "batch_scoring", "training", "training"], kinds
+    assert all(r.info.status == "FINISHED" for r in runs)
