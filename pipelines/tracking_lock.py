@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import re
 import sqlite3
@@ -139,7 +140,8 @@ def tracking_writes(uri: str, what: str, say: Callable[[str], None] | None = Non
             handle.write(f"{what} (pid {os.getpid()}, since {datetime.now(UTC):%H:%M:%S} UTC)")
             handle.flush()
             try:
-                yield
+                with _quiet_locked_tracebacks():
+                    yield
             except Exception as exc:
                 if is_locked_error(exc):
                     raise TrackingBusyError(
@@ -149,6 +151,22 @@ def tracking_writes(uri: str, what: str, say: Callable[[str], None] | None = Non
                 raise
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _quiet_locked_tracebacks() -> Iterator[None]:
+    """MLflow logs each locked statement with its traceback; the wait is ours and its failure one line."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not ((exc is not None and is_locked_error(exc)) or "database is locked" in record.getMessage())
+
+    logger = logging.getLogger("mlflow.store.db.utils")
+    logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        logger.removeFilter(keep)
 
 
 def _acquire(handle: Any, db: Path, what: str, wait: TrackingWait, say: Callable[[str], None]) -> None:

@@ -7,9 +7,11 @@ same steps without Prefect, which is how the benchmarks measure Prefect's overhe
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -271,7 +273,27 @@ def run_training(
         if not orchestrate:
             raise ValueError(f"the {runner.kind} task runner needs Prefect orchestration")
         parallel_flow = train_flow.with_options(task_runner=make_task_runner(runner))
-        return parallel_flow(settings.store_dir, opts, settings.artifact_root, say, table, parallel=True)
+        with _quiet_training_errors():
+            return parallel_flow(settings.store_dir, opts, settings.artifact_root, say, table, parallel=True)
     if orchestrate:
-        return train_flow(settings.store_dir, opts, settings.artifact_root, say, table)
+        with _quiet_training_errors():
+            return train_flow(settings.store_dir, opts, settings.artifact_root, say, table)
     return _steps(_source(settings.store_dir, opts, table), opts, settings.artifact_root, say, _plain)
+
+
+@contextlib.contextmanager
+def _quiet_training_errors() -> Iterator[None]:
+    """Keep Prefect from logging a ``TrainingError`` with its traceback: the caller prints it as one line."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, TrainingError) and "TrainingError" not in record.getMessage()
+
+    loggers = [logging.getLogger(name) for name in ("prefect.task_runs", "prefect.flow_runs")]
+    for logger in loggers:
+        logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(keep)

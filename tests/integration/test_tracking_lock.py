@@ -141,6 +141,38 @@ def test_database_locked_past_the_bound_fails_with_one_line_naming_it_and_the_fi
     assert elapsed < 15, elapsed  # the bound, not MLflow's 20 s
 
 
+@pytest.mark.flow
+def test_under_prefect_the_locked_failure_is_one_line_without_a_traceback(
+    prefect_harness: None,
+    trained: Trained,
+    home: Path,
+    tracking: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+):
+    import pipelines.flows.train as flows
+    from pipelines.settings import resolve_settings
+
+    monkeypatch.setenv("INCIDENT_RISK_TRACKING_WAIT", "2")
+    holders: list[subprocess.Popen[str]] = []
+    real = flows.log_training
+
+    def locked_then_log(*args, **kwargs):  # type: ignore[no-untyped-def]
+        holders.append(_hold(HOLD, str(home / "mlflow.db"), "30"))  # another process takes the database
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(flows, "log_training", locked_then_log)
+    try:
+        with pytest.raises(flows.TrainingError, match="stayed locked by another process for over 2 s"):
+            flows.run_training(resolve_settings(home), trained.options, lambda _m: None, table=trained.table)  # type: ignore[arg-type]
+    finally:
+        for holder in holders:
+            holder.kill()
+            holder.wait()
+    captured = capfd.readouterr()
+    assert holders and "Traceback" not in captured.err + captured.out, captured.err[-3000:]
+
+
 def test_a_second_command_of_the_home_waits_for_the_first_saying_for_what(
     home: Path, tracking: str, monkeypatch: pytest.MonkeyPatch
 ):
