@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from features.history.bounds import TimeBounds, check_time_bounds
+from features.history.quarantine import ReasonCount
 from features.history.schema import (
     RECORD_COLUMN,
     Conformed,
@@ -48,10 +49,17 @@ class SourceCounts:
     quarantined: int = 0
     other: dict[str, int] = field(default_factory=dict)
     zero_times: dict[str, int] = field(default_factory=dict)  # field -> zero-time sentinels stored as missing
+    #: the most frequent quarantine reasons of this ingest, so a refused export is seen at once
+    top_reasons: list[ReasonCount] = field(default_factory=list)
 
     @property
     def reconciles(self) -> bool:
         return self.read == self.inserted + self.updated + self.unchanged + self.quarantined
+
+    @property
+    def rows(self) -> int:
+        """Records that are in the store after this ingest (new, updated or already there)."""
+        return self.inserted + self.updated + self.unchanged
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -65,6 +73,7 @@ class SourceCounts:
             "quarantined": self.quarantined,
             "other": dict(self.other),
             "zero_times": dict(self.zero_times),
+            "top_reasons": [r.as_dict() for r in self.top_reasons],
         }
 
 
@@ -244,13 +253,3 @@ def _with_columns(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
         if c not in out.columns:
             out[c] = pd.Series(pd.NA, index=out.index, dtype="Float64")
     return out[columns]
-
-
-def merge_quarantine(current: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
-    """Quarantine rows keyed by (table, source, file, record, field): a re-ingest replaces, never repeats."""
-    if new.empty:
-        return current
-    key = ["table", "source", "file", "record", "field"]
-    both = pd.concat([current, new], ignore_index=True)
-    both["record"] = both["record"].astype("Int64")
-    return both.drop_duplicates(subset=key, keep="last").reset_index(drop=True)

@@ -35,6 +35,10 @@ TOGGLE_ACTIONS = (
     "deleted",
     "other",
 )
+#: Toggle actions that change what a flag serves ("flips"): attribution labels them, features count
+#: them. ``created`` (a new flag serves its default, the old behaviour), ``archived``/``deleted``
+#: (clean-up after the code path is gone) and ``other`` do not change what users get.
+FLIP_ACTIONS = ("enabled", "disabled", "targeting_changed", "rollout_changed", "variants_changed")
 INCIDENT_STATUSES = ("open", "acknowledged", "resolved")
 SEVERITIES = ("sev1", "sev2", "sev3", "sev4", "sev5")
 
@@ -179,6 +183,8 @@ INCIDENTS = TableSpec(
 )
 
 QUARANTINE_COLUMNS = ("table", "source", "file", "record", "field", "reason", "value")
+#: What identifies a quarantine row: a re-ingest of the same record's field replaces it, never repeats it.
+QUARANTINE_KEY = ("table", "source", "file", "record", "field")
 
 TABLES: dict[str, TableSpec] = {t.name: t for t in (DEPLOYS, TOGGLE_EVENTS, INCIDENTS)}
 

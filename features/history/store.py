@@ -29,6 +29,7 @@ import pandas as pd
 
 from features.history.schema import (
     QUARANTINE_COLUMNS,
+    QUARANTINE_KEY,
     TABLES,
     History,
     TableSpec,
@@ -72,7 +73,7 @@ def coerce_quarantine(frame: pd.DataFrame) -> pd.DataFrame:
     out = frame.reindex(columns=list(QUARANTINE_COLUMNS)).copy()
     for c in QUARANTINE_COLUMNS:
         out[c] = out[c].astype("Int64" if c == "record" else "string")
-    return out.sort_values(["table", "source", "file", "record", "field"], kind="stable").reset_index(drop=True)
+    return out.sort_values(list(QUARANTINE_KEY), kind="stable").reset_index(drop=True)
 
 
 class HistoryStore:

@@ -19,6 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from features.history.choices import check_choice
 from features.simulation.simulator import DEPLOY_SOURCE, INCIDENT_SOURCE, TOGGLE_SOURCE, SimulatedHistory
 
 Style = Literal["generic", "tools"]
@@ -46,13 +47,9 @@ ORG = "acme"
 
 def write_exports(sim: SimulatedHistory, out_dir: Path, style: Style) -> Path:
     """Write the exports, upcoming.csv and ground_truth/; returns the sources.yaml path."""
+    check_choice("export style", style, Style)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if style == "generic":
-        yaml_text = _write_generic(sim, out_dir)
-    elif style == "tools":
-        yaml_text = _write_tools(sim, out_dir)
-    else:
-        raise ValueError(f"unknown export style {style!r}; expected generic or tools")
+    yaml_text = _write_generic(sim, out_dir) if style == "generic" else _write_tools(sim, out_dir)
     _write_upcoming(sim.upcoming, out_dir / UPCOMING_FILE)
     _write_truth(sim, out_dir / GROUND_TRUTH_DIR)
     path = out_dir / "sources.yaml"

@@ -19,7 +19,16 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from features.history.schema import DEPLOYS, INCIDENTS, TOGGLE_EVENTS, History, TableSpec, canonical_order, empty_table
+from features.history.schema import (
+    DEPLOYS,
+    FLIP_ACTIONS,
+    INCIDENTS,
+    TOGGLE_EVENTS,
+    History,
+    TableSpec,
+    canonical_order,
+    empty_table,
+)
 
 #: Source names used in the written sources.yaml (both styles); ids are prefixed with them.
 DEPLOY_SOURCE = "deploys"
@@ -36,8 +45,10 @@ _MIN = 60
 _ORIGIN_PAD_DAYS = 400
 #: Largest simulated change (lines added or deleted); far below schema.MAX_LINES.
 _MAX_CHANGE_LINES = 250_000
-#: Toggle actions that change what users are served ("flips"): the hazard counts these.
-FLIP_ACTIONS = ("enabled", "disabled", "rollout_changed")
+#: The flips the simulated truth puts hazard on: the canonical ``FLIP_ACTIONS`` minus targeting and
+#: variant changes, which the simulated organisation makes but which carry no risk in its hazard
+#: (so evaluation can tell whether a model learns to count only the flips that matter).
+HAZARD_FLIP_ACTIONS = tuple(a for a in FLIP_ACTIONS if a not in ("targeting_changed", "variants_changed"))
 
 Progress = Callable[[str], None]
 
@@ -481,7 +492,7 @@ def _simulate_toggles(rng: np.random.Generator, org: _Org, cfg: SimulationConfig
     svc = f_svc[flag]
     actor = _pick_author(rng, org, svc, t)
     th = cfg.toggle_hazard
-    is_flip = prod & np.isin(action, [_ACT[a] for a in FLIP_ACTIONS])
+    is_flip = prod & np.isin(action, [_ACT[a] for a in HAZARD_FLIP_ACTIONS])
     _, outside = time_flags(t)
     eta = (th.intercept + th.enabled * (action == _ACT["enabled"]) + th.disabled * (action == _ACT["disabled"])
            + th.rollout_jump * jump + th.outside_hours * outside + org.base_risk[svc])  # fmt: skip
@@ -555,7 +566,7 @@ def _resolve_outcomes(rng: np.random.Generator, org: _Org, cfg: SimulationConfig
     h = cfg.hazard
     live = d.prod & (d.status != 2)
     log_size = np.log1p(d.added + d.deleted)
-    flip_mask = tog.prod & np.isin(tog.action, [_ACT[a] for a in FLIP_ACTIONS])
+    flip_mask = tog.prod & np.isin(tog.action, [_ACT[a] for a in HAZARD_FLIP_ACTIONS])
     flip_svc, flip_t = tog.flag_service[tog.flag[flip_mask]], tog.t[flip_mask]
     q_svc, q_author = _Queries.of(d.svc, d.t), _Queries.of(d.author, d.t)
     flip_keys = _keys(flip_svc, flip_t)
@@ -920,7 +931,7 @@ def _upcoming(rng: np.random.Generator, rng_tab: np.random.Generator, org: _Org,
     ids = deploy_ids(first_id + np.arange(n, dtype=np.int64))
     none = pa.nulls(n, pa.large_string())
     table = _deploy_table(up, org, ids, _shas(rng_tab, n), np.zeros(n, dtype=bool), none, True, rng_tab)
-    flip_mask = tog.prod & np.isin(tog.action, [_ACT[a] for a in FLIP_ACTIONS])
+    flip_mask = tog.prod & np.isin(tog.action, [_ACT[a] for a in HAZARD_FLIP_ACTIONS])
     p = np.where(up.prod, _sigmoid(hazard_logit(
         cfg.hazard, log_size=np.log1p(up.added + up.deleted),
         flips_1h=count_before(tog.flag_service[tog.flag[flip_mask]], tog.t[flip_mask], up.svc, up.t, _HOUR),

@@ -11,7 +11,7 @@ import pandas as pd
 
 from features.history.schema import History
 from features.labels.attribution import AttributionConfig
-from features.labels.dora import service_teams
+from features.labels.dora import team_lookup
 from features.pointintime.compute import (
     EntityArrays,
     FeatureConfig,
@@ -21,7 +21,7 @@ from features.pointintime.compute import (
     prepare_history,
 )
 from models.scoring.compiled import FastScorer, compile_fast_scorer
-from models.scoring.upcoming import _SIZE_COLUMNS, UpcomingDeploy, _opt_str
+from models.scoring.upcoming import _SIZE_COLUMNS, UpcomingDeploy
 from models.training.estimators import RiskModel
 
 
@@ -48,11 +48,7 @@ class FeatureIndex:
 
 def build_feature_index(history: History, deploy_labels: pd.DataFrame, config: FeatureConfig) -> FeatureIndex:
     """Index ``history`` (and its labels, usable once matured) for one-row feature queries."""
-    teams = service_teams(history.deploys)
-    return FeatureIndex(
-        prepared=prepare_history(history, deploy_labels, config),
-        teams={str(r.service): (_opt_str(r.squad), _opt_str(r.tribe)) for r in teams.itertuples(index=False)},
-    )
+    return FeatureIndex(prepared=prepare_history(history, deploy_labels, config), teams=team_lookup(history.deploys))
 
 
 def entity_features(

@@ -58,6 +58,8 @@ class _Metrics:
     model: Gauge
     store: Gauge
     refresh_errors: Counter
+    fast_scorer: Gauge
+    fast_scorer_fallbacks: Counter
 
     @classmethod
     def create(cls) -> _Metrics:
@@ -81,6 +83,16 @@ class _Metrics:
             ),
             store=Gauge("incident_risk_store_version", "History store version being served", registry=reg),
             refresh_errors=Counter("incident_risk_refresh_errors", "Failed store/model refreshes", registry=reg),
+            fast_scorer=Gauge(
+                "incident_risk_fast_scorer_compiled",
+                "1 while the compiled fast scorer serves, 0 after its load check fell back to predict_proba",
+                registry=reg,
+            ),
+            fast_scorer_fallbacks=Counter(
+                "incident_risk_fast_scorer_fallback",
+                "Snapshots swapped in whose compiled scorer failed its load check (scored by predict_proba)",
+                registry=reg,
+            ),
         )
 
     def on_swap(self, snap: Snapshot) -> None:
@@ -88,6 +100,10 @@ class _Metrics:
         self.model.clear()
         self.model.labels(info.name, info.version, info.run_id or "").set(1)
         self.store.set(snap.store_version)
+        compiled = snap.bundle.scorer.fallback is None
+        self.fast_scorer.set(1 if compiled else 0)
+        if not compiled:
+            self.fast_scorer_fallbacks.inc()
 
 
 _ROUTES = ("/v1/score", "/v1/score/batch", "/v1/model", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs")

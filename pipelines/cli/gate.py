@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +140,15 @@ def score(
     model: str = typer.Option("incident-risk", "--model", help="Registered model name (local mode)."),
 ) -> None:
     """Gate a deploy on its risk: exit 0 below the threshold, 3 above, 2 bad arguments, 4 unavailable."""
+    from pipelines.cli.checks import environment_name, planned_at
+
+    try:  # the arguments first: a mistake is one line, before the scoring stack is imported
+        environment = environment_name(environment)
+        at = planned_at(at)
+    except ValueError as exc:
+        _warn(f"bad arguments: {exc}")
+        raise typer.Exit(EXIT_BAD_ARGS) from None
+
     from pydantic import ValidationError
 
     from models.serving.schemas import DeployIn
@@ -160,7 +168,7 @@ def score(
             "squad": squad,
             "tribe": tribe,
             "extra": _parse_extra(extra),
-            "planned_at": datetime.fromisoformat(at.replace("Z", "+00:00")).isoformat() if at else None,
+            "planned_at": at,
         }
         body = {k: v for k, v in body.items() if v is not None and v != {}}
         DeployIn.model_validate(body)  # the service's own checks, before any network or model work

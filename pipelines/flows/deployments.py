@@ -14,7 +14,6 @@ work pool. ``incident-risk deploy`` runs it before handing the file to ``prefect
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -92,11 +91,13 @@ def recent_training_table(settings: Settings, options: TrainOptions, window_days
 
 
 def _max_lag(hours: float | None) -> pd.Timedelta | None:
-    if hours is None:
-        return None
-    if not math.isfinite(hours) or hours <= 0:
-        raise DeploymentFlowError(f"max_lag_hours must be a positive number of hours or null, got {hours}")
-    return pd.Timedelta(hours=hours)
+    """``max_lag_hours`` by the one parser (``max_lag_from``), its error as the flow's."""
+    from features.labels.attribution import max_lag_from
+
+    try:
+        return max_lag_from(hours)
+    except ValueError as exc:
+        raise DeploymentFlowError(f"max_lag_hours: {exc}") from None
 
 
 @flow(name="scheduled-train", persist_result=False)

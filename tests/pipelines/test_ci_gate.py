@@ -22,8 +22,8 @@ from typer.testing import CliRunner
 from models.serving.app import ServiceConfig, create_app
 from pipelines.cli.gate import EXIT_ABOVE, EXIT_BAD_ARGS, EXIT_OK, EXIT_UNAVAILABLE
 from pipelines.cli.main import build_app
-from tests.models.scoring.test_scoring_helpers import fitted, simulated, write_store
-from tests.models.scoring.test_scoring_helpers import register as register_model
+from tests.helpers.scoring import fitted, simulated, write_store
+from tests.helpers.scoring import register as register_model
 
 NAME = "incident-risk-test-gate"
 ARGS = [

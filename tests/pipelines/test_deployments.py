@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -132,3 +133,13 @@ def test_scheduled_flows_ingest_report_and_train_on_the_recent_window(
     assert span <= pd.Timedelta(days=30)  # only the rolling window's deploys are training rows
     version = MlflowClient().get_model_version_by_alias(MODEL_NAME, CHALLENGER)
     assert str(version.version) == outcome["model_version"]
+
+
+def test_scheduled_flows_parse_max_lag_by_the_shared_parser() -> None:
+    from features.labels.attribution import max_lag_from
+    from pipelines.flows.deployments import DeploymentFlowError, _max_lag
+
+    assert _max_lag(None) is None and _max_lag(6.0) == max_lag_from("6") == pd.Timedelta(hours=6)
+    for bad in (0.0, -1.0, math.inf, math.nan):
+        with pytest.raises(DeploymentFlowError, match="max_lag_hours: max lag must be"):
+            _max_lag(bad)

@@ -16,7 +16,7 @@ from features.history.schema import DEPLOYS, RECORD_COLUMN, conform, table_spec
 from features.simulation.export import UPCOMING_COLUMNS, write_exports
 from features.simulation.simulator import (
     DEPLOY_SOURCE,
-    FLIP_ACTIONS,
+    HAZARD_FLIP_ACTIONS,
     INCIDENT_SOURCE,
     TOGGLE_SOURCE,
     DeployHazard,
@@ -260,7 +260,7 @@ def test_true_probability_is_the_documented_hazard_of_point_in_time_features(sma
         return (same & inside).sum(axis=1)
 
     te = h.toggle_events
-    flips = te[(te["environment"] == "production") & te["action"].isin(FLIP_ACTIONS)]
+    flips = te[(te["environment"] == "production") & te["action"].isin(HAZARD_FLIP_ACTIONS)]
     all_deploys = h.deploys
     x = {
         "log_size": np.log1p((d["lines_added"] + d["lines_deleted"]).to_numpy(dtype=float)),

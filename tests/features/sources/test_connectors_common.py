@@ -20,11 +20,11 @@ from features.sources.normalize import (
     compare_stats,
     environment,
     explicit_causes,
-    repo_from_url,
     root_cause_sha,
     severity,
     touches_infra,
 )
+from features.sources.records import repo_from_url
 from tests.helpers.paths import FIXTURES
 
 VENDOR_KINDS = sorted(k for k in source_kinds() if k != "generic")

@@ -14,7 +14,7 @@ from models.serving.app import ServiceConfig, create_app
 from models.serving.auth import load_tokens
 from models.serving.schemas import MAX_BATCH
 from models.serving.state import ScoringState
-from tests.models.scoring.test_scoring_helpers import fitted, register, simulated, write_store
+from tests.helpers.scoring import fitted, register, simulated, write_store
 
 NAME = "incident-risk-test-service"
 DEPLOY = {
