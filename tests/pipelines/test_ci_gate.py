@@ -187,3 +187,47 @@ def test_score_batch_writes_scores_and_logs_a_summary(prefect_harness: None, hom
     assert (scores["model_name"] == NAME).all()
     run_data = MlflowClient().get_run(summary["run_id"]).data
     assert run_data.metrics["n_scored"] == 13 and run_data.params["model_name"] == NAME
+
+
+SATURDAY_NIGHT = ["--at", "2026-02-07T23:30:00Z"]
+
+
+def test_gate_advice_prints_under_the_score_and_keeps_it(url: str, home: Path) -> None:
+    remote = ["--url", url, "--token", "s3cret", "--fail-above", "1"]
+    plain = json.loads(run(*ARGS, *SATURDAY_NIGHT, *remote, "--json")[1])
+    code, out, _ = run(*ARGS, *SATURDAY_NIGHT, *remote, "--json", "--advice")
+    advised = json.loads(out)
+    assert code == EXIT_OK and advised["probability"] == plain["probability"] and "advice" not in plain
+    assert isinstance(advised["advice"], list)
+    assert all(a["action"] == "next_business_morning" for a in advised["advice"])  # the default set only
+    local = json.loads(run(*ARGS, *SATURDAY_NIGHT, "--home", str(home), "--json", "--advice", "--fail-above", "1")[1])
+    assert local["advice"] == advised["advice"] and local["probability"] == plain["probability"]
+    code, text, _ = run(*ARGS, *SATURDAY_NIGHT, *remote, "--advice")
+    lines = text.splitlines()
+    assert lines[0].startswith("reviews-svc: probability") and lines[-1].startswith(("advice", "  * "))
+    assert "advice" not in run(*ARGS, *SATURDAY_NIGHT, *remote)[1]
+
+
+def test_gate_renders_each_action_under_the_score() -> None:
+    from pipelines.cli.gate import _render
+
+    result = {
+        "service": "checkout",
+        "probability": 0.31,
+        "band": "high",
+        "model": {"name": "m", "version": "3"},
+        "factors": [],
+        "flags": {},
+        "advice": [
+            {"action": "next_business_morning", "detail": "ship at the next business morning", "probability": 0.2,
+             "change": -0.11},
+            {"action": "split", "detail": "split into 2 smaller deploys", "probability": 0.25, "change": -0.06},
+        ],
+    }  # fmt: skip
+    lines = _render(result, None).splitlines()
+    assert lines[0].startswith("checkout: probability 0.310")
+    assert lines[-2:] == [
+        "  * ship at the next business morning: probability 0.200 (-0.110)",
+        "  * split into 2 smaller deploys: probability 0.250 (-0.060)",
+    ]
+    assert _render({**result, "advice": []}, None).splitlines()[-1].startswith("advice: no action lowers")
