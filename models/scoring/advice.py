@@ -398,3 +398,15 @@ def advise(
         if cand.action not in best or advice.probability < best[cand.action].probability:
             best[cand.action] = advice
     return sorted(best.values(), key=lambda a: a.probability)
+
+
+def advise_many(
+    index: FeatureIndex,
+    scorer: FastScorer,
+    events: AdviceIndex,
+    deploys: Sequence[UpcomingDeploy],
+    probabilities: Sequence[float],
+    config: AdviceConfig,
+) -> list[list[Advice]]:
+    """``advise`` for each deploy of a batch (its score given), one deploy at a time through the same path."""
+    return [advise(index, scorer, events, d, float(p), config) for d, p in zip(deploys, probabilities, strict=True)]

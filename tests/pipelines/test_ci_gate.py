@@ -185,6 +185,11 @@ def test_score_batch_writes_scores_and_logs_a_summary(prefect_harness: None, hom
     assert set(scores["band"]) <= {"low", "medium", "high"} and sum(summary["bands"].values()) == 13
     assert scores["deploy_id"].iloc[-1] == "upcoming:14" and json.loads(scores["top_factors"].iloc[0])
     assert (scores["model_name"] == NAME).all()
+    advice = [json.loads(a) for a in scores["advice"]]  # the advice columns, default actions only
+    assert all(a["action"] == "next_business_morning" for row in advice for a in row)
+    assert [row[0]["action"] if row else None for row in advice] == scores["best_action"].replace(
+        {pd.NA: None}
+    ).tolist()
     run_data = MlflowClient().get_run(summary["run_id"]).data
     assert run_data.metrics["n_scored"] == 13 and run_data.params["model_name"] == NAME
 
@@ -231,3 +236,51 @@ def test_gate_renders_each_action_under_the_score() -> None:
         "  * split into 2 smaller deploys: probability 0.250 (-0.060)",
     ]
     assert _render({**result, "advice": []}, None).splitlines()[-1].startswith("advice: no action lowers")
+
+
+def test_batch_advice_columns_are_the_service_advice_and_leave_scores_alone(home: Path) -> None:
+    from models.scoring.advice import ACTIONS, AdviceConfig
+    from models.scoring.context import ModelInfo, make_bundle
+    from models.serving.schemas import DeployIn
+    from models.serving.state import ScoringState, ServiceConfig
+    from pipelines.flows.score_batch import score_deploys
+    from tests.models.scoring.test_scoring_helpers import serving_metadata
+
+    everything = AdviceConfig(actions=ACTIONS, min_drop=0.0, min_relative_drop=0.0, name_authors=True)
+    model = fitted("logreg")
+    bundle = make_bundle(model, ModelInfo(NAME, "1"), serving_metadata(model))
+    valid = simulated().upcoming.head(8).reset_index(drop=True)
+    plain, _ = score_deploys.fn(valid, home / "store", bundle, AdviceConfig(actions=()))
+    scores, _ = score_deploys.fn(valid, home / "store", bundle, everything)
+    assert scores["probability"].tolist() == plain["probability"].tolist()
+    assert plain["advice"].map(len).sum() == 0 and plain["best_action"].isna().all()
+    assert scores["advice"].map(len).sum() > 0
+    for row in scores.itertuples():
+        probs = [a["probability"] for a in row.advice]
+        assert probs == sorted(probs) and all(p < row.probability for p in probs)
+        best = None if pd.isna(row.best_action) else row.best_action
+        assert best == (row.advice[0]["action"] if row.advice else None)
+    # the same advice as the service gives for the same deploy (one code path)
+    state = ScoringState(ServiceConfig(store_dir=home / "store", model_name=NAME, advice=everything))
+    state.refresh()
+    assert state.snapshot is not None
+    from models.serving.app import score_payload
+
+    first = valid.iloc[0]
+    body = {
+        "service": first["service"],
+        "author": first["author"],
+        "lines_added": int(first["lines_added"]),
+        "lines_deleted": int(first["lines_deleted"]),
+        "files_changed": int(first["files_changed"]),
+        "commit_count": int(first["commit_count"]),
+        "touches_infra": bool(first["touches_infra"]),
+        "is_rollback": bool(first["is_rollback"]),
+        "commit_sha": first["commit_sha"],
+        "deploy_id": first["deploy_id"],
+        "planned_at": first["created_at"].isoformat(),
+        "advice": True,
+    }
+    served = score_payload(state.snapshot, DeployIn.model_validate(body), first["created_at"], 6, everything)
+    assert served["probability"] == pytest.approx(scores["probability"].iloc[0], abs=1e-9)
+    assert [a["action"] for a in served["advice"]] == [a["action"] for a in scores["advice"].iloc[0]]
