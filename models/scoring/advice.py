@@ -14,6 +14,7 @@ docs/advice.md): only those whose advice truly lowered the simulator's hazard.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -254,7 +255,8 @@ def _waits(
     if "after_flips_settle" in config.actions and service in events.flips.times:
         flips = events.flips.times[service]
         settle = config.settle_minutes * MINUTE_US
-        recent = flips[(flips < t) & (flips >= t - settle)]
+        lo, hi = np.searchsorted(flips, [t - settle, t], side="left")
+        recent = flips[lo:hi]
         if len(recent):
             n = len(recent)
             later(
@@ -309,10 +311,9 @@ def _authors(deploy: UpcomingDeploy, events: AdviceIndex, config: AdviceConfig) 
         return []
     t = deploy.micros
     times, names = events.authors.times[service], events.authors.values[service]
-    window = (times < t) & (times >= t - config.author_lookback_days * 24 * 60 * MINUTE_US)
-    recent = pd.Series(names[window]).dropna()
-    recent = recent[recent != deploy.author]
-    ranked = recent.value_counts(sort=True).index[: config.max_authors]
+    lo, hi = np.searchsorted(times, [t - config.author_lookback_days * 24 * 60 * MINUTE_US, t], side="left")
+    counts = Counter(n for n in names[lo:hi].tolist() if isinstance(n, str) and n != deploy.author)
+    ranked = [name for name, _ in counts.most_common(config.max_authors)]
     out = []
     for name in ranked:
         shown = str(name) if config.name_authors else "a recent author of this service"
