@@ -137,7 +137,8 @@ def measure_truth(
                 after = true_after(truth, row, cand.variant, cand.parts)
                 out.append(
                     {"model": kind, "action": action, "predicted_before": current, "predicted_after": p,
-                     "true_before": before, "true_after": after}
+                     "true_before": before, "true_after": after, "at": deploy.created_at, "ship_at": cand.ship_at,
+                     "parts": cand.parts}
                 )  # fmt: skip
     return out
 
@@ -200,6 +201,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cut-days", type=int, default=28)
     parser.add_argument("--window-hours", type=float, default=3.0)
     parser.add_argument("--latency-n", type=int, default=1000)
+    parser.add_argument("--records", type=Path, help="write every piece of advice given to this CSV")
+    parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--business-hours", type=int, nargs=2, default=list(FEATURES.business_hours))
     parser.add_argument("--friday-hour", type=int, default=FEATURES.friday_afternoon_hour)
     args = parser.parse_args(argv)
@@ -227,6 +230,8 @@ def main(argv: list[str] | None = None) -> None:
             print(
                 f"seed {seed} {kind}: {len(records)} advice so far ({time.perf_counter() - started:.0f} s)", flush=True
             )
+    if args.records:
+        pd.DataFrame(records).to_csv(args.records, index=False)
     table = summarise(records, n_deploys // max(1, len(args.kinds)))
     print(f"\nDefault actions now: {DEFAULT_ACTIONS}\n")
     print(markdown(table))
@@ -237,6 +242,8 @@ def main(argv: list[str] | None = None) -> None:
     not_given = [a for a in ACTIONS if a not in set(table["action"])]
     print(f"kinds never given: {not_given}")
 
+    if args.skip_latency:
+        return
     sim = simulate(SimulationConfig(days=args.days, services=args.services, seed=args.seeds[0]))
     for kind in args.kinds:
         lat = measure_latency(kind, sim, args.latency_n, features)

@@ -232,6 +232,17 @@ def next_business_morning(t_us: int, zone: str, business_hours: tuple[int, int])
     raise AssertionError("a weekday morning exists within 8 days")
 
 
+def outside_working_day(t_us: int, zone: str, features: FeatureConfig) -> bool:
+    """Is ``t_us`` outside the service's working day (weekend, outside business hours, Friday afternoon)?
+
+    The same definitions as the timing features (``is_outside_business_hours``, ``is_friday_afternoon``).
+    """
+    local = datetime.fromtimestamp(t_us / 1e6, ZoneInfo(zone))
+    start, end = features.business_hours
+    friday_pm = local.weekday() == 4 and local.hour >= features.friday_afternoon_hour
+    return local.weekday() >= 5 or local.hour < start or local.hour >= end or friday_pm
+
+
 def _waits(
     deploy: UpcomingDeploy, events: AdviceIndex, features: FeatureConfig, config: AdviceConfig
 ) -> list[_Candidate]:
@@ -244,8 +255,9 @@ def _waits(
         if t < at <= t + max_wait:
             out.append(_Candidate(action, detail, replace(deploy, created_at=_at(at)), ship_at=_at(at)))
 
-    if "next_business_morning" in config.actions:
-        zone = features.service_timezones.get(service, "UTC")
+    zone = features.service_timezones.get(service, "UTC")
+    if "next_business_morning" in config.actions and outside_working_day(t, zone, features):
+        # only deploys outside the working day: moving one inside it is not what this action means
         at = next_business_morning(t, zone, features.business_hours)
         later(
             "next_business_morning",

@@ -71,6 +71,16 @@ def test_next_business_morning_on_the_services_clock() -> None:
     assert next_business_morning(_us("2026-02-10T10:00:00Z"), "UTC", (8, 17)) == _us("2026-02-11T08:00:00Z")
 
 
+def test_the_morning_is_advised_only_outside_the_working_day() -> None:
+    def morning(at: str) -> pd.Timestamp | None:
+        return _actions(UpcomingDeploy("tax-worker", pd.Timestamp(at), lines_added=10.0)).get("next_business_morning")
+
+    assert morning("2026-02-10T11:00:00Z") is None  # Tuesday, inside 9-17 UTC
+    assert morning("2026-02-10T20:00:00Z") == pd.Timestamp("2026-02-11T09:00:00Z")
+    assert morning("2026-02-13T12:30:00Z") == pd.Timestamp("2026-02-16T09:00:00Z")  # Friday afternoon -> Monday
+    assert morning("2026-02-13T11:30:00Z") is None  # Friday morning
+
+
 def _actions(deploy: UpcomingDeploy) -> dict[str, pd.Timestamp | None]:
     index, bundle, events = _context("logreg")
     return {c.action: c.ship_at for c in candidates(index, bundle.scorer, events, deploy, ALL)}
