@@ -203,6 +203,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latency-n", type=int, default=1000)
     parser.add_argument("--records", type=Path, help="write every piece of advice given to this CSV")
     parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument("--latency-only", action="store_true")
     parser.add_argument("--business-hours", type=int, nargs=2, default=list(FEATURES.business_hours))
     parser.add_argument("--friday-hour", type=int, default=FEATURES.friday_afternoon_hour)
     args = parser.parse_args(argv)
@@ -210,6 +211,9 @@ def main(argv: list[str] | None = None) -> None:
     features = FeatureConfig(business_hours=(start, stop), friday_afternoon_hour=args.friday_hour)
     print(f"feature config: business hours {features.business_hours}, Friday afternoon from {args.friday_hour}")
 
+    if args.latency_only:
+        latency(args, features)
+        return
     records: list[dict[str, Any]] = []
     n_deploys = 0
     window = pd.Timedelta(hours=args.window_hours)
@@ -242,8 +246,11 @@ def main(argv: list[str] | None = None) -> None:
     not_given = [a for a in ACTIONS if a not in set(table["action"])]
     print(f"kinds never given: {not_given}")
 
-    if args.skip_latency:
-        return
+    if not args.skip_latency:
+        latency(args, features)
+
+
+def latency(args: argparse.Namespace, features: FeatureConfig) -> None:
     sim = simulate(SimulationConfig(days=args.days, services=args.services, seed=args.seeds[0]))
     for kind in args.kinds:
         lat = measure_latency(kind, sim, args.latency_n, features)
