@@ -255,11 +255,11 @@ def test_batch_advice_columns_are_the_service_advice_and_leave_scores_alone(home
     assert scores["probability"].tolist() == plain["probability"].tolist()
     assert plain["advice"].map(len).sum() == 0 and plain["best_action"].isna().all()
     assert scores["advice"].map(len).sum() > 0
-    for row in scores.itertuples():
-        probs = [a["probability"] for a in row.advice]
-        assert probs == sorted(probs) and all(p < row.probability for p in probs)
-        best = None if pd.isna(row.best_action) else row.best_action
-        assert best == (row.advice[0]["action"] if row.advice else None)
+    best_actions = scores["best_action"].astype(object).where(scores["best_action"].notna(), None).tolist()
+    for advice, probability, best in zip(scores["advice"], scores["probability"], best_actions, strict=True):
+        probs = [a["probability"] for a in advice]
+        assert probs == sorted(probs) and all(p < probability for p in probs)
+        assert best == (advice[0]["action"] if advice else None)
     # the same advice as the service gives for the same deploy (one code path)
     state = ScoringState(ServiceConfig(store_dir=home / "store", model_name=NAME, advice=everything))
     state.refresh()
