@@ -30,8 +30,10 @@ from pydantic import TypeAdapter
 
 from models.notify.alerts import Alerts
 from models.notify.config import NotifyConfig
+from models.scoring.advice import AdviceConfig
 from models.scoring.explain import score_deploy
 from models.scoring.upcoming import now_utc
+from models.serving.advice import AdviceEvents, advice_payload
 from models.serving.auth import _token_check
 from models.serving.incidents import incidents_router
 from models.serving.schemas import (
@@ -208,13 +210,27 @@ async def _too_large(send: Send, limit: int) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def score_payload(snap: Snapshot, deploy: DeployIn, now: pd.Timestamp, k: int) -> dict[str, Any]:
-    """The JSON body of a score: the result, how it is explained, which model and store made it."""
-    result = score_deploy(snap.index, snap.bundle.scorer, deploy.to_deploy(now), k)
+def score_payload(
+    snap: Snapshot,
+    deploy: DeployIn,
+    now: pd.Timestamp,
+    k: int,
+    advice: AdviceConfig | None = None,
+    events: AdviceEvents | None = None,
+) -> dict[str, Any]:
+    """The JSON body of a score: the result, how it is explained, which model and store made it.
+
+    With ``deploy.advice`` also the advice, computed after the score and from it (never changing it).
+    """
+    upcoming = deploy.to_deploy(now)
+    result = score_deploy(snap.index, snap.bundle.scorer, upcoming, k)
     out = result.as_dict()
     out["explanation_method"] = EXPLANATION[snap.bundle.scorer.kind]
     out["model"] = snap.bundle.info.as_dict()
     out["store_version"] = snap.store_version
+    if deploy.advice:
+        config, found = advice or AdviceConfig(), events or AdviceEvents()
+        out["advice"] = advice_payload(snap, upcoming, result.probability, config, found)
     return out
 
 
@@ -260,6 +276,8 @@ def create_app(config: ServiceConfig, state: ScoringState | None = None, notify:
     metrics = _Metrics.create()
     alerts = _alerts(notify, metrics.registry)
     state.on_swap(metrics.on_swap)
+    advice_events = AdviceEvents()
+    state.on_swap(advice_events.prepare)  # built in the refresh thread, before requests ask for advice
     stop = threading.Event()
 
     def refresh_logged() -> None:
@@ -309,7 +327,7 @@ def create_app(config: ServiceConfig, state: ScoringState | None = None, notify:
     async def score(deploy: DeployIn) -> Response:
         """Score one upcoming deploy against the current champion and the store's history."""
         snap = current()
-        payload = score_payload(snap, deploy, now_utc(), config.top_factors)
+        payload = score_payload(snap, deploy, now_utc(), config.top_factors, config.advice, advice_events)
         metrics.scores.labels(payload["band"]).inc()
         if alerts is not None:
             alerts.offer(snap.history, payload, deploy.author, deploy.commit_sha)
@@ -320,7 +338,7 @@ def create_app(config: ServiceConfig, state: ScoringState | None = None, notify:
         """Score up to 500 deploys (``MAX_BATCH``) in one request, all with the same model and store view."""
         snap = current()
         now = now_utc()
-        scores = [score_payload(snap, d, now, config.top_factors) for d in batch.deploys]
+        scores = [score_payload(snap, d, now, config.top_factors, config.advice, advice_events) for d in batch.deploys]
         for s, d in zip(scores, batch.deploys, strict=True):
             metrics.scores.labels(s["band"]).inc()
             if alerts is not None:

@@ -10,6 +10,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstrai
 
 from features.history.schema import ENVIRONMENTS, MAX_LINES
 from models.scoring.upcoming import UpcomingDeploy
+from models.serving.advice import AdviceOut
 from models.training.config import Band
 
 #: Most deploys one batch request may carry.
@@ -60,6 +61,9 @@ class DeployIn(BaseModel):
     squad: Text | None = None
     tribe: Text | None = None
     extra: dict[ExtraName, ExtraValue] = Field(default_factory=dict, max_length=64)
+    advice: Annotated[bool, Field(strict=True)] = Field(
+        False, description="Also return what would make this deploy safer (docs/advice.md)"
+    )
 
     @field_validator("planned_at")
     @classmethod
@@ -121,6 +125,7 @@ class ScoreOut(BaseModel):
     explanation_method: str
     model: ModelRef
     store_version: int
+    advice: list[AdviceOut] | None = Field(None, description="With advice: true; best first (docs/advice.md)")
 
 
 class BatchOut(BaseModel):

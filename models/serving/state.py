@@ -7,13 +7,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from features.history.schema import History
 from features.history.store import HistoryStore
 from features.labels.attribution import attribute
 from models.registry.artifacts import CHAMPION, MODEL_NAME
+from models.scoring.advice import AdviceConfig
 from models.scoring.context import (
     FeatureIndex,
     ModelBundle,
@@ -39,6 +40,7 @@ class ServiceConfig:
     tokens: tuple[str, ...] = ()  # empty: no auth
     top_factors: int = 6
     dependencies: Path | None = None  # dependencies.yaml or a Backstage catalog, for incident suspects
+    advice: AdviceConfig = field(default_factory=AdviceConfig)  # which actions ``advice: true`` evaluates
 
 
 @dataclass(frozen=True)

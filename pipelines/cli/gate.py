@@ -72,7 +72,7 @@ def _score_remote(url: str, body: dict[str, Any], token: str | None, timeout: fl
 
 
 def _score_local(body: dict[str, Any], home: Path | None, model: str, alias: str) -> dict[str, Any]:
-    """Load the champion and the store once, then score exactly as the service does."""
+    """Load the champion and the store once, then score (and advise) exactly as the service does."""
     from models.scoring.upcoming import now_utc
     from models.serving.app import ServiceConfig, score_payload
     from models.serving.schemas import DeployIn
@@ -86,7 +86,7 @@ def _score_local(body: dict[str, Any], home: Path | None, model: str, alias: str
     except Exception as exc:
         raise ConnectionError(f"no usable {model}@{alias} ({exc})") from None
     assert state.snapshot is not None
-    return score_payload(state.snapshot, DeployIn.model_validate(body), now_utc(), 6)
+    return score_payload(state.snapshot, DeployIn.model_validate(body), now_utc(), 6, state.config.advice)
 
 
 def _render(result: dict[str, Any], threshold: float | None) -> str:
@@ -102,7 +102,19 @@ def _render(result: dict[str, Any], threshold: float | None) -> str:
     flags = {k: v for k, v in result.get("flags", {}).items() if v}
     if flags:
         lines.append(f"notes: {json.dumps(flags)}")
+    if "advice" in result:
+        lines.extend(_render_advice(result["advice"] or []))
     return "\n".join(lines)
+
+
+def _render_advice(advice: list[dict[str, Any]]) -> list[str]:
+    """The advice under the score: one line per action, best first (the model's prediction, not a promise)."""
+    if not advice:
+        return ["advice: no action lowers the predicted risk materially (docs/advice.md)"]
+    lines = ["advice (predicted by the model; docs/advice.md says which actions the simulator confirmed):"]
+    for a in advice:
+        lines.append(f"  * {a['detail']}: probability {a['probability']:.3f} ({a['change']:+.3f})")
+    return lines
 
 
 def score(
@@ -128,6 +140,7 @@ def score(
         help="Exit 3 when the probability is above this. Default: when the band is 'high'.",
     ),
     json_out: bool = typer.Option(False, "--json", help="Print the full response as JSON."),
+    advice: bool = typer.Option(False, "--advice", help="Also print what would make the deploy safer."),
     url: str | None = typer.Option(None, "--url", help="A running service; without it the champion loads here."),
     token: str | None = typer.Option(None, "--token", help=f"Bearer token (default ${TOKEN_ENV})."),
     timeout: float = typer.Option(5.0, "--timeout", min=0.1, help="Seconds to wait for the service."),
@@ -169,6 +182,7 @@ def score(
             "tribe": tribe,
             "extra": _parse_extra(extra),
             "planned_at": at,
+            "advice": advice or None,
         }
         body = {k: v for k, v in body.items() if v is not None and v != {}}
         DeployIn.model_validate(body)  # the service's own checks, before any network or model work

@@ -5,6 +5,8 @@ checked by the same ``conform`` as an ingest: rows that fail are reported (and n
 crash the run. Columns an upcoming deploy cannot know yet get defaults: ``source`` "upcoming",
 ``status`` "running", ``environment`` "production", ``deploy_id`` "upcoming:<row>", ``created_at`` now.
 Scoring is the batch path of ``models.scoring`` (``build_features`` + the model's ``predict_proba``).
+Advice columns (``advice``: JSON list best first, ``best_action``, ``best_action_probability``) come
+from ``models.scoring.advice`` on the same history, after the scores and without changing them.
 """
 
 from __future__ import annotations
@@ -27,9 +29,16 @@ from features.labels.attribution import attribute
 from features.sources.base import SourceError
 from features.sources.generic import read_table_file
 from models.registry.artifacts import CHAMPION, MODEL_NAME
-from models.scoring.context import ModelBundle, champion_version, feature_medians, load_bundle
+from models.scoring.advice import AdviceConfig, advise_many, build_advice_index
+from models.scoring.context import (
+    ModelBundle,
+    build_feature_index,
+    champion_version,
+    feature_medians,
+    load_bundle,
+)
 from models.scoring.explain import band_counts, score_frame
-from models.scoring.upcoming import now_utc
+from models.scoring.upcoming import deploys_from_frame, now_utc
 from pipelines.flows.artifacts import record_scoring
 from pipelines.settings import Settings
 from pipelines.tracking_lock import TrackingBusyError
@@ -136,22 +145,46 @@ def load_champion(settings: Settings, name: str, alias: str) -> ModelBundle:
 
 
 @task(name="score-deploys", cache_policy=NO_CACHE)
-def score_deploys(valid: pd.DataFrame, store_dir: Path, bundle: ModelBundle) -> tuple[pd.DataFrame, int]:
+def score_deploys(
+    valid: pd.DataFrame, store_dir: Path, bundle: ModelBundle, advice: AdviceConfig | None = None
+) -> tuple[pd.DataFrame, int]:
     store = HistoryStore(store_dir)
     manifest = store.manifest()
     history = store.read_history(manifest)
     if not len(valid):
-        return score_frame(valid, history, history.deploys.iloc[:0], bundle), manifest.version
+        return with_advice(score_frame(valid, history, history.deploys.iloc[:0], bundle), []), manifest.version
     labels = attribute(history, bundle.attribution_config).deploy_labels
     if bundle.needs_medians:
         bundle = bundle.with_medians(feature_medians(history, labels, bundle.feature_config, bundle.scorer.numeric))
-    return score_frame(valid, history, labels, bundle), manifest.version
+    scores = score_frame(valid, history, labels, bundle)
+    index = build_feature_index(history, labels, bundle.feature_config)
+    events = build_advice_index(history, bundle.feature_config)
+    found = advise_many(
+        index,
+        bundle.scorer,
+        events,
+        deploys_from_frame(valid),
+        scores["probability"].tolist(),
+        advice or AdviceConfig(),
+    )
+    return with_advice(scores, [[a.as_dict() for a in row] for row in found]), manifest.version
+
+
+def with_advice(scores: pd.DataFrame, advice: list[list[dict[str, Any]]]) -> pd.DataFrame:
+    """The advice columns: the list (best first), the best action and its probability (None without advice)."""
+    out = scores.copy()
+    out["advice"] = pd.Series(advice, index=scores.index, dtype=object) if len(scores) else []
+    out["best_action"] = pd.array([row[0]["action"] if row else None for row in advice], "string")
+    out["best_action_probability"] = pd.array([row[0]["probability"] if row else None for row in advice], "Float64")
+    return out
 
 
 def write_scores(scores: pd.DataFrame, out: Path, bundle: ModelBundle) -> None:
     """Scores to Parquet (or CSV for a .csv name); factors as JSON text so any reader can open them."""
     table = scores.copy()
     table["top_factors"] = [json.dumps(f) for f in table["top_factors"]]
+    if "advice" in table:
+        table["advice"] = [json.dumps(a) for a in table["advice"]]
     table["filled_teams"] = [",".join(f) for f in table["filled_teams"]]
     table["model_name"] = bundle.info.name
     table["model_version"] = bundle.info.version

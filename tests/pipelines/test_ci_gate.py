@@ -185,5 +185,102 @@ def test_score_batch_writes_scores_and_logs_a_summary(prefect_harness: None, hom
     assert set(scores["band"]) <= {"low", "medium", "high"} and sum(summary["bands"].values()) == 13
     assert scores["deploy_id"].iloc[-1] == "upcoming:14" and json.loads(scores["top_factors"].iloc[0])
     assert (scores["model_name"] == NAME).all()
+    advice = [json.loads(a) for a in scores["advice"]]  # the advice columns, default actions only
+    assert all(a["action"] == "next_business_morning" for row in advice for a in row)
+    assert [row[0]["action"] if row else None for row in advice] == scores["best_action"].replace(
+        {pd.NA: None}
+    ).tolist()
     run_data = MlflowClient().get_run(summary["run_id"]).data
     assert run_data.metrics["n_scored"] == 13 and run_data.params["model_name"] == NAME
+
+
+SATURDAY_NIGHT = ["--at", "2026-02-07T23:30:00Z"]
+
+
+def test_gate_advice_prints_under_the_score_and_keeps_it(url: str, home: Path) -> None:
+    remote = ["--url", url, "--token", "s3cret", "--fail-above", "1"]
+    plain = json.loads(run(*ARGS, *SATURDAY_NIGHT, *remote, "--json")[1])
+    code, out, _ = run(*ARGS, *SATURDAY_NIGHT, *remote, "--json", "--advice")
+    advised = json.loads(out)
+    assert code == EXIT_OK and advised["probability"] == plain["probability"] and "advice" not in plain
+    assert isinstance(advised["advice"], list)
+    assert all(a["action"] == "next_business_morning" for a in advised["advice"])  # the default set only
+    local = json.loads(run(*ARGS, *SATURDAY_NIGHT, "--home", str(home), "--json", "--advice", "--fail-above", "1")[1])
+    assert local["advice"] == advised["advice"] and local["probability"] == plain["probability"]
+    code, text, _ = run(*ARGS, *SATURDAY_NIGHT, *remote, "--advice")
+    lines = text.splitlines()
+    assert lines[0].startswith("reviews-svc: probability") and lines[-1].startswith(("advice", "  * "))
+    assert "advice" not in run(*ARGS, *SATURDAY_NIGHT, *remote)[1]
+
+
+def test_gate_renders_each_action_under_the_score() -> None:
+    from pipelines.cli.gate import _render
+
+    result = {
+        "service": "checkout",
+        "probability": 0.31,
+        "band": "high",
+        "model": {"name": "m", "version": "3"},
+        "factors": [],
+        "flags": {},
+        "advice": [
+            {"action": "next_business_morning", "detail": "ship at the next business morning", "probability": 0.2,
+             "change": -0.11},
+            {"action": "split", "detail": "split into 2 smaller deploys", "probability": 0.25, "change": -0.06},
+        ],
+    }  # fmt: skip
+    lines = _render(result, None).splitlines()
+    assert lines[0].startswith("checkout: probability 0.310")
+    assert lines[-2:] == [
+        "  * ship at the next business morning: probability 0.200 (-0.110)",
+        "  * split into 2 smaller deploys: probability 0.250 (-0.060)",
+    ]
+    assert _render({**result, "advice": []}, None).splitlines()[-1].startswith("advice: no action lowers")
+
+
+def test_batch_advice_columns_are_the_service_advice_and_leave_scores_alone(home: Path) -> None:
+    from models.scoring.advice import ACTIONS, AdviceConfig
+    from models.scoring.context import ModelInfo, make_bundle
+    from models.serving.schemas import DeployIn
+    from models.serving.state import ScoringState, ServiceConfig
+    from pipelines.flows.score_batch import score_deploys
+    from tests.helpers.scoring import serving_metadata
+
+    everything = AdviceConfig(actions=ACTIONS, min_drop=0.0, min_relative_drop=0.0, name_authors=True)
+    model = fitted("logreg")
+    bundle = make_bundle(model, ModelInfo(NAME, "1"), serving_metadata(model))
+    valid = simulated().upcoming.head(8).reset_index(drop=True)
+    plain, _ = score_deploys.fn(valid, home / "store", bundle, AdviceConfig(actions=()))
+    scores, _ = score_deploys.fn(valid, home / "store", bundle, everything)
+    assert scores["probability"].tolist() == plain["probability"].tolist()
+    assert plain["advice"].map(len).sum() == 0 and plain["best_action"].isna().all()
+    assert scores["advice"].map(len).sum() > 0
+    best_actions = scores["best_action"].astype(object).where(scores["best_action"].notna(), None).tolist()
+    for advice, probability, best in zip(scores["advice"], scores["probability"], best_actions, strict=True):
+        probs = [a["probability"] for a in advice]
+        assert probs == sorted(probs) and all(p < probability for p in probs)
+        assert best == (advice[0]["action"] if advice else None)
+    # the same advice as the service gives for the same deploy (one code path)
+    state = ScoringState(ServiceConfig(store_dir=home / "store", model_name=NAME, advice=everything))
+    state.refresh()
+    assert state.snapshot is not None
+    from models.serving.app import score_payload
+
+    first = valid.iloc[0]
+    body = {
+        "service": first["service"],
+        "author": first["author"],
+        "lines_added": int(first["lines_added"]),
+        "lines_deleted": int(first["lines_deleted"]),
+        "files_changed": int(first["files_changed"]),
+        "commit_count": int(first["commit_count"]),
+        "touches_infra": bool(first["touches_infra"]),
+        "is_rollback": bool(first["is_rollback"]),
+        "commit_sha": first["commit_sha"],
+        "deploy_id": first["deploy_id"],
+        "planned_at": first["created_at"].isoformat(),
+        "advice": True,
+    }
+    served = score_payload(state.snapshot, DeployIn.model_validate(body), first["created_at"], 6, everything)
+    assert served["probability"] == pytest.approx(scores["probability"].iloc[0], abs=1e-9)
+    assert [a["action"] for a in served["advice"]] == [a["action"] for a in scores["advice"].iloc[0]]
