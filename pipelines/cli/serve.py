@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import typer
@@ -28,6 +29,13 @@ def serve(
     model: str = typer.Option("incident-risk", "--model", help="Registered model name."),
     alias: str = typer.Option("champion", "--alias", help="Registry alias to serve and follow."),
     access_log: bool = typer.Option(False, "--access-log/--no-access-log", help="Log every request line."),
+    max_data_age_hours: float | None = typer.Option(
+        None,
+        "--max-data-age-hours",
+        min=0.0,
+        help="Past this age of the store's newest event, scores say stale_history and /readyz says degraded "
+        "(default 72).",
+    ),
 ) -> None:
     """Serve risk scores over HTTP (FastAPI on uvicorn); follows the champion and the store without restarts."""
     import uvicorn
@@ -45,6 +53,8 @@ def serve(
         refresh_seconds=refresh_seconds,
         tokens=tokens,
     )
+    if max_data_age_hours is not None:
+        config = replace(config, max_data_age_hours=max_data_age_hours)
     print(
         f"incident-risk serving {model}@{alias} on http://{host}:{port} (auth {'on' if tokens else 'off'})",
         file=sys.stderr,

@@ -4,7 +4,9 @@ The input has the generic deploys source's canonical column names (docs/data-mod
 checked by the same ``conform`` as an ingest: rows that fail are reported (and not scored), never
 crash the run. Columns an upcoming deploy cannot know yet get defaults: ``source`` "upcoming",
 ``status`` "running", ``environment`` "production", ``deploy_id`` "upcoming:<row>", ``created_at`` now.
-Scoring is the batch path of ``models.scoring`` (``build_features`` + the model's ``predict_proba``).
+Scoring is the batch path of ``models.scoring`` on the same ``load_scoring_context`` the service and
+the CI gate use (the training feature build + the model's ``predict_proba``); each score says
+whether the store's history ends too long before the deploy (``stale_history``).
 """
 
 from __future__ import annotations
@@ -20,13 +22,11 @@ import pandas as pd
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from features.history.schema import DEPLOYS, RECORD_COLUMN, History, conform
-from features.history.store import HistoryStore
-from features.labels.attribution import attribute
+from features.history.schema import DEPLOYS, RECORD_COLUMN, conform
 from features.sources.base import SourceError
 from features.sources.generic import read_table_file
 from models.registry.artifacts import CHAMPION, MODEL_NAME
-from models.scoring.context import ModelBundle, champion_version, feature_medians, load_bundle
+from models.scoring.context import ModelBundle, ScoringContext, ScoringUnavailable, load_scoring_context
 from models.scoring.explain import band_counts, score_frame
 from models.scoring.upcoming import now_utc
 from pipelines.settings import Settings
@@ -54,6 +54,8 @@ class BatchSummary:
     model_name: str
     model_version: str
     store_version: int
+    data_end: str | None = None
+    n_stale: int = 0  # scores whose history ends more than max_data_age_hours before the deploy
     run_id: str | None = None
     rejects: list[dict[str, Any]] = field(default_factory=list)  # the first few: record, field, reason
 
@@ -67,6 +69,11 @@ class BatchSummary:
             f"(store v{self.store_version}) -> {self.output}",
             f"bands: {bands}",
         ]
+        if self.n_stale:
+            lines.append(
+                f"WARNING: {self.n_stale} scores rest on stale history (the store's newest event is {self.data_end}); "
+                "check that ingest runs"
+            )
         if self.mean_probability is not None:
             lines.append(f"probability: mean {self.mean_probability:.3f}, max {self.max_probability:.3f}")
         for r in self.rejects:
@@ -109,28 +116,17 @@ def _present(values: pd.Series) -> pd.Series:
     return values.notna() & values.astype(str).str.strip().ne("")
 
 
-@task(name="load-champion", cache_policy=NO_CACHE)
-def load_champion(settings: Settings, name: str, alias: str) -> ModelBundle:
-    from mlflow import MlflowClient
-
-    client = MlflowClient()
-    target = champion_version(client, name, alias)
-    if target is None:
-        raise BatchScoringError(f"no model version has the alias {name}@{alias}; train one first")
-    return load_bundle(client, name, target[0], alias)
+@task(name="load-scoring-context", cache_policy=NO_CACHE)
+def load_context(settings: Settings, name: str, alias: str) -> ScoringContext:
+    try:
+        return load_scoring_context(settings.store_dir, name, alias)
+    except ScoringUnavailable as exc:
+        raise BatchScoringError(str(exc)) from None
 
 
 @task(name="score-deploys", cache_policy=NO_CACHE)
-def score_deploys(valid: pd.DataFrame, store_dir: Path, bundle: ModelBundle) -> tuple[pd.DataFrame, int]:
-    store = HistoryStore(store_dir)
-    manifest = store.manifest()
-    history = History(*(store.read(t, manifest) for t in ("deploys", "toggle_events", "incidents")))
-    if not len(valid):
-        return score_frame(valid, history, history.deploys.iloc[:0], bundle), manifest.version
-    labels = attribute(history, bundle.attribution_config).deploy_labels
-    if bundle.needs_medians:
-        bundle = bundle.with_medians(feature_medians(history, labels, bundle.feature_config, bundle.scorer.numeric))
-    return score_frame(valid, history, labels, bundle), manifest.version
+def score_deploys(valid: pd.DataFrame, context: ScoringContext) -> pd.DataFrame:
+    return score_frame(valid, context)
 
 
 def write_scores(scores: pd.DataFrame, out: Path, bundle: ModelBundle) -> None:
@@ -173,6 +169,7 @@ def log_summary(summary: BatchSummary, settings: Settings) -> str:
             "n_input": summary.n_input,
             "n_scored": summary.n_scored,
             "n_rejected": summary.n_rejected,
+            "n_stale": summary.n_stale,
             **{f"band_{k}": v for k, v in summary.bands.items()},
         }
         if summary.mean_probability is not None:
@@ -191,8 +188,9 @@ def score_batch_flow(input_path: str, out_path: str, settings: Settings, model_n
     """Read, check, score and write a batch of upcoming deploys; log the summary to MLflow."""
     source, out = Path(input_path), Path(out_path)
     valid, rejects = read_upcoming(source, now_utc())
-    bundle = load_champion(settings, model_name, alias)
-    scores, store_version = score_deploys(valid, settings.store_dir, bundle)
+    context = load_context(settings, model_name, alias)
+    bundle = context.bundle
+    scores = score_deploys(valid, context)
     write_scores(scores, out, bundle)
     p = scores["probability"].to_numpy(dtype=np.float64)
     n_rejected = int(rejects["record"].nunique()) if len(rejects) else 0
@@ -207,7 +205,9 @@ def score_batch_flow(input_path: str, out_path: str, settings: Settings, model_n
         max_probability=float(p.max()) if len(p) else None,
         model_name=bundle.info.name,
         model_version=bundle.info.version,
-        store_version=store_version,
+        store_version=context.store_version,
+        data_end=None if context.data_end is None else context.data_end.isoformat(),
+        n_stale=int(scores["stale_history"].sum()),
         rejects=[
             {"record": int(str(r.record)), "field": str(r.field), "reason": str(r.reason)}
             for r in rejects.head(10).itertuples(index=False)

@@ -7,7 +7,10 @@ Exit codes are the contract: 0 below the threshold, 3 above, 2 bad arguments, 4 
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,6 +25,7 @@ from typer.testing import CliRunner
 from models.serving.app import ServiceConfig, create_app
 from pipelines.cli.gate import EXIT_ABOVE, EXIT_BAD_ARGS, EXIT_OK, EXIT_UNAVAILABLE
 from pipelines.cli.main import build_app
+from tests.helpers.paths import REPO
 from tests.models.scoring.test_scoring_helpers import fitted, simulated, write_store
 from tests.models.scoring.test_scoring_helpers import register as register_model
 
@@ -187,3 +191,38 @@ def test_score_batch_writes_scores_and_logs_a_summary(prefect_harness: None, hom
     assert (scores["model_name"] == NAME).all()
     run_data = MlflowClient().get_run(summary["run_id"]).data
     assert run_data.metrics["n_scored"] == 13 and run_data.params["model_name"] == NAME
+
+
+def test_stale_history_exits_4_only_when_failing_closed(url: str, home: Path) -> None:
+    """The test store's history ends weeks before now: a score at now misses every recent event."""
+    remote = [*ARGS, "--url", url, "--token", "s3cret", "--fail-above", "1"]
+    code, _, err = run(*remote, "--fail-closed")
+    assert code == EXIT_UNAVAILABLE and "stale history" in err and "fail-closed" in err
+    code, _, err = run(*remote)
+    assert code == EXIT_OK and "WARNING: stale history" in err
+    code, out, _ = run(*remote, "--fail-closed", "--json", "--max-data-age-hours", "1000000")
+    assert code == EXIT_OK and json.loads(out)["stale_history"] is False
+    code, _, err = run(*ARGS, "--home", str(home), "--fail-above", "1", "--fail-closed")
+    assert code == EXIT_UNAVAILABLE and "stale history" in err
+    local = [*ARGS, "--home", str(home), "--fail-above", "1", "--fail-closed", "--json"]
+    code, out, _ = run(*local, "--max-data-age-hours", "1000000")
+    assert code == EXIT_OK and json.loads(out)["stale_history"] is False
+
+
+HEAVY = ("pandas", "numpy", "sklearn", "mlflow", "prefect", "pyarrow", "fastapi", "httpx")  # typer needs pydantic
+
+
+def test_remote_gate_imports_no_data_stack(url: str, tmp_path: Path) -> None:
+    """``score --url`` in a fresh interpreter, through the real entry point: only the request's needs load."""
+    script = (
+        "import json, sys\n"
+        f"sys.argv = ['incident-risk', *{[*ARGS, '--url', url, '--token', 's3cret', '--fail-above', '1']!r}]\n"
+        "from pipelines.cli.main import main\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n    code = exc.code\n"
+        f"print(json.dumps({{'code': code, 'heavy': [m for m in {HEAVY!r} if m in sys.modules]}}))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO), "INCIDENT_RISK_HOME": str(tmp_path / "home")}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result == {"code": EXIT_OK, "heavy": []}, done.stderr
+    assert "probability" in done.stdout

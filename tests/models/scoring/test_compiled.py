@@ -9,7 +9,7 @@ import pytest
 from features.labels.attribution import attribute
 from features.pointintime.compute import build_features
 from models.scoring.compiled import compile_fast_scorer
-from models.scoring.context import ModelInfo, build_feature_index, make_bundle
+from models.scoring.context import ModelInfo, make_bundle, make_scoring_context
 from models.scoring.explain import score_deploy, score_frame
 from models.scoring.upcoming import deploys_from_frame
 from tests.models.scoring.test_scoring_helpers import (
@@ -93,14 +93,14 @@ def test_tree_contributions_equal_rescoring_with_the_feature_at_its_median() -> 
 @pytest.mark.parametrize("kind", KINDS)
 def test_batch_path_and_fast_path_agree(kind: str) -> None:
     sim = simulated()
-    labels = attribute(sim.history, ATTRIBUTION).deploy_labels
     model = fitted(kind)
     bundle = make_bundle(model, ModelInfo("m", "1"), serving_metadata(model))
-    index = build_feature_index(sim.history, labels, bundle.feature_config)
-    batch = score_frame(sim.upcoming, sim.history, labels, bundle)
+    context = make_scoring_context(bundle, sim.history, 1)
+    index = context.index
+    batch = score_frame(sim.upcoming, context)
     assert len(batch) == len(sim.upcoming) > 10
     for i, deploy in enumerate(deploys_from_frame(sim.upcoming)):
-        fast = score_deploy(index, bundle.scorer, deploy)
+        fast = score_deploy(index, context.bundle.scorer, deploy)
         assert abs(fast.probability - batch["probability"].iloc[i]) <= 1e-9
         assert fast.band == batch["band"].iloc[i]
         slow = batch["top_factors"].iloc[i]
