@@ -8,24 +8,21 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import typer
-import uvicorn
 from typer.testing import CliRunner
 
-from models.serving.app import ServiceConfig, create_app
+from models.serving.app import ServiceConfig
 from pipelines.cli.gate import EXIT_ABOVE, EXIT_BAD_ARGS, EXIT_OK, EXIT_UNAVAILABLE
 from pipelines.cli.main import build_app
 from tests.helpers.paths import REPO
+from tests.helpers.service import free_port, running_service
 from tests.models.scoring.test_scoring_helpers import fitted, simulated, write_store
 from tests.models.scoring.test_scoring_helpers import register as register_model
 
@@ -47,12 +44,6 @@ ARGS = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("gate-home")
@@ -63,19 +54,9 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def url(home: Path) -> Iterator[str]:
-    """The service on a loopback port, in this process (uvicorn in a thread)."""
-    port = _free_port()
     config = ServiceConfig(store_dir=home / "store", model_name=NAME, refresh_seconds=3600, tokens=("s3cret",))
-    server = uvicorn.Server(uvicorn.Config(create_app(config), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with running_service(config) as base:
+        yield base
 
 
 def _cli() -> typer.Typer:
@@ -123,7 +104,7 @@ def test_bad_arguments_exit_2_before_scoring(extra: list[str]) -> None:
 
 
 def test_unreachable_service_fails_open_or_closed() -> None:
-    dead = f"http://127.0.0.1:{_free_port()}"
+    dead = f"http://127.0.0.1:{free_port()}"
     code, _, err = run(*ARGS, "--url", dead, "--timeout", "1")
     assert code == EXIT_OK and "WARNING" in err and "fail-open" in err
     code, _, err = run(*ARGS, "--url", dead, "--timeout", "1", "--fail-closed")
