@@ -134,7 +134,8 @@ def _steps(
         y = table.frame["label"]
         progress(
             f"training table: {len(table.frame)} deploys ({int(y.sum())} failed, rate {y.mean():.3f}), "
-            f"{len(table.numeric)} numeric + {len(table.categorical)} categorical features; excluded {table.excluded}"
+            f"{len(table.numeric)} numeric + {len(table.categorical)} categorical features; excluded "
+            + (", ".join(f"{n} {reason}" for reason, n in table.excluded.items()) or "none")
         )
         result: TrainResult = timed("train", fit_models, table, options, progress, evaluate_all)
         context = context_for(table, options, artifact_root)
