@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from features.history.quarantine import ReasonCount
 from features.history.schema import (
     RECORD_COLUMN,
     Conformed,
@@ -46,10 +47,17 @@ class SourceCounts:
     unchanged: int = 0
     quarantined: int = 0
     other: dict[str, int] = field(default_factory=dict)
+    #: the most frequent quarantine reasons of this ingest, so a refused export is seen at once
+    top_reasons: list[ReasonCount] = field(default_factory=list)
 
     @property
     def reconciles(self) -> bool:
         return self.read == self.inserted + self.updated + self.unchanged + self.quarantined
+
+    @property
+    def rows(self) -> int:
+        """Records that are in the store after this ingest (new, updated or already there)."""
+        return self.inserted + self.updated + self.unchanged
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -62,6 +70,7 @@ class SourceCounts:
             "unchanged": self.unchanged,
             "quarantined": self.quarantined,
             "other": dict(self.other),
+            "top_reasons": [r.as_dict() for r in self.top_reasons],
         }
 
 
@@ -220,13 +229,3 @@ def _with_columns(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
         if c not in out.columns:
             out[c] = pd.Series(pd.NA, index=out.index, dtype="Float64")
     return out[columns]
-
-
-def merge_quarantine(current: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
-    """Quarantine rows keyed by (table, source, file, record, field): a re-ingest replaces, never repeats."""
-    if new.empty:
-        return current
-    key = ["table", "source", "file", "record", "field"]
-    both = pd.concat([current, new], ignore_index=True)
-    both["record"] = both["record"].astype("Int64")
-    return both.drop_duplicates(subset=key, keep="last").reset_index(drop=True)

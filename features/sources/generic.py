@@ -3,14 +3,33 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
-from features.history.schema import EXTRA_PREFIX, RECORD_COLUMN, TimestampFormat, table_spec
+from features.history.schema import (
+    DEPLOY_STATUSES,
+    EXTRA_PREFIX,
+    INCIDENT_STATUSES,
+    RECORD_COLUMN,
+    TimestampFormat,
+    table_spec,
+)
 from features.sources.base import KindOptions, ParsedFile, SourceError, SourceKind, read_json_records, read_text
+from features.sources.normalize import (
+    DEPLOY_STATUS_WORDS,
+    INCIDENT_STATUS_WORDS,
+    Environment,
+    Severity,
+    environment,
+    incident_status,
+    severity,
+    status_or_other,
+    status_table,
+)
 
 FileFormat = Literal["csv", "parquet", "json", "jsonl"]
 
@@ -25,6 +44,28 @@ class GenericOptions(KindOptions):
     timezone: str | None = None
     label: str | None = None
     extra_features: list[str] = Field(default_factory=list)
+    #: raw environment name (case-insensitive) -> canonical, over the word matching of every connector
+    environment_map: dict[str, Environment] = Field(default_factory=dict)
+    #: raw status (case-insensitive) -> the table's canonical status, over the built-in words
+    status_map: dict[str, str] = Field(default_factory=dict)
+    #: raw severity/priority name (case-insensitive) -> sev1..sev5, over P1/SEV-1/words
+    severity_map: dict[str, Severity] = Field(default_factory=dict)
+    #: the same as ``severity_map`` (the name the incident connectors use)
+    priority_map: dict[str, Severity] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _maps_fit_the_table(self) -> GenericOptions:
+        statuses = {"deploys": DEPLOY_STATUSES, "incidents": INCIDENT_STATUSES}.get(self.table)
+        if self.status_map and statuses is None:
+            raise ValueError(f"status_map: {self.table} have no status")
+        wrong = {k: v for k, v in self.status_map.items() if statuses is not None and v not in statuses}
+        if wrong:
+            raise ValueError(
+                f"status_map: {wrong} are not statuses of {self.table}; expected one of {list(statuses or [])}"
+            )
+        if (self.severity_map or self.priority_map) and self.table != "incidents":
+            raise ValueError(f"severity_map/priority_map: only incidents have a severity, not {self.table}")
+        return self
 
     @field_validator("columns")
     @classmethod
@@ -98,11 +139,78 @@ def parse_generic(path: Path, display: str, options: GenericOptions) -> ParsedFi
     frame = pd.DataFrame(out, index=raw.index).reset_index(drop=True)
     if "raw" not in frame.columns:
         frame["raw"] = [json.dumps(r, ensure_ascii=False, default=str) for r in raw.to_dict("records")]
+    frame, other = normalise_values(frame, options)
     return ParsedFile(
         table=options.table,
         frame=frame,
         timestamps=TimestampFormat(options.timestamp_format, options.timezone),
+        other_counts=dict(sorted(other.items())),
     )
+
+
+def _present(value: Any) -> bool:
+    return not (value is None or value is pd.NA or (isinstance(value, float) and value != value) or value == "")
+
+
+def _raw_column(name: str, columns: list[str]) -> str | None:
+    return name if name in columns else None
+
+
+def _with_canonical(frame: pd.DataFrame, column: str, raw_column: str | None, canonical: list[Any]) -> pd.DataFrame:
+    """``column`` replaced by ``canonical``; the file's value is kept in ``raw_column`` (when the
+    table has one and the file did not fill it) where it differs from the canonical value."""
+    raw = frame[column]
+    if raw_column is not None and raw_column not in frame.columns:
+        differs = [_present(r) and str(r).strip().lower() != c for r, c in zip(raw, canonical, strict=True)]
+        frame[raw_column] = raw.where(pd.Series(differs, index=raw.index, dtype=bool), None)
+    frame[column] = canonical
+    return frame
+
+
+def normalise_values(frame: pd.DataFrame, options: GenericOptions) -> tuple[pd.DataFrame, Counter[str]]:
+    """Environment, status and severity words as the tool connectors read them (``prod``, ``ok``,
+    ``failed``, ``P2``, ``closed``), with the source's maps on top; statuses no table knows become
+    ``other`` (deploys) or open/resolved (incidents) and are counted, like every connector does."""
+    out = frame.copy()
+    columns = table_spec(options.table).column_names
+    other: Counter[str] = Counter()
+    if "environment" in out.columns:
+        envs = [environment(v, options.environment_map) if _present(v) else None for v in out["environment"]]
+        out = _with_canonical(out, "environment", _raw_column("environment_raw", columns), envs)
+    if "status" in out.columns and options.table == "deploys":
+        words = status_table(DEPLOY_STATUS_WORDS, options.status_map)
+        statuses = [status_or_other(words, str(s), other) if _present(s) else None for s in out["status"]]
+        out = _with_canonical(out, "status", _raw_column("status_raw", columns), statuses)
+    elif "status" in out.columns and options.table == "incidents":
+        words = status_table(INCIDENT_STATUS_WORDS, options.status_map)
+        resolved = out["resolved_at"] if "resolved_at" in out.columns else pd.Series(None, index=out.index)
+        statuses = [
+            incident_status(words, str(s), r if _present(r) else None, other) if _present(s) else None
+            for s, r in zip(out["status"], resolved, strict=True)
+        ]
+        out = _with_canonical(out, "status", _raw_column("status_raw", columns), statuses)
+    if options.table == "incidents":
+        out = _severity(out, {**options.priority_map, **options.severity_map})
+    return out, other
+
+
+def _severity(frame: pd.DataFrame, overrides: dict[str, str]) -> pd.DataFrame:
+    """sev1..sev5 from the ``severity`` column, else from ``priority``; an unknown name leaves
+    ``severity`` empty and is kept in ``priority``, as the incident connectors do."""
+    n = len(frame)
+    given = frame["severity"] if "severity" in frame.columns else pd.Series([None] * n, index=frame.index)
+    priority = frame["priority"] if "priority" in frame.columns else pd.Series([None] * n, index=frame.index)
+    if not (given.map(_present).any() or priority.map(_present).any()):
+        return frame
+    names = [g if _present(g) else p for g, p in zip(given.tolist(), priority.tolist(), strict=True)]
+    sevs = [severity(name, overrides) if _present(name) else None for name in names]
+    kept = [
+        p if _present(p) else (g if _present(g) and s is None else None)
+        for g, p, s in zip(given.tolist(), priority.tolist(), sevs, strict=True)
+    ]
+    frame["severity"] = sevs
+    frame["priority"] = kept
+    return frame
 
 
 GENERIC = SourceKind(

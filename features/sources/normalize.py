@@ -398,6 +398,71 @@ def note_other(counter: Counter[str], raw: Any) -> None:
     counter[text(raw) or "(missing)"] += 1
 
 
+#: Deploy statuses as the deploy tools write them (GitHub, GitLab, Bitbucket, Bamboo, DevLake) and
+#: the usual CI words; the table any export without a connector of its own is read with.
+DEPLOY_STATUS_WORDS = {
+    "success": "success",
+    "successful": "success",
+    "succeeded": "success",
+    "ok": "success",
+    "passed": "success",
+    "pass": "success",
+    "done": "success",
+    "completed": "success",
+    "deployed": "success",
+    "failure": "failure",
+    "failed": "failure",
+    "fail": "failure",
+    "error": "failure",
+    "errored": "failure",
+    "canceled": "canceled",
+    "cancelled": "canceled",
+    "aborted": "canceled",
+    "abort": "canceled",
+    "stopped": "canceled",
+    "skipped": "canceled",
+    "running": "running",
+    "in_progress": "running",
+    "pending": "running",
+    "queued": "running",
+    "started": "running",
+    "rolled_back": "rolled_back",
+    "rollback": "rolled_back",
+    "rolledback": "rolled_back",
+    "reverted": "rolled_back",
+}
+
+#: Incident statuses as the incident tools write them (PagerDuty, Opsgenie, Jira, DevLake).
+INCIDENT_STATUS_WORDS = {
+    "open": "open",
+    "opened": "open",
+    "new": "open",
+    "triggered": "open",
+    "firing": "open",
+    "todo": "open",
+    "acknowledged": "acknowledged",
+    "ack": "acknowledged",
+    "acked": "acknowledged",
+    "investigating": "acknowledged",
+    "in_progress": "acknowledged",
+    "identified": "acknowledged",
+    "monitoring": "acknowledged",
+    "resolved": "resolved",
+    "closed": "resolved",
+    "done": "resolved",
+    "fixed": "resolved",
+    "mitigated": "resolved",
+}
+
+
+def status_table(words: Mapping[str, str], overrides: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``words`` with a source's ``status_map`` on top, keyed the way ``lookup`` looks names up."""
+    table = dict(words)
+    for raw, canonical in (overrides or {}).items():
+        table[re.sub(r"[\s-]+", "_", raw.strip().lower())] = canonical
+    return table
+
+
 def status_or_other(table: Mapping[str, str], raw: str | None, other: Counter[str]) -> str | None:
     """``lookup`` of a raw status; one the table does not know is ``other`` and counted, not lost."""
     status = lookup(table, raw)

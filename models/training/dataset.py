@@ -16,7 +16,8 @@ import pandas as pd
 from features.history.schema import History
 from features.labels.attribution import AttributionConfig, attribute
 from features.pointintime.compute import FEATURE_SET_VERSION, FeatureConfig, build_features, feature_columns
-from models.training.train import EFFORT, ID, LABEL, MATURED, SIZE, TIME, TrainingTable
+from models.training.split import ID, TIME, matured_labels
+from models.training.train import EFFORT, LABEL, SIZE, TrainingTable
 
 
 def label_rule(config: AttributionConfig) -> str:
@@ -41,10 +42,7 @@ def build_training_table(
     training on them would teach the model that recent deploys are safe.
     """
     labels = attribute(history, attribution, as_of).deploy_labels
-    eligible = labels["eligible"].fillna(False).astype(bool)
-    mature = labels["mature"].fillna(False).astype(bool)
-    keep = labels.loc[eligible & mature, [ID, "failed", MATURED]]
-    excluded = {"immature": int((eligible & ~mature).sum()), "not_eligible": int((~eligible).sum())}
+    keep, excluded = matured_labels(labels)
     deploys = history.deploys
     entities = deploys[deploys[ID].isin(keep[ID])].reset_index(drop=True)
     table = build_features(entities, history, labels, features)

@@ -21,16 +21,15 @@ from threadpoolctl import threadpool_limits
 from models.training.config import ModelKind, TrainConfig
 from models.training.estimators import RiskClassifier, RiskModel, out_of_fold_scores
 from models.training.evaluation import LOWER_IS_BETTER, METRIC_KEYS, evaluate, metrics_by_group, permutation_importance
+from models.training.split import ID, TIME, Split, time_split
 from models.training.transformers import signed_log1p
 
-# Column names of a training table (the contract between the flow and models/).
-ID = "deploy_id"
-TIME = "created_at"
+# Column names of a training table (the contract between the flow and models/; ID, TIME and
+# MATURED are in models/training/split.py).
 LABEL = "label"
 EFFORT = "effort"  # lines to review (added + deleted); drives Recall@20%Effort and Popt
 SIZE = "baseline_lines_added"  # lines added, for the change-size baseline (LApredict); not a feature
 SERVICE = "service"
-MATURED = "matured_at"  # when the label became final
 SERVICE_RATE = "service_failure_rate"  # a feature; also scored alone as a baseline
 GROUPS = ("tribe", "squad")
 
@@ -75,53 +74,6 @@ class TrainingTable:
         return TrainingTable(
             frame, self.numeric, self.categorical, self.excluded, self.label_rule, self.feature_set_version
         )
-
-
-@dataclass(frozen=True)
-class Split:
-    """Positions (in the time-sorted table) of the training and test periods, and their bounds."""
-
-    train: np.ndarray
-    test: np.ndarray
-    test_start: pd.Timestamp
-    rule: str
-
-    def describe(self, frame: pd.DataFrame) -> dict[str, Any]:
-        t = frame[TIME]
-        return {
-            "rule": self.rule,
-            "train_start": str(t.iloc[self.train].min()),
-            "train_end": str(t.iloc[self.train].max()),
-            "test_start": str(t.iloc[self.test].min()),
-            "test_end": str(t.iloc[self.test].max()),
-        }
-
-
-def time_split(frame: pd.DataFrame, test_fraction: float = 0.2, test_start: pd.Timestamp | None = None) -> Split:
-    """The latest ``test_fraction`` of rows by time is the test period, or everything from ``test_start``.
-
-    ``frame`` must be sorted by time. Rows sharing the boundary timestamp all go to the test
-    period, so no deploy is split from its same-instant siblings.
-    """
-    n = len(frame)
-    times = frame[TIME]
-    if test_start is not None:
-        start = pd.Timestamp(test_start)
-        start = start.tz_localize("UTC") if start.tzinfo is None else start.tz_convert("UTC")
-        rule = f"test_start={start.isoformat()}"
-    else:
-        if not 0 < test_fraction < 1:
-            raise ValueError(f"test fraction must be in (0, 1), got {test_fraction}")
-        if n < 2:
-            raise ValueError("need at least two rows to split")
-        first_test = min(n - 1, max(1, int(math.floor(n * (1 - test_fraction)))))
-        start = times.iloc[first_test]
-        rule = f"test_fraction={test_fraction}"
-    is_test = (times >= start).to_numpy()
-    train, test = np.flatnonzero(~is_test), np.flatnonzero(is_test)
-    if len(train) == 0 or len(test) == 0:
-        raise ValueError(f"split {rule} leaves {len(train)} training and {len(test)} test rows")
-    return Split(train=train, test=test, test_start=start, rule=rule)
 
 
 def make_classifier(
@@ -337,7 +289,7 @@ def _train(
     if len(train_frame) < config.min_train_rows or len(np.unique(y_train)) < 2:
         raise ValueError(
             f"training period has {len(train_frame)} rows and {int(y_train.sum())} failures; need at least "
-            f"{config.min_train_rows} rows and both outcomes"
+            f"{config.min_train_rows} rows (--min-train-rows) and both outcomes"
         )
     train_table = TrainingTable(train_frame, table.numeric, table.categorical, table.excluded)
     say(

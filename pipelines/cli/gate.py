@@ -12,13 +12,11 @@ import os
 import sys
 import urllib.error
 import urllib.request
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from features.history.environments import ENVIRONMENTS
 from pipelines.settings import HomeOption, prepare_runtime, resolve_settings
 
 EXIT_OK = 0
@@ -45,14 +43,6 @@ def _parse_extra(values: list[str]) -> dict[str, float]:
         name = name.strip()
         out[name if name.startswith("extra_") else f"extra_{name}"] = float(value)
     return out
-
-
-def _planned_at(at: str) -> str:
-    """``--at`` as ISO 8601 with its offset; a time without one is refused (the service needs UTC)."""
-    planned = datetime.fromisoformat(at.replace("Z", "+00:00"))
-    if planned.tzinfo is None:
-        raise ValueError(f"--at {at!r}: give the UTC offset (e.g. 2026-03-02T14:00:00Z)")
-    return planned.isoformat()
 
 
 def _warn(message: str) -> None:
@@ -170,9 +160,16 @@ def score(
     model: str = typer.Option("incident-risk", "--model", help="Registered model name (local mode)."),
 ) -> None:
     """Gate a deploy on its risk: exit 0 below the threshold, 3 above, 2 bad arguments, 4 unavailable or stale."""
+    from pipelines.cli.checks import environment_name, planned_at
+
+    try:  # the arguments first: a mistake is one line, before anything else is imported
+        environment = environment_name(environment)
+        at = planned_at(at)
+    except ValueError as exc:
+        _warn(f"bad arguments: {exc}")
+        raise typer.Exit(EXIT_BAD_ARGS) from None
+
     try:
-        if environment not in ENVIRONMENTS:
-            raise ValueError(f"--environment {environment!r}: expected one of {', '.join(ENVIRONMENTS)}")
         body: dict[str, Any] = {
             "service": service,
             "environment": environment,
@@ -187,7 +184,7 @@ def score(
             "squad": squad,
             "tribe": tribe,
             "extra": _parse_extra(extra),
-            "planned_at": _planned_at(at) if at else None,
+            "planned_at": at,
         }
         body = {k: v for k, v in body.items() if v is not None and v != {}}
         if url:

@@ -24,8 +24,18 @@ def ingest(
         None, "--dask-address", help="Scheduler of an existing Dask cluster; implies --task-runner dask."
     ),
 ) -> None:
-    """Read every source in a sources.yaml into the canonical history store."""
+    """Read every source in a sources.yaml into the canonical history store.
+
+    Exits 1 when a file or the config cannot be read (nothing written), 3 when a source yields no
+    rows at all (its quarantine is stored: see `incident-risk quarantine --source NAME`).
+    """
+    from pipelines.cli.checks import CheckError, check_sources_config, refuse
+
     settings = resolve_settings(home)
+    try:
+        check_sources_config(config)  # before Prefect starts: a config mistake is one line, at once
+    except CheckError as exc:
+        refuse(exc, code=1)
     prepare_runtime(settings)  # before Prefect is imported: it reads its settings once, at import
     from pipelines.flows.ingest import print_error, run_ingest
     from pipelines.flows.runners import RunnerConfig
@@ -43,6 +53,9 @@ def ingest(
         raise typer.Exit(code=1)
     if not quiet:
         report.render(make_console())
+    if report.empty_sources:
+        print_error(report.empty_sources_line())
+        raise typer.Exit(code=3)
 
 
 def sources() -> None:
@@ -90,9 +103,9 @@ def build_app(only_gate: bool = False) -> typer.Typer:
     app.command()(demo)
     app.command()(ingest)
     app.command()(sources)
-    from pipelines.cli import deployments, dora, gate, serve, simulate, train
+    from pipelines.cli import deployments, dora, gate, quarantine, serve, simulate, train
 
-    for module in (simulate, dora, train, serve, gate, deployments):
+    for module in (simulate, dora, train, serve, gate, deployments, quarantine):
         module.register(app)
     return app
 

@@ -28,7 +28,19 @@ def train(
     ),
     experiment: str = typer.Option(DEFAULT_EXPERIMENT, "--experiment", help="MLflow experiment name."),
     metrics_out: Path | None = typer.Option(None, "--metrics-out", help="Write the run's metrics as JSON here."),
-    seed: int = typer.Option(0, "--seed", help="Random seed of every stochastic step."),
+    seed: int = typer.Option(
+        0,
+        "--seed",
+        help="Seeds the permutation-importance sample and shuffles, and the boosted trees' random_state, "
+        "which only subsamples rows for binning when a fit has over 200,000 rows. Split, search and "
+        "calibration are deterministic: below that size the seed changes the importances, not the model.",
+    ),
+    min_train_rows: int = typer.Option(
+        50,
+        "--min-train-rows",
+        min=2,
+        help="Fewest matured production deploys the training period must hold (checked before anything runs).",
+    ),
     no_prefect: bool = typer.Option(False, "--no-prefect", help="Run the same steps without Prefect orchestration."),
     task_runner: str = typer.Option(
         "sequential", "--task-runner", help="How candidates are evaluated: sequential, threads or dask."
@@ -44,11 +56,10 @@ def train(
     import pandas as pd
 
     from models.training.config import TrainConfig
+    from pipelines.cli.checks import CheckError, check_training_rows, refuse
     from pipelines.flows.runners import RunnerConfig
-    from pipelines.flows.train import TrainingError, TrainOptions, run_training
 
     settings = resolve_settings(home)
-    prepare_runtime(settings)
     console = make_console()
     start = None
     if test_start is not None:
@@ -70,12 +81,19 @@ def train(
             f"[red]error:[/red] the {runner.kind} task runner needs Prefect orchestration (drop --no-prefect)"
         )
         raise typer.Exit(code=2)
+    try:  # before Prefect, MLflow and feature building: too little data is one line, at once
+        check_training_rows(settings.store_dir, min_train_rows, test_fraction, start)
+    except CheckError as exc:
+        refuse(exc, code=1)
+    prepare_runtime(settings)
+    from pipelines.flows.train import TrainingError, TrainOptions, run_training
+
     options = TrainOptions(
         test_fraction=test_fraction,
         test_start=start,
         experiment=experiment,
         metrics_out=metrics_out,
-        train=TrainConfig(seed=seed),
+        train=TrainConfig(seed=seed, min_train_rows=min_train_rows),
     )
     try:
         outcome = run_training(settings, options, progress=console.print, orchestrate=not no_prefect, runner=runner)

@@ -20,7 +20,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from features.history.ingest import SourceCounts, merge_quarantine, merge_rows, prepare_source_file
+from features.history.ingest import SourceCounts, merge_rows, prepare_source_file
+from features.history.quarantine import reason_counts, replace_sources
 from features.history.schema import TABLES, table_spec
 from features.history.store import HistoryStore, StoreError
 from features.sources.base import ParsedFile, SourceError
@@ -44,6 +45,24 @@ class IngestReport:
     def ok(self) -> bool:
         return self.error is None
 
+    @property
+    def empty_sources(self) -> list[str]:
+        """Sources of which nothing is in the store after this ingest (every record refused, or none)."""
+        return [s.source for s in self.sources if s.rows == 0]
+
+    def empty_sources_line(self) -> str:
+        """One line for the exit-3 case: which sources stored nothing, why, and where to look."""
+        parts = []
+        for s in self.sources:
+            if s.rows == 0:
+                why = f"top reason {s.top_reasons[0].line()}" if s.top_reasons else "no records in its files"
+                parts.append(f"{s.source} ({s.read} read, {s.quarantined} quarantined; {why})")
+        first = self.empty_sources[0]
+        return (
+            f"no rows from source {'; '.join(parts)}: fix the export or the source's mapping, "
+            f"then re-ingest; details: incident-risk quarantine --source {first}"
+        )
+
     def totals(self) -> dict[str, int]:
         keys = ("read", "inserted", "updated", "unchanged", "quarantined")
         return {k: sum(getattr(s, k) for s in self.sources) for k in keys}
@@ -56,6 +75,7 @@ class IngestReport:
             "committed": self.committed,
             "store_version": self.store_version,
             "sources": [s.as_dict() for s in self.sources],
+            "empty_sources": self.empty_sources,
             "totals": self.totals(),
         }
 
@@ -77,8 +97,12 @@ class IngestReport:
                 other,
             )
         console.print(table)
+        for s in self.sources:
+            if s.top_reasons:
+                reasons = "; ".join(r.line() for r in s.top_reasons)
+                console.print(f"{s.source}: {s.quarantined} of {s.read} quarantined, top reasons: {reasons}")
         state = f"committed store version {self.store_version}" if self.committed else "store unchanged"
-        console.print(f"{state}; every source reconciles: read = inserted + updated + unchanged + quarantined")
+        console.print(f"{state}; counts reconcile: read = inserted + updated + unchanged + quarantined")
 
 
 @dataclass(frozen=True)
@@ -125,6 +149,7 @@ def ingest_flow(config_path: str, store_dir: str, quiet: bool = False) -> State:
                 for source in config.sources:
                     counts = SourceCounts(source=source.name, table=source.table)
                     spec = table_spec(source.table)
+                    source_rejects: list[pd.DataFrame] = []
                     for path in source.paths:
                         outcome = reads[(source.name, path)].result()
                         if outcome.parsed is None:
@@ -146,13 +171,20 @@ def ingest_flow(config_path: str, store_dir: str, quiet: bool = False) -> State:
                         for k, v in prepared.other.items():
                             counts.other[k] = counts.other.get(k, 0) + v
                         if len(prepared.rejects):
-                            new_rejects.append(prepared.rejects)
+                            source_rejects.append(prepared.rejects)
                         progress.advance(bar)
+                    if source_rejects:
+                        rejects = pd.concat(source_rejects, ignore_index=True)
+                        counts.top_reasons = reason_counts(rejects, limit=3, examples=1)
+                        new_rejects.append(rejects)
                     if not counts.reconciles:  # an internal invariant: never commit a report that lies
                         raise RuntimeError(f"source {source.name}: counts do not reconcile: {counts.as_dict()}")
                     report.sources.append(counts)
-            merged_q = (
-                merge_quarantine(quarantine, pd.concat(new_rejects, ignore_index=True)) if new_rejects else quarantine
+            # each source ingested here replaces its quarantine: a fixed export leaves no stale entries
+            merged_q = replace_sources(
+                quarantine,
+                pd.concat(new_rejects, ignore_index=True) if new_rejects else quarantine.iloc[:0],
+                [s.name for s in config.sources],
             )
             q_changed = not _same_quarantine(quarantine, merged_q)
             if changed or q_changed:
