@@ -286,6 +286,9 @@ def gate_and_alias(
                     raise ValueError("challenger_scores are needed to compare on part of the test period")
     failure_rate = float(np.mean(y)) if len(y) else math.nan
     decision = decide(challenger_metrics, champion_metrics, failure_rate, gate, note, compared, no_common)
+    if champion_metrics is not None and period is not None:  # say which deploys the comparison used
+        where = f"on {period.n} test deploys after {period.after}"
+        decision = GateDecision(decision.promote, f"{decision.reason} ({where})")
     client.set_registered_model_alias(name, CHALLENGER, ver)
     client.set_model_version_tag(name, ver, "gate_decision", "promote" if decision.promote else "reject")
     client.set_model_version_tag(name, ver, "gate_reason", decision.reason[:4000])
