@@ -34,8 +34,15 @@ import pandas as pd  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
 
-from features.history.schema import DEPLOYS, INCIDENTS, TOGGLE_EVENTS, History, empty_table  # noqa: E402
-from features.pointintime.compute import DAY, FLIP_ACTIONS, HOUR, MINUTE, FeatureConfig, build_features  # noqa: E402
+from features.history.schema import (  # noqa: E402
+    DEPLOYS,
+    FLIP_ACTIONS,  # noqa: E402
+    INCIDENTS,
+    TOGGLE_EVENTS,
+    History,
+    empty_table,
+)
+from features.pointintime.compute import DAY, HOUR, MINUTE, FeatureConfig, build_features  # noqa: E402
 from features.pointintime.windows import Queries, count_window, sort_events  # noqa: E402
 
 #: Window counts compared against DuckDB: column -> (table, width in microseconds).

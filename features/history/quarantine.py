@@ -14,10 +14,9 @@ from typing import Any
 
 import pandas as pd
 
-from features.history.schema import empty_quarantine
+from features.history.schema import QUARANTINE_KEY, empty_quarantine
 
 #: The columns that identify one quarantine entry: a re-ingest replaces, never repeats.
-QUARANTINE_KEY = ["table", "source", "file", "record", "field"]
 
 
 @dataclass(frozen=True)
@@ -66,7 +65,7 @@ def replace_sources(current: pd.DataFrame, new: pd.DataFrame, sources: Iterable[
         return empty_quarantine()
     both = pd.concat(parts, ignore_index=True)
     both["record"] = both["record"].astype("Int64")
-    return both.drop_duplicates(subset=QUARANTINE_KEY, keep="last").reset_index(drop=True)
+    return both.drop_duplicates(subset=list(QUARANTINE_KEY), keep="last").reset_index(drop=True)
 
 
 def reason_counts(entries: pd.DataFrame, *, limit: int | None = 3, examples: int = 0) -> list[ReasonCount]:

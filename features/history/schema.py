@@ -1,6 +1,7 @@
 """The canonical history schema and the boundary check every record passes.
 
-Three tables (deploys, toggle_events, incidents) follow ``docs/data-model.md``. Connectors hand
+Three event tables (deploys, toggle_events, incidents) and the software catalog (``catalog``:
+who owns which service) follow ``docs/data-model.md``. Connectors hand
 ``conform`` a frame of canonical column names holding loosely typed values; ``conform`` coerces
 each column, and every record that fails a check goes to quarantine with the field and reason,
 so one bad record never stops an ingest and never reaches the store.
@@ -36,6 +37,10 @@ TOGGLE_ACTIONS = (
     "deleted",
     "other",
 )
+#: Toggle actions that change what a flag serves ("flips"): attribution labels them, features count
+#: them. ``created`` (a new flag serves its default, the old behaviour), ``archived``/``deleted``
+#: (clean-up after the code path is gone) and ``other`` do not change what users get.
+FLIP_ACTIONS = ("enabled", "disabled", "targeting_changed", "rollout_changed", "variants_changed")
 INCIDENT_STATUSES = ("open", "acknowledged", "resolved")
 SEVERITIES = ("sev1", "sev2", "sev3", "sev4", "sev5")
 
@@ -179,9 +184,36 @@ INCIDENTS = TableSpec(
     ),
 )
 
-QUARANTINE_COLUMNS = ("table", "source", "file", "record", "field", "reason", "value")
+OWNERSHIP_MODES = ("fill", "override")
 
-TABLES: dict[str, TableSpec] = {t.name: t for t in (DEPLOYS, TOGGLE_EVENTS, INCIDENTS)}
+CATALOG = TableSpec(
+    name="catalog",
+    key="entity_ref",
+    time_column="updated_at",
+    columns=(
+        Column("entity_ref", "str", required=True, max_length=512, doc='"component:default/checkout"'),
+        Column("source", "str", required=True, max_length=128),
+        Column("kind", "str", required=True, max_length=64, doc="component, system, group (lower case)"),
+        Column("namespace", "str", max_length=256),
+        Column("name", "str", required=True, max_length=256),
+        Column("title", "str", max_length=512),
+        Column("type", "str", max_length=128, doc="component type (service, ...) or group type (squad, tribe, ...)"),
+        Column("lifecycle", "str", max_length=128),
+        Column("owner", "str", max_length=512, doc="owning group name (``group:`` and default namespace dropped)"),
+        Column("system", "str", max_length=256),
+        Column("parent", "str", max_length=256, doc="a group's parent group name"),
+        Column("depends_on", "str", doc="space-separated names of the components it depends on"),
+        Column("slack_channel", "str", max_length=256, doc="annotation slack.com/channel"),
+        Column("ownership", "enum", choices=OWNERSHIP_MODES, doc="fill deploys' squad/tribe, or override them"),
+        *_common_tail(),
+    ),
+)
+
+QUARANTINE_COLUMNS = ("table", "source", "file", "record", "field", "reason", "value")
+#: What identifies a quarantine row: a re-ingest of the same record's field replaces it, never repeats it.
+QUARANTINE_KEY = ("table", "source", "file", "record", "field")
+
+TABLES: dict[str, TableSpec] = {t.name: t for t in (DEPLOYS, TOGGLE_EVENTS, INCIDENTS, CATALOG)}
 
 
 def table_spec(name: str) -> TableSpec:
@@ -484,12 +516,17 @@ def canonical_order(spec: TableSpec, frame: pd.DataFrame) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class History:
-    """The three canonical tables, as read from the store (canonical dtypes, sorted by key)."""
+    """The canonical tables, as read from the store (canonical dtypes, sorted by key).
+
+    ``catalog`` (the software catalog's entities) is optional: histories built without one get
+    an empty table, so ownership simply stays what the deploys say.
+    """
 
     deploys: pd.DataFrame
     toggle_events: pd.DataFrame
     incidents: pd.DataFrame
+    catalog: pd.DataFrame = field(default_factory=lambda: empty_table(CATALOG))
 
     @classmethod
     def empty(cls) -> History:
-        return cls(empty_table(DEPLOYS), empty_table(TOGGLE_EVENTS), empty_table(INCIDENTS))
+        return cls(empty_table(DEPLOYS), empty_table(TOGGLE_EVENTS), empty_table(INCIDENTS), empty_table(CATALOG))

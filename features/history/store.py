@@ -26,8 +26,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from features.history.ownership import apply_ownership
 from features.history.schema import (
     QUARANTINE_COLUMNS,
+    QUARANTINE_KEY,
     TABLES,
     History,
     TableSpec,
@@ -71,7 +73,7 @@ def coerce_quarantine(frame: pd.DataFrame) -> pd.DataFrame:
     out = frame.reindex(columns=list(QUARANTINE_COLUMNS)).copy()
     for c in QUARANTINE_COLUMNS:
         out[c] = out[c].astype("Int64" if c == "record" else "string")
-    return out.sort_values(["table", "source", "file", "record", "field"], kind="stable").reset_index(drop=True)
+    return out.sort_values(list(QUARANTINE_KEY), kind="stable").reset_index(drop=True)
 
 
 class HistoryStore:
@@ -107,13 +109,19 @@ class HistoryStore:
         rel = m.files.get(QUARANTINE)
         return coerce_quarantine(self._read_parquet(rel) if rel else empty_quarantine())
 
-    def read_history(self) -> History:
-        """All three tables from one manifest, so they are mutually consistent."""
-        m = self.manifest()
+    def read_history(self, manifest: Manifest | None = None) -> History:
+        """Every table from one manifest, so they are mutually consistent.
+
+        The deploys' squad and tribe come out with the catalog's ownership applied
+        (``features.history.ownership``): every reader sees the same teams.
+        """
+        m = manifest or self.manifest()
+        catalog = self.read("catalog", m)
         return History(
-            deploys=self.read("deploys", m),
+            deploys=apply_ownership(self.read("deploys", m), catalog),
             toggle_events=self.read("toggle_events", m),
             incidents=self.read("incidents", m),
+            catalog=catalog,
         )
 
     def _read_parquet(self, rel: str) -> pd.DataFrame:

@@ -17,6 +17,7 @@ Everything here is a pure function of the three canonical tables.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -25,12 +26,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from features.history.schema import History
+from features.history.choices import check_choice
+from features.history.schema import FLIP_ACTIONS, History
+from features.history.timestamps import utc_timestamp
 
-#: Toggle actions that change what users get; ``created`` (a new flag serves its default, i.e. the
-#: old behaviour), ``archived``/``deleted`` (clean-up after the code path is gone) and ``other``
-#: do not.
-FLIP_ACTIONS = ("enabled", "disabled", "targeting_changed", "rollout_changed", "variants_changed")
 #: Deploy statuses meaning the change reached its environment (a ``rolled_back`` deploy is itself
 #: a rollback that shipped; see ``docs/labels.md``).
 SHIPPED_STATUSES = ("success", "rolled_back")
@@ -38,6 +37,8 @@ SHIPPED_STATUSES = ("success", "rolled_back")
 MIN_SHA_PREFIX = 7
 
 Method = Literal["explicit", "time_window", "rollback"]
+Scope = Literal["service", "project"]
+ChangeTime = Literal["finished", "created"]
 LINK_COLUMNS = ("incident_id", "change_kind", "change_id", "method", "matched_on", "evidence", "lag")
 
 
@@ -63,11 +64,11 @@ class AttributionConfig:
     """
 
     max_lag: pd.Timedelta | None = pd.Timedelta(hours=24)
-    scope: Literal["service", "project"] = "service"
+    scope: Scope = "service"
     include_toggles: bool = True
     rollback_marks_failed: bool = True
     production_only: bool = True
-    change_time: Literal["finished", "created"] = "finished"
+    change_time: ChangeTime = "finished"
     maturity_window: pd.Timedelta = pd.Timedelta(days=7)
     fallback_on_unmatched_explicit: bool = False
     use_explicit: bool = True
@@ -77,10 +78,8 @@ class AttributionConfig:
             raise ValueError("max_lag must be positive (or None for no window)")
         if self.maturity_window <= pd.Timedelta(0):
             raise ValueError("maturity_window must be positive")
-        if self.scope not in ("service", "project"):
-            raise ValueError(f"scope must be 'service' or 'project', not {self.scope!r}")
-        if self.change_time not in ("finished", "created"):
-            raise ValueError(f"change_time must be 'finished' or 'created', not {self.change_time!r}")
+        check_choice("scope", self.scope, Scope)
+        check_choice("change_time", self.change_time, ChangeTime)
 
     @property
     def window(self) -> pd.Timedelta:
@@ -94,6 +93,23 @@ class AttributionConfig:
         return cls(
             max_lag=None, scope="project", include_toggles=False, rollback_marks_failed=False, use_explicit=False
         )
+
+
+def max_lag_from(value: float | str | None) -> pd.Timedelta | None:
+    """The one max-lag parser: hours (a positive finite number, or its text) or ``None``/``"none"``.
+
+    ``None`` means DevLake's rule (no window). Raises ``ValueError`` on anything else, for the
+    command line (``--max-lag``) and the scheduled flows (``max_lag_hours``) alike.
+    """
+    if value is None or (isinstance(value, str) and value.strip().lower() == "none"):
+        return None
+    try:
+        hours = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"max lag must be a number of hours or 'none', got {value!r}") from None
+    if not math.isfinite(hours) or hours <= 0:
+        raise ValueError(f"max lag must be a positive number of hours or 'none', got {value!r}")
+    return pd.Timedelta(hours=hours)
 
 
 @dataclass(frozen=True)
@@ -139,7 +155,7 @@ def attribute(history: History, config: AttributionConfig, as_of: pd.Timestamp |
     end = as_of if as_of is not None else data_end(history)
     if end is None:
         end = pd.Timestamp(0, tz="UTC")
-    end = _utc(end)
+    end = utc_timestamp(end, "as_of")
 
     deploys = _deploy_frame(history.deploys, config)
     toggles = _toggle_frame(history.toggle_events, config)
@@ -167,11 +183,6 @@ def attribute(history: History, config: AttributionConfig, as_of: pd.Timestamp |
 
 # --------------------------------------------------------------------------------------------
 # Preparing the tables
-
-
-def _utc(ts: pd.Timestamp) -> pd.Timestamp:
-    ts = pd.Timestamp(ts)
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
 def _flag(values: pd.Series) -> pd.Series:

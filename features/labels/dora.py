@@ -14,11 +14,13 @@ on the 1st 00:00 UTC (months).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 import pandas as pd
 
+from features.history.choices import check_choice
 from features.history.schema import History
 from features.labels.attribution import Attribution
 
@@ -59,10 +61,8 @@ class DoraConfig:
     production_only: bool = True
 
     def __post_init__(self) -> None:
-        if self.by not in ("service", "squad", "tribe", "all"):
-            raise ValueError(f"by must be service, squad, tribe or all, not {self.by!r}")
-        if self.period not in ("week", "month"):
-            raise ValueError(f"period must be week or month, not {self.period!r}")
+        check_choice("by", self.by, Grouping)
+        check_choice("period", self.period, Period)
 
 
 def period_start(times: pd.Series, period: Period) -> pd.Series:
@@ -80,16 +80,47 @@ def period_days(starts: pd.Series, period: Period) -> pd.Series:
     return starts.dt.days_in_month.astype("int64")
 
 
+#: A deploy's team columns: filled from its service's history when a deploy to score lacks them.
+TEAM_COLUMNS = ("squad", "tribe")
+#: service -> (squad, tribe), either possibly None: ``service_teams`` as plain values for lookups.
+Teams = Mapping[str, tuple[str | None, str | None]]
+
+
 def service_teams(deploys: pd.DataFrame) -> pd.DataFrame:
     """service -> squad, tribe, taken from each service's latest deploy that names them."""
     cols = ["service", "created_at", "squad", "tribe"]
     d = deploys[cols].sort_values("created_at", kind="stable")
     d = d[d["service"].notna()]
     out = pd.DataFrame({"service": d["service"].drop_duplicates().to_numpy()})
-    for team in ("squad", "tribe"):
+    for team in TEAM_COLUMNS:
         latest = d[d[team].notna()].drop_duplicates("service", keep="last").set_index("service")[team]
         out[team] = out["service"].map(latest)
     return out.astype("string")
+
+
+def team_lookup(deploys: pd.DataFrame) -> dict[str, tuple[str | None, str | None]]:
+    """``service_teams`` as a plain mapping, for filling one request without pandas."""
+    teams = service_teams(deploys)
+    return {
+        str(service): (None if pd.isna(squad) else str(squad), None if pd.isna(tribe) else str(tribe))
+        for service, squad, tribe in zip(teams["service"], teams["squad"], teams["tribe"], strict=True)
+    }
+
+
+def fill_teams(
+    service: str | None, squad: str | None, tribe: str | None, teams: Teams
+) -> tuple[str | None, str | None, tuple[str, ...]]:
+    """The one team-filling rule: a missing squad or tribe takes the service's latest known one.
+
+    Returns (squad, tribe, the names of the columns that were filled). Given values are never replaced.
+    """
+    known = teams.get(service) if service is not None else None
+    if known is None:
+        return squad, tribe, ()
+    new_squad = squad if squad is not None else known[0]
+    new_tribe = tribe if tribe is not None else known[1]
+    filled = tuple(name for name, old, new in (("squad", squad, new_squad), ("tribe", tribe, new_tribe)) if old != new)
+    return new_squad, new_tribe, filled
 
 
 def group_of(services: pd.Series, teams: pd.DataFrame, by: Grouping) -> pd.Series:

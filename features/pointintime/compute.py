@@ -29,7 +29,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from features.history.schema import ENVIRONMENTS, EXTRA_PREFIX, TOGGLE_ACTIONS, History
+from features.history.schema import ENVIRONMENTS, EXTRA_PREFIX, FLIP_ACTIONS, TOGGLE_ACTIONS, History
+from features.history.timestamps import utc_micros, utc_micros_column
 from features.pointintime.windows import (
     OPEN_END,
     BoolArray,
@@ -53,11 +54,6 @@ ObjectArray = npt.NDArray[np.object_]
 #: A text column: str or None in an object array (a request), or pandas' compact string array (a table).
 TextArray = ObjectArray | pd.api.extensions.ExtensionArray
 
-#: Bump when any feature definition, default or column changes (models record it).
-FEATURE_SET_VERSION = "pit-1"
-
-#: Toggle actions that change what a flag serves ("flips").
-FLIP_ACTIONS = ("enabled", "disabled", "targeting_changed", "rollout_changed", "variants_changed")
 #: Categorical feature columns, returned as strings; encoded inside the model pipeline.
 CATEGORICAL_COLUMNS = ("service", "squad", "tribe")
 #: Value of a categorical feature whose input is missing.
@@ -339,7 +335,7 @@ class EntityArrays:
         """Entities from a canonical or loosely typed frame (training, batch scoring)."""
         if "created_at" not in entities.columns:
             raise ValueError("entities need a created_at column (the time the features are computed at)")
-        t, present = _times(entities["created_at"], "entities.created_at")
+        t, present = utc_micros_column(entities["created_at"], "entities.created_at")
         if not present.all():
             raise ValueError(f"entities.created_at is missing in rows {np.flatnonzero(~present)[:10].tolist()}")
         extras = [str(c) for c in entities.columns if str(c).startswith(EXTRA_PREFIX)]
@@ -355,7 +351,7 @@ class EntityArrays:
         values = {c: v for c, v in row.items() if c in _NUMBER_COLUMNS or c.startswith(EXTRA_PREFIX)}
         numbers = {c: np.array([_number(values.get(c))]) for c in (*_NUMBER_COLUMNS, *values)}
         text = {c: np.array([_opt_text(row.get(c))], dtype=object) for c in _TEXT_COLUMNS}
-        return cls(t=np.array([_micros(row["created_at"])], dtype=np.int64), **text, numbers=numbers)
+        return cls(t=np.array([utc_micros(row["created_at"], "created_at")], dtype=np.int64), **text, numbers=numbers)
 
 
 @dataclass(frozen=True)
@@ -422,31 +418,6 @@ def _opt_text(value: Any) -> str | None:
     return None if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)) else str(value)
 
 
-def _times(values: pd.Series, what: str) -> tuple[IntArray, BoolArray]:
-    """UTC microseconds since the epoch, and which values are present."""
-    if isinstance(values.dtype, pd.DatetimeTZDtype):
-        ts = values
-    elif pd.api.types.is_datetime64_dtype(values.dtype):
-        raise ValueError(f"{what} holds naive timestamps; the canonical tables are timezone-aware UTC")
-    else:
-        ts = pd.to_datetime(values, utc=True)
-    naive = ts.dt.tz_convert("UTC").dt.tz_localize(None).dt.as_unit("us")
-    present = naive.notna().to_numpy()
-    return naive.to_numpy().view(np.int64).copy(), present
-
-
-def _micros(value: Any) -> int:
-    """One time as ``_times`` reads a column: integers are UTC microseconds, naive datetimes are refused."""
-    if isinstance(value, int | np.integer) and not isinstance(value, bool):
-        return int(value)
-    if isinstance(value, datetime) and value.tzinfo is None:
-        raise ValueError("created_at is a naive timestamp; entity times are timezone-aware UTC")
-    ts = pd.to_datetime(value, utc=True)
-    if ts is pd.NaT:
-        raise ValueError("created_at is missing")
-    return int(ts.as_unit("us").value // 1000)
-
-
 def _numbers(frame: pd.DataFrame, column: str) -> np.ndarray:
     """A numeric (or boolean) column as float64 with NaN for missing or non-finite values."""
     if column not in frame.columns:
@@ -496,31 +467,62 @@ def _category(values: TextArray) -> ObjectArray:
     return out
 
 
+def counted_deploys(deploys: pd.DataFrame, config: FeatureConfig) -> tuple[BoolArray, IntArray]:
+    """(which deploys count in history windows, every deploy's time in UTC microseconds).
+
+    A deploy counts when it has a time and a service and its environment is one of
+    ``history_environments``; the partitioned build applies the same rule per partition.
+    """
+    t, present = utc_micros_column(deploys["created_at"], "deploys.created_at")
+    keep = present & _text(deploys, "environment").isin(list(config.history_environments)).fillna(False).to_numpy(
+        dtype=bool
+    )
+    return keep & _text(deploys, "service").notna().to_numpy(), t
+
+
+def smoothed_rate(fails: np.ndarray, total: np.ndarray, prior: np.ndarray | float, weight: float) -> np.ndarray:
+    """The one shrinkage of a failure rate: (failures + w * prior) / (matured + w)."""
+    return (fails + weight * prior) / (total + weight)
+
+
+def failure_prior(fails: np.ndarray, total: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """The organisation's smoothed failure rate as of each deploy: the prior of every other rate."""
+    return smoothed_rate(fails, total, config.base_failure_rate, config.smoothing_prior_weight)
+
+
+#: Window of ``author_deploys_7d``.
+AUTHOR_RECENT_WINDOW = 7 * DAY
+
+
+def author_activity(prior: np.ndarray, before_recent: np.ndarray) -> dict[str, np.ndarray]:
+    """``author_prior_deploys`` and ``author_deploys_7d`` from the author's counted deploys strictly before
+    the deploy and strictly before ``AUTHOR_RECENT_WINDOW`` earlier."""
+    return {"author_prior_deploys": prior, "author_deploys_7d": prior - before_recent}
+
+
 def _history_view(history: History, deploy_labels: pd.DataFrame, config: FeatureConfig) -> _HistoryView:
     envs = list(config.history_environments)
     dep = history.deploys
-    dep_t, present = _times(dep["created_at"], "deploys.created_at")
-    keep = present & _text(dep, "environment").isin(envs).fillna(False).to_numpy(dtype=bool)
-    keep &= _text(dep, "service").notna().to_numpy()
+    keep, dep_t = counted_deploys(dep, config)
     dep = dep.loc[keep, [c for c in ("deploy_id", "service", "author") if c in dep.columns]]
     dep_t = dep_t[keep]
 
     inc = history.incidents
-    inc_t, present = _times(inc["created_at"], "incidents.created_at")
+    inc_t, present = utc_micros_column(inc["created_at"], "incidents.created_at")
     inc_env = _text(inc, "environment")
     keep_inc = present & (inc_env.isna() | inc_env.isin(envs)).to_numpy(dtype=bool)
     keep_inc &= _text(inc, "service").notna().to_numpy()
     inc, inc_t = inc.loc[keep_inc, ["service"]], inc_t[keep_inc]
 
     tog = history.toggle_events
-    tog_t, present = _times(tog["occurred_at"], "toggle_events.occurred_at")
+    tog_t, present = utc_micros_column(tog["occurred_at"], "toggle_events.occurred_at")
     tog_env = _text(tog, "environment")
     keep_tog = present & (tog_env.isna() | tog_env.isin(envs)).to_numpy(dtype=bool)
     keep_tog &= _text(tog, "service").notna().to_numpy()
     needed = ("service", "project", "flag_key", "environment", "action", "actor", "new_enabled")
     tog, tog_t = tog.loc[keep_tog, [c for c in needed if c in tog.columns]], tog_t[keep_tog]
 
-    label_row, label_t, label_failed = _usable_labels(deploy_labels, _text(dep, "deploy_id"), dep_t)
+    label_row, label_t, label_failed = usable_labels(deploy_labels, _text(dep, "deploy_id"), dep_t)
     return _HistoryView(
         deploy_t=dep_t,
         deploy_service=_text(dep, "service"),
@@ -536,7 +538,7 @@ def _history_view(history: History, deploy_labels: pd.DataFrame, config: Feature
     )
 
 
-def _usable_labels(
+def usable_labels(
     labels: pd.DataFrame, deploy_ids: pd.Series, deploy_t: IntArray
 ) -> tuple[IntArray, IntArray, BoolArray]:
     """Labels of counted deploys that have matured, stamped max(matured_at, created_at).
@@ -556,7 +558,7 @@ def _usable_labels(
     if not np.array_equal(hist_codes, np.arange(n)):
         raise ValueError("history.deploys has duplicate (or missing) deploy_id values")
     row = np.where(label_codes < n, label_codes, -1)
-    matured, present = _times(labels["matured_at"], "deploy_labels.matured_at")
+    matured, present = utc_micros_column(labels["matured_at"], "deploy_labels.matured_at")
     failed = _numbers(labels, "failed")
     keep = (row >= 0) & present & ~np.isnan(failed)
     row = row[keep].astype(np.int64)
@@ -691,7 +693,12 @@ _SERVICE_WINDOWS: tuple[tuple[str, int], ...] = (
     *(("deploy", lag) for lag in (0, DAY, 7 * DAY)),
     *(("incident", lag) for lag in (0, 7 * DAY, 30 * DAY)),
 )
-_AUTHOR_WINDOWS: tuple[tuple[str, int], ...] = (("deploy", 0), ("deploy", 7 * DAY), ("label", 0), ("failure", 0))
+_AUTHOR_WINDOWS: tuple[tuple[str, int], ...] = (
+    ("deploy", 0),
+    ("deploy", AUTHOR_RECENT_WINDOW),
+    ("label", 0),
+    ("failure", 0),
+)
 
 _Counts = Mapping[tuple[str, int], IntArray]
 
@@ -749,9 +756,7 @@ def _author_features(
     qa: Queries, c: _Counts, qp: Queries, ent: EntityArrays, p: PreparedHistory
 ) -> dict[str, np.ndarray]:
     """The author's experience overall and with this service, and recent activity."""
-    out: dict[str, np.ndarray] = qa.restore(
-        {"author_prior_deploys": c["deploy", 0], "author_deploys_7d": c["deploy", 0] - c["deploy", 7 * DAY]}
-    )
+    out: dict[str, np.ndarray] = qa.restore(author_activity(c["deploy", 0], c["deploy", AUTHOR_RECENT_WINDOW]))
     out |= qp.restore({"author_service_prior_deploys": count_before(p.by_pair, qp.groups, qp.times)})
     out["author_missing"] = _is_missing(ent.author)
     return out
@@ -773,13 +778,13 @@ def _failure_rates(
 
     everyone = Queries.of(np.zeros(len(t), dtype=np.int64), t)
     n_all, f_all = restored(everyone, _counts(p.everyone, p.everyone_windows, everyone))
-    prior = (f_all + w * p.config.base_failure_rate) / (n_all + w)
+    prior = failure_prior(f_all, n_all, p.config)
     n_svc, f_svc = restored(by_svc, svc)
     n_auth, f_auth = restored(by_author, auth)
     return {
-        "service_failure_rate": (f_svc + w * prior) / (n_svc + w),
+        "service_failure_rate": smoothed_rate(f_svc, n_svc, prior, w),
         "service_matured_labels": n_svc,
-        "author_failure_rate": (f_auth + w * prior) / (n_auth + w),
+        "author_failure_rate": smoothed_rate(f_auth, n_auth, prior, w),
         "author_matured_labels": n_auth,
     }
 

@@ -17,14 +17,18 @@ The partitioned path runs in three passes, each holding one partition (or one bu
 2. ``author_pass``: per service partition, emit compact author events (author, time), label
    events (author, usable-from time, failed) and entities; regroup them by a hash of the author
    into buckets, and per bucket compute the author columns with the same window kernels
-   (``features.pointintime.windows``) and the same definitions as the monolithic build. The prior needs one
-   organisation-wide timeline of matured labels: 9 bytes per label (time, failed), held once.
+   (``features.pointintime.windows``) and the definitions of ``features.pointintime.compute`` itself:
+   ``counted_deploys`` (which deploys count), ``usable_labels`` (when a label may be used),
+   ``author_activity`` (its window), ``failure_prior`` and ``smoothed_rate``; nothing is re-derived
+   here. The prior needs one organisation-wide timeline of matured labels: 9 bytes per label (time,
+   failed), held once.
 3. ``build_partitioned``: per service partition, ``build_features`` on that partition's history,
    then the cross-service columns replaced by the author pass's values (``service_failure_rate``
    recomputed from the partition's own label counts and the global prior).
 
-The result equals the monolithic build exactly (tests/test_scaleout_partitioned.py); when a
-feature definition changes in ``pointintime``, that test says so.
+The result equals the monolithic build exactly (tests/features/pointintime/test_partitioned.py).
+The training flow does not use this path (docs/architecture.md says why); it is the scale-out route
+for a history that outgrows one machine's memory.
 """
 
 from __future__ import annotations
@@ -41,13 +45,26 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from features.history.ownership import apply_ownership
 from features.history.schema import TABLES, History
 from features.history.store import HistoryStore, coerce_table
-from features.pointintime.compute import DAY, FeatureConfig, build_features
-from features.pointintime.windows import Queries, count_before, count_window, sort_events
+from features.history.timestamps import utc_micros_column
+from features.pointintime.compute import (
+    AUTHOR_RECENT_WINDOW,
+    FeatureConfig,
+    author_activity,
+    build_features,
+    counted_deploys,
+    failure_prior,
+    smoothed_rate,
+    usable_labels,
+)
+from features.pointintime.windows import Queries, count_before, sort_events
 
 TABLE_NAMES = ("deploys", "toggle_events", "incidents")
 LABELS = "deploy_labels"
+#: The store's catalog, copied whole beside the partitions (small): deploys get its ownership on read.
+CATALOG_FILE = "catalog.parquet"
 LABEL_COLUMNS = ("deploy_id", "failed", "matured_at")
 #: Directory name of the partition of rows without a service (pyarrow's Hive default).
 NO_SERVICE = "__HIVE_DEFAULT_PARTITION__"
@@ -148,6 +165,8 @@ def partition_store(store_dir: Path, deploy_labels: pd.DataFrame, root: Path) ->
         else pd.DataFrame({"deploy_id": pd.Series(dtype="string"), "service": pd.Series(dtype="string")})
     )
     _write(pa.Table.from_pandas(_labels_with_service(deploy_labels, services), preserve_index=False), root / LABELS)
+    if manifest.files.get("catalog"):
+        store.read("catalog", manifest).to_parquet(root / CATALOG_FILE, index=False)
     return Partitions(root, _discover(root))
 
 
@@ -175,8 +194,12 @@ def read_partition(parts: Partitions, table: str, service: str | None) -> pd.Dat
 
 def read_partition_history(parts: Partitions, service: str | None) -> tuple[History, pd.DataFrame]:
     """One service partition's history and deploy labels."""
+    catalog_file = parts.root / CATALOG_FILE
+    deploys = read_partition(parts, "deploys", service)
+    if catalog_file.exists():  # the store's deploys were streamed raw: apply ownership as read_history does
+        deploys = apply_ownership(deploys, coerce_table(TABLES["catalog"], pd.read_parquet(catalog_file)))
     history = History(
-        deploys=read_partition(parts, "deploys", service),
+        deploys=deploys,
         toggle_events=read_partition(parts, "toggle_events", service),
         incidents=read_partition(parts, "incidents", service),
     )
@@ -185,12 +208,6 @@ def read_partition_history(parts: Partitions, service: str | None) -> tuple[Hist
 
 # --------------------------------------------------------------------------------------------
 # Pass 2: cross-service (author and organisation-wide) aggregates
-
-
-def _micros(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    ts = pd.to_datetime(values, utc=True).dt.tz_convert("UTC").dt.tz_localize(None).dt.as_unit("us")
-    present = ts.notna().to_numpy()
-    return ts.to_numpy().view(np.int64).copy(), present
 
 
 def _bucket(authors: pd.Series, buckets: int) -> np.ndarray:
@@ -213,25 +230,15 @@ def _partition_events(
     time; a label is usable from max(matured_at, created_at) when its deploy counts.
     """
     dep = history.deploys
-    t, present = _micros(dep["created_at"])
-    env = dep["environment"].astype("string").isin(list(config.history_environments)).fillna(False)
-    counted = present & env.to_numpy(dtype=bool) & dep["service"].notna().to_numpy()
+    counted, t = counted_deploys(dep, config)
     author = dep["author"].astype("string")
     events = pd.DataFrame({"author": author[counted].to_numpy(), "t": t[counted]})
     events = events[events["author"].notna()]
 
-    lab = labels
-    row = pd.Index(dep["deploy_id"].astype("string")[counted]).get_indexer(pd.Index(lab["deploy_id"].astype("string")))
-    matured, has_time = _micros(lab["matured_at"]) if len(lab) else (np.zeros(0, np.int64), np.zeros(0, bool))
-    failed = pd.to_numeric(lab["failed"].astype("Float64"), errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-    keep = (row >= 0) & has_time & ~np.isnan(failed)
-    dep_t, dep_author = t[counted], author[counted].to_numpy()
+    dep_author = author[counted].to_numpy()
+    row, label_t, failed = usable_labels(labels, dep["deploy_id"].astype("string")[counted], t[counted])
     label_events = pd.DataFrame(
-        {
-            "author": pd.array(dep_author[row[keep]], dtype="string"),
-            "t": np.maximum(matured[keep], dep_t[row[keep]]),
-            "failed": failed[keep] > 0,
-        }
+        {"author": pd.array(dep_author[row], dtype="string"), "t": label_t, "failed": failed.astype(bool)}
     )
     chosen = dep if select is None else dep[select(dep).fillna(False).to_numpy(dtype=bool)]
     if chosen["created_at"].isna().any():
@@ -240,7 +247,7 @@ def _partition_events(
         {
             "deploy_id": chosen["deploy_id"].astype("string").to_numpy(),
             "author": chosen["author"].astype("string").to_numpy(),
-            "t": _micros(chosen["created_at"])[0],
+            "t": utc_micros_column(chosen["created_at"], "deploys.created_at")[0],
         }
     )
     return events, label_events, entities
@@ -325,22 +332,19 @@ def author_pass(
         qa = Queries.of(q_author, t)
         known = ev_author >= 0
         by_author = sort_events(ev_author[known], ev["t"].to_numpy(dtype=np.int64)[known])
-        cols = qa.restore(
-            {
-                "author_prior_deploys": count_before(by_author, qa.groups, qa.times),
-                "author_deploys_7d": count_window(by_author, qa.groups, qa.times, 7 * DAY),
-            }
-        )
+        prior_deploys = count_before(by_author, qa.groups, qa.times)
+        before_recent = count_before(by_author, qa.groups, qa.times - AUTHOR_RECENT_WINDOW)
+        cols = qa.restore(author_activity(prior_deploys, before_recent))
         everyone = Queries.of(np.zeros(len(t), dtype=np.int64), t)
         n_all, f_all = _counts(zeros, all_t, all_failed, everyone)
-        prior = (f_all + w * config.base_failure_rate) / (n_all + w)
+        prior = failure_prior(f_all, n_all, config)
         n_auth, f_auth = _counts(lab_author, lab["t"].to_numpy(dtype=np.int64), lab["failed"].to_numpy(bool), qa)
         result = pd.DataFrame(
             {
                 "deploy_id": ent["deploy_id"].to_numpy(),
                 **cols,
                 "author_matured_labels": n_auth,
-                "author_failure_rate": (f_auth + w * prior) / (n_auth + w),
+                "author_failure_rate": smoothed_rate(f_auth, n_auth, prior, w),
                 "prior_failure_rate": prior,
             }
         )
@@ -382,12 +386,12 @@ def build_partition(
         raise RuntimeError(f"author pass has no aggregates for some deploys of {service!r}; rerun it")
     for column in ("author_prior_deploys", "author_deploys_7d", "author_matured_labels", "author_failure_rate"):
         features[column] = agg[column].to_numpy(dtype=np.float64)
-    t = _micros(features["created_at"])[0]
+    t = utc_micros_column(features["created_at"], "features.created_at")[0]
     w = config.smoothing_prior_weight
     prior = agg["prior_failure_rate"].to_numpy(dtype=np.float64)
     f_svc = _service_label_failures(labels, history, config, t)
     n_svc = features["service_matured_labels"].to_numpy(dtype=np.float64)
-    features["service_failure_rate"] = (f_svc + w * prior) / (n_svc + w)
+    features["service_failure_rate"] = smoothed_rate(f_svc, n_svc, prior, w)
     return features
 
 

@@ -18,12 +18,21 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import yaml
 
-from features.simulation.simulator import DEPLOY_SOURCE, INCIDENT_SOURCE, TOGGLE_SOURCE, SimulatedHistory
+from features.history.choices import check_choice
+from features.simulation.simulator import (
+    CATALOG_SOURCE,
+    DEPLOY_SOURCE,
+    INCIDENT_SOURCE,
+    TOGGLE_SOURCE,
+    SimulatedHistory,
+)
 
 Style = Literal["generic", "tools"]
 GROUND_TRUTH_DIR = "ground_truth"
 UPCOMING_FILE = "upcoming.csv"
+CATALOG_FILE = "backstage/catalog-info.yaml"
 #: Columns of upcoming.csv (canonical deploy columns; created_at is the planned time).
 UPCOMING_COLUMNS = (
     "deploy_id", "service", "environment", "author", "created_at", "lines_added", "lines_deleted", "files_changed",
@@ -46,13 +55,10 @@ ORG = "acme"
 
 def write_exports(sim: SimulatedHistory, out_dir: Path, style: Style) -> Path:
     """Write the exports, upcoming.csv and ground_truth/; returns the sources.yaml path."""
+    check_choice("export style", style, Style)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if style == "generic":
-        yaml_text = _write_generic(sim, out_dir)
-    elif style == "tools":
-        yaml_text = _write_tools(sim, out_dir)
-    else:
-        raise ValueError(f"unknown export style {style!r}; expected generic or tools")
+    yaml_text = _write_generic(sim, out_dir) if style == "generic" else _write_tools(sim, out_dir)
+    yaml_text += _write_catalog(sim.history.catalog, out_dir / CATALOG_FILE)
     _write_upcoming(sim.upcoming, out_dir / UPCOMING_FILE)
     _write_truth(sim, out_dir / GROUND_TRUTH_DIR)
     path = out_dir / "sources.yaml"
@@ -219,6 +225,44 @@ def _write_tools(sim: SimulatedHistory, out: Path) -> str:
     not_change_related_field: custom_fields.not_change_related
 """
     )
+
+
+def _write_catalog(catalog: pd.DataFrame, path: Path) -> str:
+    """The organisation as Backstage ``catalog-info.yaml`` documents; returns its sources.yaml entry."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump_all(backstage_entities(catalog), sort_keys=False), encoding="utf-8")
+    return f"""  - name: {CATALOG_SOURCE}
+    kind: backstage_catalog
+    path: {CATALOG_FILE}   # Backstage entities: squads own services, tribes group squads
+"""
+
+
+def backstage_entities(catalog: pd.DataFrame) -> list[dict[str, Any]]:
+    """Backstage entities (Group, System, Component) of a canonical catalog table."""
+    out: list[dict[str, Any]] = []
+    kinds = {"group": "Group", "system": "System", "component": "Component"}
+    for r in _records(catalog):
+        metadata: dict[str, Any] = {"name": r["name"]}
+        if r["slack_channel"]:
+            metadata["annotations"] = {"slack.com/channel": f"#{r['slack_channel']}"}
+        spec: dict[str, Any] = {}
+        if r["type"]:
+            spec["type"] = r["type"]
+        if r["lifecycle"]:
+            spec["lifecycle"] = r["lifecycle"]
+        if r["owner"]:
+            spec["owner"] = f"group:default/{r['owner']}"
+        if r["system"]:
+            spec["system"] = r["system"]
+        if r["parent"]:
+            spec["parent"] = f"group:default/{r['parent']}"
+        if r["kind"] == "group":
+            spec["children"] = []
+        if r["kind"] == "component":
+            spec["dependsOn"] = [f"component:default/{d}" for d in (r["depends_on"] or "").split()]
+        entity = {"apiVersion": "backstage.io/v1alpha1", "kind": kinds[r["kind"]], "metadata": metadata, "spec": spec}
+        out.append(entity)
+    return out
 
 
 def _write_gz_json(path: Path, payload: Any) -> None:

@@ -19,12 +19,24 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from features.history.schema import DEPLOYS, INCIDENTS, TOGGLE_EVENTS, History, TableSpec, canonical_order, empty_table
+from features.history.schema import (
+    CATALOG,
+    DEPLOYS,
+    FLIP_ACTIONS,
+    INCIDENTS,
+    TOGGLE_EVENTS,
+    History,
+    TableSpec,
+    canonical_order,
+    conform,
+    empty_table,
+)
 
 #: Source names used in the written sources.yaml (both styles); ids are prefixed with them.
 DEPLOY_SOURCE = "deploys"
 TOGGLE_SOURCE = "toggles"
 INCIDENT_SOURCE = "incidents"
+CATALOG_SOURCE = "catalog"
 
 #: First native deploy id (GitHub-like integers); upcoming deploys continue the numbering.
 FIRST_DEPLOY_ID = 1_000_001
@@ -36,8 +48,10 @@ _MIN = 60
 _ORIGIN_PAD_DAYS = 400
 #: Largest simulated change (lines added or deleted); far below schema.MAX_LINES.
 _MAX_CHANGE_LINES = 250_000
-#: Toggle actions that change what users are served ("flips"): the hazard counts these.
-FLIP_ACTIONS = ("enabled", "disabled", "rollout_changed")
+#: The flips the simulated truth puts hazard on: the canonical ``FLIP_ACTIONS`` minus targeting and
+#: variant changes, which the simulated organisation makes but which carry no risk in its hazard
+#: (so evaluation can tell whether a model learns to count only the flips that matter).
+HAZARD_FLIP_ACTIONS = tuple(a for a in FLIP_ACTIONS if a not in ("targeting_changed", "variants_changed"))
 
 Progress = Callable[[str], None]
 
@@ -481,7 +495,7 @@ def _simulate_toggles(rng: np.random.Generator, org: _Org, cfg: SimulationConfig
     svc = f_svc[flag]
     actor = _pick_author(rng, org, svc, t)
     th = cfg.toggle_hazard
-    is_flip = prod & np.isin(action, [_ACT[a] for a in FLIP_ACTIONS])
+    is_flip = prod & np.isin(action, [_ACT[a] for a in HAZARD_FLIP_ACTIONS])
     _, outside = time_flags(t)
     eta = (th.intercept + th.enabled * (action == _ACT["enabled"]) + th.disabled * (action == _ACT["disabled"])
            + th.rollout_jump * jump + th.outside_hours * outside + org.base_risk[svc])  # fmt: skip
@@ -555,7 +569,7 @@ def _resolve_outcomes(rng: np.random.Generator, org: _Org, cfg: SimulationConfig
     h = cfg.hazard
     live = d.prod & (d.status != 2)
     log_size = np.log1p(d.added + d.deleted)
-    flip_mask = tog.prod & np.isin(tog.action, [_ACT[a] for a in FLIP_ACTIONS])
+    flip_mask = tog.prod & np.isin(tog.action, [_ACT[a] for a in HAZARD_FLIP_ACTIONS])
     flip_svc, flip_t = tog.flag_service[tog.flag[flip_mask]], tog.t[flip_mask]
     q_svc, q_author = _Queries.of(d.svc, d.t), _Queries.of(d.author, d.t)
     flip_keys = _keys(flip_svc, flip_t)
@@ -823,10 +837,37 @@ def simulate(config: SimulationConfig, progress: Progress | None = None) -> Simu
     upcoming, upcoming_truth = _upcoming(r_up, r_upt, org, config, all_d, tog, (inc_svc, inc_t), t_end,
                                          FIRST_DEPLOY_ID + nb + nr)  # fmt: skip
     return SimulatedHistory(
-        history=History(deploys=deploys, toggle_events=toggles, incidents=incidents),
+        history=History(deploys=deploys, toggle_events=toggles, incidents=incidents, catalog=_catalog(org)),
         deploy_truth=deploy_truth, toggle_truth=toggle_truth, incident_truth=incident_truth,
         upcoming=upcoming, upcoming_truth=upcoming_truth,
     )  # fmt: skip
+
+
+def _catalog(org: _Org) -> pd.DataFrame:
+    """The organisation as a software catalog would hold it: tribes, squads (with their Slack
+    channels), one System per tribe and one Component per service, owned by its squad and
+    depending on the squad's previous service (by name). No randomness: the draws stay as they were."""
+    rows: list[dict[str, object]] = []
+
+    def add(kind: str, name: str, **fields: object) -> None:
+        rows.append({"entity_ref": f"{CATALOG_SOURCE}:{kind}:default/{name}", "kind": kind, "namespace": "default",
+                     "name": name, "ownership": "fill", **fields})  # fmt: skip
+
+    for tribe in sorted(set(org.tribe.tolist())):
+        add("group", tribe, type="tribe", slack_channel=f"tribe-{tribe}")
+        add("system", f"{tribe}-services", owner=tribe)
+    for k, squad in enumerate(org.squad.tolist()):
+        add("group", squad, type="squad", parent=str(org.tribe[org.tribe_of_squad[k]]), slack_channel=f"squad-{squad}")
+    previous: dict[int, str] = {}
+    for i in np.argsort(org.service, kind="stable"):
+        squad_k = int(org.squad_of_service[i])
+        tribe = str(org.tribe[org.tribe_of_squad[squad_k]])
+        service = str(org.service[i])
+        add("component", service, type="service", lifecycle="production", owner=str(org.squad[squad_k]),
+            system=f"{tribe}-services", depends_on=previous.get(squad_k))  # fmt: skip
+        previous[squad_k] = service
+    frame = pd.DataFrame(rows).assign(source=CATALOG_SOURCE)
+    return canonical_order(CATALOG, conform(CATALOG, frame, source=CATALOG_SOURCE, file="simulation").valid)
 
 
 def _truth(key: str, ids: pa.Array, p: np.ndarray, caused: np.ndarray) -> pd.DataFrame:
@@ -920,7 +961,7 @@ def _upcoming(rng: np.random.Generator, rng_tab: np.random.Generator, org: _Org,
     ids = deploy_ids(first_id + np.arange(n, dtype=np.int64))
     none = pa.nulls(n, pa.large_string())
     table = _deploy_table(up, org, ids, _shas(rng_tab, n), np.zeros(n, dtype=bool), none, True, rng_tab)
-    flip_mask = tog.prod & np.isin(tog.action, [_ACT[a] for a in FLIP_ACTIONS])
+    flip_mask = tog.prod & np.isin(tog.action, [_ACT[a] for a in HAZARD_FLIP_ACTIONS])
     p = np.where(up.prod, _sigmoid(hazard_logit(
         cfg.hazard, log_size=np.log1p(up.added + up.deleted),
         flips_1h=count_before(tog.flag_service[tog.flag[flip_mask]], tog.t[flip_mask], up.svc, up.t, _HOUR),

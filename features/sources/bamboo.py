@@ -9,19 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from features.history.schema import RECORD_COLUMN
 from features.sources.base import ParsedFile, SourceKind, dig
-from features.sources.normalize import (
-    EnvironmentOptions,
-    environment,
-    epoch_ms,
-    load_tool_records,
-    lookup,
-    note_other,
-    obj,
-    pick,
-    raw_of,
-    text,
-)
+from features.sources.normalize import EnvironmentOptions, environment, lookup, note_other
+from features.sources.records import epoch_ms, load_tool_records, obj, pick, raw_of, text
 
 KIND = "bamboo_deploys"
 
@@ -91,7 +82,7 @@ def parse_bamboo(path: Path, display: str, options: BambooOptions) -> ParsedFile
         finished = epoch_ms(rec.get("finishedDate"))
         rows.append(
             {
-                "_record": n,
+                RECORD_COLUMN: n,
                 "deploy_id": text(rec.get("id")),
                 "service": service,
                 "environment": environment(options.environment, options.environment_map),

@@ -5,19 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from features.history.schema import RECORD_COLUMN
 from features.sources.base import ParsedFile, SourceKind, dig
-from features.sources.normalize import (
-    EnvironmentOptions,
-    environment,
-    load_tool_records,
-    obj,
-    pick,
-    raw_of,
-    repo_from_url,
-    status_or_other,
-    text,
-    to_utc,
-)
+from features.sources.normalize import EnvironmentOptions, environment, status_or_other
+from features.sources.records import load_tool_records, obj, pick, raw_of, repo_from_url, text, to_utc
 
 KIND = "bitbucket_deployments"
 
@@ -92,7 +83,7 @@ def parse_bitbucket(path: Path, display: str, options: BitbucketOptions) -> Pars
         started = to_utc(state.get("started_on"))
         rows.append(
             {
-                "_record": n,
+                RECORD_COLUMN: n,
                 "deploy_id": text(rec.get("uuid")),
                 "service": service,
                 "environment": _environment(env_raw, env_type, options),

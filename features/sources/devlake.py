@@ -11,24 +11,19 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from features.history.schema import RECORD_COLUMN
 from features.sources.base import ParsedFile, SourceKind
 from features.sources.normalize import (
     IncidentOptions,
-    ToolRecords,
     environment,
     explicit_causes,
     incident_status,
-    load_tool_records,
     lookup,
     not_change_related,
     note_other,
-    pick,
-    raw_of,
-    repo_from_url,
     severity,
-    text,
-    to_utc,
 )
+from features.sources.records import ToolRecords, load_tool_records, pick, raw_of, repo_from_url, text, to_utc
 
 KIND = "devlake_webhook"
 
@@ -108,7 +103,7 @@ def _deploys(tool: ToolRecords, options: DevLakeOptions) -> ParsedFile:
                 service = text(pick(entry, field)) or text(pick(rec, field))
             rows.append(
                 {
-                    "_record": n,
+                    RECORD_COLUMN: n,
                     "deploy_id": f"{pipeline}:{repo_url or ''}:{sha or ''}" if pipeline else None,
                     "service": service,
                     "environment": environment(env_raw, options.environment_map),
@@ -142,7 +137,7 @@ def _incidents(tool: ToolRecords, options: DevLakeOptions) -> ParsedFile:
         sev_raw = text(rec.get("severity")) or text(rec.get("priority"))
         rows.append(
             {
-                "_record": n,
+                RECORD_COLUMN: n,
                 "incident_id": text(rec.get("issue_key")),
                 "title": text(rec.get("title")),
                 "service": text(pick(rec, field)),

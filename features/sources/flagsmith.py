@@ -13,18 +13,10 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
+from features.history.schema import RECORD_COLUMN
 from features.sources.base import ParsedFile, SourceKind, dig
-from features.sources.normalize import (
-    EnvironmentOptions,
-    environment,
-    flag_service,
-    load_tool_records,
-    note_other,
-    obj,
-    raw_of,
-    text,
-    to_utc,
-)
+from features.sources.normalize import EnvironmentOptions, environment, flag_service, note_other
+from features.sources.records import load_tool_records, obj, raw_of, text, to_utc
 
 KIND = "flagsmith_audit"
 
@@ -142,7 +134,7 @@ def parse_flagsmith(path: Path, display: str, options: FlagsmithOptions) -> Pars
         values["service"] = flag_service(
             values.get("flag_key"), values.get("project"), options.service_from, options.flag_prefix_separator
         )
-        rows.append({"_record": n, **values, "raw": raw_of([original])})
+        rows.append({RECORD_COLUMN: n, **values, "raw": raw_of([original])})
     return tool.result(rows)
 
 

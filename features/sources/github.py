@@ -11,18 +11,15 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from features.history.schema import RECORD_COLUMN
 from features.sources.base import ParsedFile, SourceKind, dig
-from features.sources.normalize import (
-    EnvironmentOptions,
+from features.sources.normalize import EnvironmentOptions, compare_stats, environment, note_other, payload_fields
+from features.sources.records import (
     camelize_keys,
-    compare_stats,
     earliest,
-    environment,
     latest,
     load_tool_records,
-    note_other,
     obj,
-    payload_fields,
     pick,
     raw_of,
     repo_from_url,
@@ -255,7 +252,7 @@ def parse_github(path: Path, display: str, options: GitHubOptions) -> ParsedFile
         values.update(payload)
         if values.get("commit_sha") and not values.get("commit_shas"):
             values["commit_shas"] = values["commit_sha"]
-        rows.append({"_record": items[0][0], **values, "raw": raw_of([r for _, r, _ in items])})
+        rows.append({RECORD_COLUMN: items[0][0], **values, "raw": raw_of([r for _, r, _ in items])})
     return tool.result(rows)
 
 

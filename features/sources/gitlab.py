@@ -10,21 +10,10 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+from features.history.schema import RECORD_COLUMN
 from features.sources.base import ParsedFile, SourceKind, dig
-from features.sources.normalize import (
-    EnvironmentOptions,
-    compare_stats,
-    earliest,
-    environment,
-    load_tool_records,
-    obj,
-    pick,
-    raw_of,
-    repo_from_url,
-    status_or_other,
-    text,
-    to_utc,
-)
+from features.sources.normalize import EnvironmentOptions, compare_stats, environment, status_or_other
+from features.sources.records import earliest, load_tool_records, obj, pick, raw_of, repo_from_url, text, to_utc
 
 KIND = "gitlab_deployments"
 
@@ -102,7 +91,7 @@ def _rest_row(n: int, rec: dict[str, Any], options: GitLabOptions, other: Counte
         "url": text(deployable.get("web_url")),
         **_stats(rec),
     }
-    return {"_record": n, **values, "raw": raw_of([rec])}
+    return {RECORD_COLUMN: n, **values, "raw": raw_of([rec])}
 
 
 def _webhook_row(
@@ -134,7 +123,7 @@ def _webhook_row(
         "updated_at": times[-1][1],
         "url": text(last.get("deployable_url")),
     }
-    return {"_record": events[0][0], **values, "raw": raw_of([r for _, r in events])}
+    return {RECORD_COLUMN: events[0][0], **values, "raw": raw_of([r for _, r in events])}
 
 
 def _environment(tier: str | None, env_raw: str | None, options: GitLabOptions) -> str | None:

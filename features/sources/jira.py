@@ -12,23 +12,18 @@ from typing import Any
 
 from pydantic import field_validator
 
+from features.history.schema import RECORD_COLUMN
 from features.sources.base import ParsedFile, SourceKind, dig
 from features.sources.normalize import (
     JIRA_PRIORITIES,
     IncidentOptions,
-    adf_text,
     environment,
     explicit_causes,
-    load_tool_records,
     not_change_related,
     note_other,
-    obj,
-    pick,
-    raw_of,
     severity,
-    text,
-    to_utc,
 )
+from features.sources.records import adf_text, load_tool_records, obj, pick, raw_of, text, to_utc
 
 KIND = "jira_incidents"
 #: Jira status categories (stable keys, unlike localised status names) -> incident status.
@@ -302,7 +297,7 @@ def parse_jira(path: Path, display: str, options: JiraOptions) -> ParsedFile:
         ]
         rows.append(
             {
-                "_record": n,
+                RECORD_COLUMN: n,
                 "incident_id": text(issue.get("key")) or text(issue.get("id")),
                 "title": text(fields.get("summary")),
                 "service": _service(issue, options.service_field),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from features.sources.backstage import BACKSTAGE_CATALOG
 from features.sources.bamboo import BAMBOO_DEPLOYS
 from features.sources.base import SourceKind
 from features.sources.bitbucket import BITBUCKET_DEPLOYMENTS
@@ -32,5 +33,6 @@ def source_kinds() -> dict[str, SourceKind]:
         PAGERDUTY_INCIDENTS,
         OPSGENIE_INCIDENTS,
         JIRA_INCIDENTS,
+        BACKSTAGE_CATALOG,
     ]
     return {k.name: k for k in kinds}

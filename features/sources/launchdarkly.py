@@ -11,18 +11,10 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
+from features.history.schema import RECORD_COLUMN
 from features.sources.base import ParsedFile, SourceKind
-from features.sources.normalize import (
-    EnvironmentOptions,
-    environment,
-    epoch_ms,
-    flag_service,
-    load_tool_records,
-    note_other,
-    obj,
-    raw_of,
-    text,
-)
+from features.sources.normalize import EnvironmentOptions, environment, flag_service, note_other
+from features.sources.records import epoch_ms, load_tool_records, obj, raw_of, text
 
 KIND = "launchdarkly_auditlog"
 
@@ -147,7 +139,7 @@ def parse_launchdarkly(path: Path, display: str, options: LaunchDarklyOptions) -
         flag = res["flag"]
         rows.append(
             {
-                "_record": n,
+                RECORD_COLUMN: n,
                 "event_id": text(rec.get("_id")),
                 "flag_key": flag,
                 "project": res.get("proj"),

@@ -5,22 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from features.history.schema import RECORD_COLUMN
 from features.sources.base import ParsedFile, SourceKind, dig
 from features.sources.normalize import (
     IncidentOptions,
     environment,
     explicit_causes,
-    load_tool_records,
     lookup,
     not_change_related,
     note_other,
-    obj,
-    pick,
-    raw_of,
     severity,
-    text,
-    to_utc,
 )
+from features.sources.records import load_tool_records, obj, pick, raw_of, text, to_utc
 
 KIND = "opsgenie_incidents"
 #: Opsgenie incident statuses; ``closed`` follows ``resolved`` and is resolved too.
@@ -70,7 +66,7 @@ def parse_opsgenie(path: Path, display: str, options: OpsgenieOptions) -> Parsed
             service = text(pick(rec, options.service_field))
         rows.append(
             {
-                "_record": n,
+                RECORD_COLUMN: n,
                 "incident_id": text(rec.get("id")),
                 "title": text(rec.get("message")),
                 "service": service,

@@ -14,26 +14,19 @@ from typing import Any
 import pandas as pd
 from pydantic import Field
 
+from features.history.schema import RECORD_COLUMN
 from features.sources.base import ParsedFile, SourceKind, dig, reject_rows
 from features.sources.normalize import (
     IncidentOptions,
     Severity,
-    earliest,
     environment,
     explicit_causes,
     incident_status,
-    latest,
-    load_tool_records,
     lookup,
     not_change_related,
-    obj,
-    parsed,
-    pick,
-    raw_of,
     severity,
-    text,
-    to_utc,
 )
+from features.sources.records import earliest, latest, load_tool_records, obj, parsed, pick, raw_of, text, to_utc
 
 KIND = "pagerduty_incidents"
 STATUSES = {"triggered": "open", "acknowledged": "acknowledged", "resolved": "resolved"}
@@ -130,7 +123,7 @@ def _rest_row(
     status = incident_status(STATUSES, raw_status, resolved, other)
     notes = [e.get("content") or e.get("summary") for e in logs if e.get("type") == "annotate_log_entry"]
     return {
-        "_record": n,
+        RECORD_COLUMN: n,
         **_common(inc, options, notes),
         "status": status,
         "status_raw": raw_status,
@@ -190,7 +183,7 @@ def _v3_row(
         )
         return None, [(n, "created_at", reason, inc.get("id")) for n, _ in events]
     return {
-        "_record": first,
+        RECORD_COLUMN: first,
         **_common(inc, options, notes),
         "status": status,
         "status_raw": raw_status,

@@ -11,18 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
+from features.history.schema import RECORD_COLUMN
 from features.sources.base import ParsedFile, SourceKind
-from features.sources.normalize import (
-    EnvironmentOptions,
-    environment,
-    flag_service,
-    load_tool_records,
-    note_other,
-    obj,
-    raw_of,
-    text,
-    to_utc,
-)
+from features.sources.normalize import EnvironmentOptions, environment, flag_service, note_other
+from features.sources.records import load_tool_records, obj, raw_of, text, to_utc
 
 KIND = "unleash_events"
 
@@ -176,7 +168,7 @@ def parse_unleash(path: Path, display: str, options: UnleashOptions) -> ParsedFi
         )
         rows.append(
             {
-                "_record": n,
+                RECORD_COLUMN: n,
                 "event_id": text(rec.get("id")),
                 "flag_key": flag,
                 "project": project,

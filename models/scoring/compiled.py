@@ -3,20 +3,37 @@
 A pandas ``ColumnTransformer`` costs ~8 ms per single-row prediction; the same model applied here from
 its fitted arrays costs well under a millisecond. Explanations are on the log-odds scale, before
 calibration (see ``models.scoring.explain``).
+
+The compiled path reads scikit-learn's private attributes (``_predictors``, ``_bin_mapper``, ...),
+which may change meaning in any release, so it is checked, not trusted: ``compile_fast_scorer``
+scores a seeded check sample both ways and, on any difference above ``PARITY_TOLERANCE`` (or any
+error while compiling), keeps the model's own ``predict_proba`` for probabilities (``fallback``),
+logs a warning, and the service counts it on ``/metrics``.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
+import pandas as pd
 
 from features.history.schema import EXTRA_PREFIX
 from models.training.estimators import RiskModel, ScoreCalibrator, assign_bands
 from models.training.transformers import signed_log1p
+
+log = logging.getLogger("incident_risk.scoring")
+
+#: Largest |compiled - predict_proba| allowed on the check sample before the compiled path is refused.
+PARITY_TOLERANCE = 1e-9
+#: Rows of the seeded check sample scored both ways when a model is compiled.
+CHECK_ROWS = 512
+#: Seed of the check sample: the same model always gets the same check.
+CHECK_SEED = 20_240_601
 
 
 def _model_extras(scorer: FastScorer) -> list[str]:
@@ -88,10 +105,27 @@ class FastScorer:
     thresholds: np.ndarray
     linear: _Linear | None = None
     trees: _Trees | None = None
+    #: Set when the compiled path was refused at load: probabilities come from its ``predict_proba``.
+    fallback: RiskModel | None = None
+    #: Largest |compiled - predict_proba| on the check sample (NaN: compiling or checking failed).
+    parity_error: float = 0.0
 
     @property
     def features(self) -> tuple[str, ...]:
         return (*self.numeric, *self.categorical)
+
+    @property
+    def path(self) -> Literal["compiled", "predict_proba"]:
+        """Which code computes probabilities: the compiled arrays, or the model after a failed check."""
+        return "compiled" if self.fallback is None else "predict_proba"
+
+    def model_frame(self, num: np.ndarray, codes: np.ndarray) -> pd.DataFrame:
+        """Rows as the model's own input frame: numerics, and category codes back to their values."""
+        data: dict[str, Any] = {name: num[:, j] for j, name in enumerate(self.numeric)}
+        for j, (name, lookup) in enumerate(zip(self.categorical, self.categories, strict=True)):
+            values = np.array([None, *sorted(lookup, key=lookup.__getitem__)], dtype=object)
+            data[name] = values[codes[:, j] + 1]
+        return pd.DataFrame(data, columns=list(self.features))
 
     def encode(self, values: Sequence[Sequence[str | None]]) -> np.ndarray:
         """Category codes per row and categorical column; -1 where the model does not know the value."""
@@ -103,15 +137,21 @@ class FastScorer:
         return codes
 
     def raw(self, num: np.ndarray, codes: np.ndarray) -> np.ndarray:
-        """The estimator's log-odds for each row (before calibration)."""
+        """The estimator's log-odds for each row (before calibration), from the compiled arrays."""
         if self.linear is not None:
             return self._linear_terms(num, codes).sum(axis=1) + self.linear.intercept
         assert self.trees is not None
         return _tree_raw(self.trees, self._tree_input(num, codes))
 
     def probability(self, num: np.ndarray, codes: np.ndarray) -> np.ndarray:
-        """Calibrated probabilities, as ``RiskModel.predict_proba(...)[:, 1]``."""
+        """Calibrated probabilities, as ``RiskModel.predict_proba(...)[:, 1]`` (by it, after a failed check)."""
+        if self.fallback is not None:
+            return self._fallback_probability(num, codes)
         return self.calibrator.predict(_expit(self.raw(num, codes)))
+
+    def _fallback_probability(self, num: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        assert self.fallback is not None
+        return np.asarray(self.fallback.predict_proba(self.model_frame(num, codes))[:, 1], dtype=np.float64)
 
     def bands(self, p: np.ndarray) -> np.ndarray:
         return assign_bands(p, self.thresholds)
@@ -121,7 +161,20 @@ class FastScorer:
         return self.explain(num, codes)[1]
 
     def explain(self, num: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(calibrated probabilities, contributions) from one pass over the model (the serving call)."""
+        """(calibrated probabilities, contributions) from one pass over the model (the serving call).
+
+        After a failed check the probabilities are ``predict_proba``'s; contributions are still the
+        compiled arrays' (an explanation, not the score), zeros when nothing could be compiled.
+        """
+        if self.fallback is not None:
+            try:
+                contributions = self._compiled_explain(num, codes)[1]
+            except Exception:  # noqa: BLE001 - a refused compiled path may fail in any way
+                contributions = np.zeros((num.shape[0], len(self.features)))
+            return self._fallback_probability(num, codes), contributions
+        return self._compiled_explain(num, codes)
+
+    def _compiled_explain(self, num: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.linear is not None:
             terms = self._linear_terms(num, codes)
             raw = terms.sum(axis=1) + self.linear.intercept
@@ -224,30 +277,102 @@ def _tree_contributions(trees: _Trees, mismatch: np.ndarray, counts: np.ndarray)
 
 
 def compile_fast_scorer(model: RiskModel, reference: Mapping[str, float] | None = None) -> FastScorer:
-    """Read a fitted ``RiskModel``'s learned attributes into a ``FastScorer``.
+    """Read a fitted ``RiskModel``'s learned attributes into a ``FastScorer``, checked against the model.
 
     ``reference`` gives the training median of each numeric feature for tree explanations; without it
     the model's ``metadata["feature_medians"]`` is used, and a feature without either gets NaN (the
-    trees' missing-value route).
+    trees' missing-value route). The compiled path is used only if it matches ``predict_proba`` within
+    ``PARITY_TOLERANCE`` on ``check_sample``; otherwise the scorer falls back to the model.
     """
+    try:
+        scorer = _compile(model, reference)
+    except Exception as exc:  # noqa: BLE001 - private attributes may be missing or reshaped
+        log.warning("compiled scorer refused: compiling failed (%s); scoring with predict_proba", exc)
+        return replace(_interface(model), fallback=model, parity_error=math.nan)
+    error = parity_error(scorer, model)
+    if not error <= PARITY_TOLERANCE:
+        log.warning(
+            "compiled scorer refused: differs from predict_proba by %.3g > %g on the check sample; "
+            "scoring with predict_proba",
+            error,
+            PARITY_TOLERANCE,
+        )
+        return replace(scorer, fallback=model, parity_error=error)
+    return replace(scorer, parity_error=error)
+
+
+def check_sample(scorer: FastScorer, rows: int = CHECK_ROWS, seed: int = CHECK_SEED) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded (numeric, codes) rows that exercise the model: every tree split threshold exactly (the ``<=``
+    edge), values around the linear model's centre, zeros, large counts, missing values, every known
+    category and an unknown one."""
+    rng = np.random.default_rng(seed)
+    k = len(scorer.numeric)
+    num = np.empty((rows, k))
+    for j in range(k):
+        pool = [0.0, 1.0, 2.0, 24.0, 1_000.0, 1e6, -1.0]
+        if scorer.linear is not None:
+            centre = scorer.linear.mean[j]
+            spread = scorer.linear.scale[j]
+            pool += [float(centre), float(centre + spread), float(centre - spread)]
+            if scorer.linear.log:
+                pool += [float(np.sign(centre) * np.expm1(abs(centre)))]
+        if scorer.trees is not None:
+            column = int(np.flatnonzero(scorer.trees.perm == j)[0])
+            pool += scorer.trees.node_threshold[scorer.trees.node_feature == column].tolist()
+        values = rng.choice(np.asarray(pool, dtype=np.float64), rows)
+        jitter = rng.random(rows) < 0.3
+        values[jitter] = values[jitter] * rng.uniform(0.5, 1.5, int(jitter.sum()))
+        values[rng.random(rows) < 0.1] = np.nan
+        num[:, j] = values
+    codes = np.zeros((rows, len(scorer.categories)), dtype=np.int64)
+    for j, lookup in enumerate(scorer.categories):
+        codes[:, j] = rng.integers(-1, len(lookup), rows) if lookup else -1
+    return num, codes
+
+
+def parity_error(scorer: FastScorer, model: RiskModel) -> float:
+    """Largest |compiled - ``predict_proba``| on ``check_sample`` (probabilities and the explain pass); NaN
+    when either path fails."""
+    num, codes = check_sample(scorer)
+    try:
+        expected = np.asarray(model.predict_proba(scorer.model_frame(num, codes))[:, 1], dtype=np.float64)
+        compiled = replace(scorer, fallback=None)
+        got = compiled.calibrator.predict(_expit(compiled.raw(num, codes)))
+        explained = compiled.explain(num, codes)[0]
+    except Exception as exc:  # noqa: BLE001 - any failure refuses the compiled path
+        log.warning("compiled scorer check failed: %s", exc)
+        return math.nan
+    return float(max(np.max(np.abs(got - expected), initial=0.0), np.max(np.abs(explained - expected), initial=0.0)))
+
+
+def _interface(model: RiskModel) -> FastScorer:
+    """What scoring needs besides the compiled arrays: feature names, categories, calibrator, bands."""
     clf = model.classifier_
     numeric, categorical = tuple(str(c) for c in clf.numeric_), tuple(str(c) for c in clf.categorical_)
     step = clf.categorical_step_
     cats = [list(c) for c in step.categories_] if step is not None else [[] for _ in categorical]
-    common: dict[str, Any] = {
-        "numeric": numeric,
-        "categorical": categorical,
-        "categories": tuple({str(v): i for i, v in enumerate(c)} for c in cats),
-        "calibrator": model.calibrator_,
-        "thresholds": np.asarray(model.band_thresholds_, dtype=np.float64),
-    }
-    est = clf.estimator_
-    if not getattr(clf, "tree_", False):
-        return FastScorer(kind="logreg", linear=_linear_parts(clf, est, len(numeric), cats), **common)
+    return FastScorer(
+        kind="hgb" if getattr(clf, "tree_", False) else "logreg",
+        numeric=numeric,
+        categorical=categorical,
+        categories=tuple({str(v): i for i, v in enumerate(c)} for c in cats),
+        calibrator=model.calibrator_,
+        thresholds=np.asarray(model.band_thresholds_, dtype=np.float64),
+    )
+
+
+def _compile(model: RiskModel, reference: Mapping[str, float] | None) -> FastScorer:
+    """The compiled arrays, unchecked (``compile_fast_scorer`` checks them)."""
+    base = _interface(model)
+    clf, est = model.classifier_, model.classifier_.estimator_
+    step = clf.categorical_step_
+    cats = [list(c) for c in step.categories_] if step is not None else [[] for _ in base.categorical]
+    if base.kind == "logreg":
+        return replace(base, linear=_linear_parts(clf, est, len(base.numeric), cats))
     medians = dict((model.metadata or {}).get("feature_medians") or {})
     medians.update(reference or {})
-    design_ref = np.array([float(medians.get(c, math.nan)) for c in numeric] + [math.nan] * len(categorical))
-    return FastScorer(kind="hgb", trees=_tree_parts(est, len(numeric), [len(c) for c in cats], design_ref), **common)
+    design_ref = np.array([float(medians.get(c, math.nan)) for c in base.numeric] + [math.nan] * len(base.categorical))
+    return replace(base, trees=_tree_parts(est, len(base.numeric), [len(c) for c in cats], design_ref))
 
 
 def _linear_parts(clf: Any, est: Any, k: int, cats: list[list[Any]]) -> _Linear:

@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.history.schema import TABLES, History
+from features.history.schema import History
 from features.history.store import HistoryStore
-from features.labels.attribution import AttributionConfig, attribute
-from features.labels.dora import service_teams
+from features.labels.attribution import AttributionConfig, attribute, data_end
+from features.labels.dora import team_lookup
 from features.pointintime.compute import (
     EntityArrays,
     FeatureConfig,
@@ -28,7 +28,7 @@ from features.pointintime.compute import (
     prepare_history,
 )
 from models.scoring.compiled import FastScorer, compile_fast_scorer
-from models.scoring.upcoming import _SIZE_COLUMNS, UpcomingDeploy, _opt_str
+from models.scoring.upcoming import _SIZE_COLUMNS, UpcomingDeploy
 from models.training.estimators import RiskModel
 
 
@@ -55,11 +55,7 @@ class FeatureIndex:
 
 def build_feature_index(history: History, deploy_labels: pd.DataFrame, config: FeatureConfig) -> FeatureIndex:
     """Index ``history`` (and its labels, usable once matured) for one-row feature queries."""
-    teams = service_teams(history.deploys)
-    return FeatureIndex(
-        prepared=prepare_history(history, deploy_labels, config),
-        teams={str(r.service): (_opt_str(r.squad), _opt_str(r.tribe)) for r in teams.itertuples(index=False)},
-    )
+    return FeatureIndex(prepared=prepare_history(history, deploy_labels, config), teams=team_lookup(history.deploys))
 
 
 def entity_features(
@@ -221,22 +217,6 @@ def feature_medians(
 DEFAULT_MAX_DATA_AGE_HOURS = 72.0
 
 
-def history_data_end(history: History) -> pd.Timestamp | None:
-    """The newest event time in the history (deploys, toggle events, incidents), or None when it is empty.
-
-    A stalled ingest shows here first: features computed after it see no recent deploys or incidents.
-    """
-    ends = []
-    for name in ("deploys", "toggle_events", "incidents"):
-        frame: pd.DataFrame = getattr(history, name)
-        column = TABLES[name].time_column
-        if len(frame) and column in frame:
-            latest = pd.to_datetime(frame[column], utc=True).max()
-            if not pd.isna(latest):
-                ends.append(pd.Timestamp(latest))
-    return max(ends) if ends else None
-
-
 @dataclass(frozen=True)
 class ScoringContext:
     """Everything scoring needs, of one champion version and one store version; never mutated, only replaced."""
@@ -294,10 +274,7 @@ def load_scoring_context(
     bundle = (
         previous.bundle if previous is not None and same_model else load_bundle(client, model_name, target[0], alias)
     )
-    if previous is not None and same_store:
-        history = previous.history
-    else:
-        history = History(*(store.read(t, manifest) for t in ("deploys", "toggle_events", "incidents")))
+    history = previous.history if previous is not None and same_store else store.read_history(manifest)
     return make_scoring_context(bundle, history, manifest.version)
 
 
@@ -312,6 +289,6 @@ def make_scoring_context(bundle: ModelBundle, history: History, store_version: i
         history=history,
         labels=labels,
         store_version=store_version,
-        data_end=history_data_end(history),
+        data_end=data_end(history),
         loaded_at=time.time(),
     )

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from features.history.schema import EXTRA_PREFIX, History
-from features.labels.dora import service_teams
+from features.labels.dora import TEAM_COLUMNS, fill_teams, team_lookup
 from features.pointintime.compute import MISSING_CATEGORY, features_frame
 from models.scoring.compiled import FastScorer, _model_extras
 from models.scoring.context import DEFAULT_MAX_DATA_AGE_HOURS, FeatureIndex, ScoringContext, entity_features
@@ -75,6 +75,14 @@ def top_factors(
     return tuple(Factor(names[i], values[i], float(contributions[i])) for i in order if contributions[i] != 0.0)
 
 
+def new_author(author_prior_deploys: Any, author_missing: Any) -> np.ndarray:
+    """The one ``new_author`` rule: a named author with no deploy before this one.
+
+    A missing author is not "new" (it is unknown; ``author_missing`` says so), for one request and a batch alike.
+    """
+    return (np.asarray(author_prior_deploys) == 0) & (np.asarray(author_missing) == 0)
+
+
 def _flags(
     deploy: UpcomingDeploy,
     numeric: Mapping[str, float],
@@ -88,7 +96,7 @@ def _flags(
     outside = [c for c, code in zip(scorer.categorical, codes, strict=True) if code < 0]
     return {
         "new_service": numeric["service_prior_deploys"] == 0,
-        "new_author": deploy.author is not None and numeric["author_prior_deploys"] == 0,
+        "new_author": bool(new_author(numeric["author_prior_deploys"], numeric["author_missing"])),
         "author_missing": deploy.author is None,
         "categories_encoded_as_other": {c: cats.get(c, MISSING_CATEGORY) for c in outside},
         "filled_from_history": list(filled),
@@ -120,15 +128,21 @@ def score_deploy(index: FeatureIndex, scorer: FastScorer, deploy: UpcomingDeploy
 
 
 def with_teams(frame: pd.DataFrame, history: History) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Missing squad/tribe filled from each service's latest deploy naming them; also which were filled."""
-    teams = service_teams(history.deploys).set_index("service")
+    """Missing squad/tribe filled by ``fill_teams`` (as for one request); also which were filled."""
+    teams = team_lookup(history.deploys)
     out = frame.copy()
-    filled = pd.DataFrame(index=frame.index)
-    for team in ("squad", "tribe"):
-        current = out[team].astype("string") if team in out else pd.Series(pd.NA, index=out.index, dtype="string")
-        looked_up = out["service"].astype("string").map(teams[team]).astype("string")
-        filled[team] = current.isna() & looked_up.notna()
-        out[team] = current.fillna(looked_up)
+
+    def column(name: str) -> list[str | None]:
+        values = out[name].astype("string") if name in out else pd.Series(pd.NA, index=out.index, dtype="string")
+        return [None if pd.isna(v) else str(v) for v in values]
+
+    rows = [
+        fill_teams(service, squad, tribe, teams)
+        for service, squad, tribe in zip(column("service"), column("squad"), column("tribe"), strict=True)
+    ]
+    filled = pd.DataFrame({t: [t in row[2] for row in rows] for t in TEAM_COLUMNS}, index=frame.index, dtype=bool)
+    for i, team in enumerate(TEAM_COLUMNS):
+        out[team] = pd.Series([row[i] for row in rows], index=out.index, dtype="string")
     return out, filled
 
 
@@ -176,7 +190,7 @@ def score_frame(
             "band": scorer.bands(p),
             "top_factors": factors,
             "new_service": features["service_prior_deploys"].to_numpy() == 0,
-            "new_author": (features["author_prior_deploys"].to_numpy() == 0) & (features["author_missing"] == 0),
+            "new_author": new_author(features["author_prior_deploys"], features["author_missing"]),
             "filled_teams": [[t for t in ("squad", "tribe") if filled.at[i, t]] for i in filled.index],
             "data_age_hours": age,
             "stale_history": ~(age <= max_data_age_hours),

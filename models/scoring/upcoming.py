@@ -11,6 +11,8 @@ from typing import Any
 import pandas as pd
 
 from features.history.schema import EXTRA_PREFIX
+from features.history.timestamps import utc_micros
+from features.labels.dora import fill_teams
 
 _SIZE_COLUMNS = ("lines_added", "lines_deleted", "files_changed", "commit_count")
 
@@ -38,25 +40,14 @@ class UpcomingDeploy:
     @property
     def micros(self) -> int:
         """Ship time as UTC microseconds since the epoch (the feature code's time axis)."""
-        return _micros(self.created_at)
+        return utc_micros(self.created_at, "created_at")
 
     def with_teams(self, teams: Mapping[str, tuple[str | None, str | None]]) -> tuple[UpcomingDeploy, tuple[str, ...]]:
         """Squad and tribe filled from the service's latest deploy that names them, and which were filled."""
-        known = teams.get(self.service) if self.service is not None else None
-        if known is None:
-            return self, ()
-        squad = self.squad if self.squad is not None else known[0]
-        tribe = self.tribe if self.tribe is not None else known[1]
-        filled = tuple(n for n, old, new in (("squad", self.squad, squad), ("tribe", self.tribe, tribe)) if old != new)
+        squad, tribe, filled = fill_teams(self.service, self.squad, self.tribe, teams)
         if not filled:
             return self, ()
         return replace(self, squad=squad, tribe=tribe), filled
-
-
-def _micros(ts: pd.Timestamp) -> int:
-    ts = pd.Timestamp(ts)
-    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-    return int(ts.as_unit("us").value // 1000)
 
 
 def deploys_frame(deploys: Sequence[UpcomingDeploy], extra_columns: Sequence[str] = ()) -> pd.DataFrame:

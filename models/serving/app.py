@@ -28,6 +28,8 @@ from fastapi.exceptions import RequestValidationError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import TypeAdapter
 
+from models.notify.alerts import Alerts
+from models.notify.config import NotifyConfig
 from models.scoring.context import ScoringContext
 from models.scoring.explain import score_deploy
 from models.scoring.upcoming import now_utc
@@ -60,6 +62,8 @@ class _Metrics:
     store: Gauge
     refresh_errors: Counter
     data_age: Gauge
+    fast_scorer: Gauge
+    fast_scorer_fallbacks: Counter
 
     @classmethod
     def create(cls) -> _Metrics:
@@ -88,6 +92,16 @@ class _Metrics:
                 "Seconds since the newest event in the history store being served (NaN before a store loads)",
                 registry=reg,
             ),
+            fast_scorer=Gauge(
+                "incident_risk_fast_scorer_compiled",
+                "1 while the compiled fast scorer serves, 0 after its load check fell back to predict_proba",
+                registry=reg,
+            ),
+            fast_scorer_fallbacks=Counter(
+                "incident_risk_fast_scorer_fallback",
+                "Snapshots swapped in whose compiled scorer failed its load check (scored by predict_proba)",
+                registry=reg,
+            ),
         )
 
     def on_swap(self, snap: ScoringContext) -> None:
@@ -95,6 +109,10 @@ class _Metrics:
         self.model.clear()
         self.model.labels(info.name, info.version, info.run_id or "").set(1)
         self.store.set(snap.store_version)
+        compiled = snap.bundle.scorer.fallback is None
+        self.fast_scorer.set(1 if compiled else 0)
+        if not compiled:
+            self.fast_scorer_fallbacks.inc()
 
 
 _ROUTES = ("/v1/score", "/v1/score/batch", "/v1/model", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs")
@@ -239,10 +257,26 @@ def _data_age_seconds(snap: ScoringContext | None) -> float:
     return math.nan if age is None else age * 3600.0
 
 
-def create_app(config: ServiceConfig, state: ScoringState | None = None) -> FastAPI:
-    """The scoring API; the model and store load at startup and refresh in the background."""
+def _alerts(notify: NotifyConfig | None, registry: CollectorRegistry) -> Alerts | None:
+    """The alert sender when Slack is configured; its outcomes (queued, sent, failed, dropped,
+    duplicate) are counted on /metrics as ``incident_risk_alerts_total``."""
+    if notify is None or not notify.slack.enabled:
+        return None
+    counter = Counter("incident_risk_alerts", "Slack alerts by outcome", ["outcome"], registry=registry)
+    for outcome in ("queued", "sent", "failed", "dropped", "duplicate"):
+        counter.labels(outcome)
+    return Alerts(notify, on_outcome=lambda outcome: counter.labels(outcome).inc())
+
+
+def create_app(config: ServiceConfig, state: ScoringState | None = None, notify: NotifyConfig | None = None) -> FastAPI:
+    """The scoring API; the model and store load at startup and refresh in the background.
+
+    With ``notify`` (and Slack credentials in it), high-risk scores are announced to the owning
+    squad's channel by a background sender: a score only queues the alert (models/notify/alerts.py).
+    """
     state = state or ScoringState(config)
     metrics = _Metrics.create()
+    alerts = _alerts(notify, metrics.registry)
     state.on_swap(metrics.on_swap)
     metrics.data_age.set_function(lambda: _data_age_seconds(state.snapshot))
     stop = threading.Event()
@@ -267,6 +301,8 @@ def create_app(config: ServiceConfig, state: ScoringState | None = None) -> Fast
         finally:
             stop.set()
             thread.join(timeout=5)
+            if alerts is not None:
+                alerts.close()
 
     app = FastAPI(
         title="incident-risk",
@@ -293,6 +329,8 @@ def create_app(config: ServiceConfig, state: ScoringState | None = None) -> Fast
         snap = current()
         payload = score_payload(snap, deploy, now_utc(), config.top_factors, config.max_data_age_hours)
         metrics.scores.labels(payload["band"]).inc()
+        if alerts is not None:
+            alerts.offer(snap.history, payload, deploy.author, deploy.commit_sha)
         return json_response(payload)
 
     @app.post("/v1/score/batch", response_model=BatchOut, dependencies=protected, responses=_ERRORS)
@@ -301,8 +339,10 @@ def create_app(config: ServiceConfig, state: ScoringState | None = None) -> Fast
         snap = current()
         now = now_utc()
         scores = [score_payload(snap, d, now, config.top_factors, config.max_data_age_hours) for d in batch.deploys]
-        for s in scores:
+        for s, d in zip(scores, batch.deploys, strict=True):
             metrics.scores.labels(s["band"]).inc()
+            if alerts is not None:
+                alerts.offer(snap.history, s, d.author, d.commit_sha)
         return json_response({"scores": scores})
 
     @app.get(

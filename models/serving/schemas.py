@@ -10,6 +10,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstrai
 
 from features.history.schema import ENVIRONMENTS, MAX_LINES
 from models.scoring.upcoming import UpcomingDeploy
+from models.training.config import Band
 
 #: Most deploys one batch request may carry.
 MAX_BATCH = 500
@@ -113,7 +114,7 @@ class ScoreOut(BaseModel):
     service: str | None
     scored_for: str = Field(description="The ship time the features were computed at (UTC)")
     probability: float = Field(description="Calibrated probability that the deploy causes an incident")
-    band: Literal["low", "medium", "high"]
+    band: Band
     factors: list[FactorOut]
     features: dict[str, float | str]
     flags: dict[str, Any]

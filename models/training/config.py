@@ -10,7 +10,28 @@ import itertools
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from features.history.choices import check_choice, choices_of
+
 ModelKind = Literal["logreg", "hgb"]
+#: A metric of ``models.training.evaluation.evaluate``; the gate and the search compare on one.
+Metric = Literal[
+    "roc_auc",
+    "pr_auc",
+    "brier",
+    "log_loss",
+    "ece",
+    "recall_at_5pct",
+    "recall_at_10pct",
+    "recall_at_20pct",
+    "recall_at_20pct_effort",
+    "popt",
+]
+#: Keys of every metrics dict, in report order (the --metrics-out contract).
+METRIC_KEYS: tuple[Metric, ...] = choices_of(Metric)  # type: ignore[assignment]
+#: Risk bands, lowest first.
+Band = Literal["low", "medium", "high"]
+#: How the risk score is calibrated: chosen on held-out folds ("auto") or fixed.
+CalibrationMethod = Literal["auto", "isotonic", "sigmoid"]
 
 
 @dataclass(frozen=True)
@@ -19,6 +40,9 @@ class CandidateGrid:
 
     kind: ModelKind
     grid: tuple[tuple[str, tuple[Any, ...]], ...]
+
+    def __post_init__(self) -> None:
+        check_choice("candidate kind", self.kind, ModelKind)
 
     def expand(self) -> list[dict[str, Any]]:
         names = [name for name, _ in self.grid]
@@ -55,7 +79,7 @@ class GateConfig:
     re-scored on the same test period, by ``margin`` on ``metric``.
     """
 
-    metric: str = "roc_auc"
+    metric: Metric = "roc_auc"
     margin: float = 0.005
     min_roc_auc: float = 0.6
     min_pr_auc_lift: float = 1.1  # PR-AUC over the test failure rate (a random score has lift 1)
@@ -65,6 +89,9 @@ class GateConfig:
     #: the earlier ones); fewer than this many, or only one outcome among them: no comparison.
     min_comparison_rows: int = 50
 
+    def __post_init__(self) -> None:
+        check_choice("gate metric", self.metric, Metric)
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -72,9 +99,9 @@ class TrainConfig:
 
     seed: int = 0
     n_splits: int = 4
-    selection_metric: str = "roc_auc"
+    selection_metric: Metric = "roc_auc"
     candidates: tuple[CandidateGrid, ...] = field(default_factory=default_candidates)
-    calibration: Literal["auto", "isotonic", "sigmoid"] = "auto"
+    calibration: CalibrationMethod = "auto"
     min_isotonic_positives: int = 50
     high_share: float = 0.10
     medium_share: float = 0.20
@@ -88,6 +115,10 @@ class TrainConfig:
     #: HistGradientBoosting spins and ran 30x slower in our measurements; small models gain little.
     n_threads: int = 1
     gate: GateConfig = field(default_factory=GateConfig)
+
+    def __post_init__(self) -> None:
+        check_choice("selection_metric", self.selection_metric, Metric)
+        check_choice("calibration", self.calibration, CalibrationMethod)
 
     def as_params(self) -> dict[str, str]:
         """Flat ``section.key -> str`` for MLflow params (values stay readable, lists as text)."""

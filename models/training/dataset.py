@@ -15,7 +15,8 @@ import pandas as pd
 
 from features.history.schema import History
 from features.labels.attribution import AttributionConfig, attribute
-from features.pointintime.compute import FEATURE_SET_VERSION, FeatureConfig, build_features, feature_columns
+from features.pointintime.catalog import FEATURE_SET_VERSION
+from features.pointintime.compute import FeatureConfig, build_features, feature_columns
 from models.training.split import ID, TIME, matured_labels
 from models.training.train import EFFORT, LABEL, SIZE, TrainingTable
 

@@ -24,11 +24,13 @@ from sklearn.model_selection import TimeSeriesSplit
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_consistent_length, check_is_fitted, column_or_1d, validate_data
 
+from features.history.choices import check_choice, choices_of
+from models.training.config import Band, CalibrationMethod
 from models.training.transformers import LogStandardizer, OneHotArray, OrdinalArray
 
 #: Probabilities are kept inside (EPS, 1 - EPS) so that log loss stays finite after isotonic steps.
 EPS = 1e-4
-BANDS = ("low", "medium", "high")
+BANDS: tuple[Band, ...] = choices_of(Band)  # type: ignore[assignment]
 
 
 def _is_tree(estimator: Any) -> bool:
@@ -241,7 +243,7 @@ def out_of_fold_scores(
 
 
 def choose_calibration(
-    scores: np.ndarray, y: np.ndarray, folds: np.ndarray, method: str, min_isotonic_positives: int
+    scores: np.ndarray, y: np.ndarray, folds: np.ndarray, method: CalibrationMethod, min_isotonic_positives: int
 ) -> tuple[str, dict[str, float], str]:
     """Pick isotonic or sigmoid by log loss on the last validation fold, fitted on the earlier ones.
 
@@ -249,6 +251,7 @@ def choose_calibration(
     in the calibration data it is not considered. Returns (method, {method: held-out log loss},
     the reason in words: the report must not credit the loss when the positives rule decided).
     """
+    check_choice("calibration", method, CalibrationMethod)
     if method != "auto":
         return method, {}, f"{method}, as configured"
     have = folds >= 0
@@ -287,7 +290,7 @@ class RiskModel(ClassifierMixin, BaseEstimator):
     def __init__(
         self,
         classifier: Any = None,
-        calibration: str = "auto",
+        calibration: CalibrationMethod = "auto",
         n_splits: int = 4,
         min_isotonic_positives: int = 50,
         high_share: float = 0.10,

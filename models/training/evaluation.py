@@ -14,19 +14,6 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
-#: Keys of every metrics dict, in report order (the --metrics-out contract).
-METRIC_KEYS = (
-    "roc_auc",
-    "pr_auc",
-    "brier",
-    "log_loss",
-    "ece",
-    "recall_at_5pct",
-    "recall_at_10pct",
-    "recall_at_20pct",
-    "recall_at_20pct_effort",
-    "popt",
-)
 #: Metrics where a lower value is better (the rest: higher is better).
 LOWER_IS_BETTER = frozenset({"brier", "log_loss", "ece"})
 
@@ -107,7 +94,10 @@ def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> 
 
 
 def evaluate(y: np.ndarray, p: np.ndarray, effort: np.ndarray | None = None) -> dict[str, float]:
-    """Every metric of ``METRIC_KEYS`` for probabilities ``p``; NaN where a metric is undefined."""
+    """Every metric of ``models.training.config.METRIC_KEYS``, in that order, for probabilities ``p``.
+
+    NaN where a metric is undefined.
+    """
     y = np.asarray(y, dtype=np.int64)
     p = np.clip(np.asarray(p, dtype=np.float64), 1e-6, 1 - 1e-6)
     both = len(np.unique(y)) == 2

@@ -19,7 +19,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from sklearn.metrics import precision_recall_curve, roc_curve
 
-from models.training.evaluation import METRIC_KEYS, gain_curve, reliability
+from models.training.config import METRIC_KEYS
+from models.training.evaluation import gain_curve, reliability
 from models.training.train import EFFORT, LABEL, TrainResult
 
 FIGURES = ("roc", "pr", "calibration", "gain", "importance", "groups", "baselines")

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from features.history.schema import History
+from features.history.timestamps import utc_timestamp
 from features.labels.attribution import AttributionConfig, attribute
 
 # Column names of a training table (the contract between the flow and models/).
@@ -51,8 +52,7 @@ def time_split(frame: pd.DataFrame, test_fraction: float = 0.2, test_start: pd.T
     n = len(frame)
     times = frame[TIME]
     if test_start is not None:
-        start = pd.Timestamp(test_start)
-        start = start.tz_localize("UTC") if start.tzinfo is None else start.tz_convert("UTC")
+        start = utc_timestamp(test_start, "test_start")
         rule = f"test_start={start.isoformat()}"
     else:
         if not 0 < test_fraction < 1:

@@ -23,8 +23,7 @@ from mlflow.entities import Metric, Param
 
 from models.registry.artifacts import MODEL_NAME, _jsonable, log_model
 from models.registry.gate import GateOutcome, gate_and_alias, register_version
-from models.training.config import flatten
-from models.training.evaluation import METRIC_KEYS
+from models.training.config import METRIC_KEYS, flatten
 from models.training.report import write_report
 from models.training.train import EFFORT, LABEL, CandidateResult, TrainResult
 

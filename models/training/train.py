@@ -18,9 +18,9 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
-from models.training.config import ModelKind, TrainConfig
+from models.training.config import METRIC_KEYS, ModelKind, TrainConfig
 from models.training.estimators import RiskClassifier, RiskModel, out_of_fold_scores
-from models.training.evaluation import LOWER_IS_BETTER, METRIC_KEYS, evaluate, metrics_by_group, permutation_importance
+from models.training.evaluation import LOWER_IS_BETTER, evaluate, metrics_by_group, permutation_importance
 from models.training.split import ID, TIME, Split, time_split
 from models.training.transformers import signed_log1p
 
@@ -143,7 +143,7 @@ def evaluate_candidate(table: TrainingTable, config: TrainConfig, spec: Candidat
         for k in range(config.n_splits):
             rows = folds == k
             per_fold.append(evaluate(y[rows], scores[rows], None if effort is None else effort[rows]))
-        mean = {
+        mean: dict[str, float] = {
             m: float(np.nanmean([f[m] for f in per_fold])) if _any_finite(per_fold, m) else math.nan
             for m in METRIC_KEYS
         }

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from features.history.store import HistoryStore
-from features.labels.attribution import Attribution, AttributionConfig, attribute
+from features.labels.attribution import Attribution, AttributionConfig, attribute, max_lag_from
 from features.labels.dora import DoraConfig, Grouping, Period, dora_metrics
 from pipelines.console import LOG_WIDTH, make_console
 from pipelines.flows.dora import plot_trends, to_csv, to_json
@@ -37,20 +37,6 @@ class Format(enum.StrEnum):
     table = "table"
     csv = "csv"
     json = "json"
-
-
-def parse_max_lag(text: str) -> pd.Timedelta | None:
-    """``--max-lag``: hours (a positive number) or ``none`` for DevLake's unbounded rule."""
-    value = text.strip().lower()
-    if value == "none":
-        return None
-    try:
-        hours = float(value)
-    except ValueError:
-        raise typer.BadParameter(f"expected a number of hours or 'none', got {text!r}") from None
-    if not math.isfinite(hours) or hours <= 0:
-        raise typer.BadParameter(f"max lag must be a positive number of hours, got {text!r}")
-    return pd.Timedelta(hours=hours)
 
 
 def render_table(metrics: pd.DataFrame, attribution: Attribution, config: AttributionConfig) -> Table:
@@ -115,7 +101,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """DORA metrics (deployment frequency, change failure rate, time to restore, recovery time)."""
         settings = resolve_settings(home)
-        config = AttributionConfig(max_lag=parse_max_lag(max_lag))
+        try:
+            lag = max_lag_from(max_lag)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--max-lag") from None
+        config = AttributionConfig(max_lag=lag)
         history = HistoryStore(settings.store_dir).read_history()
         attribution = attribute(history, config)
         dora_config = DoraConfig(by=cast(Grouping, by.value), period=cast(Period, period.value))

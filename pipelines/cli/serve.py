@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -36,6 +37,14 @@ def serve(
         help="Past this age of the store's newest event, scores say stale_history and /readyz says degraded "
         "(default 72).",
     ),
+    notify_config: Path | None = typer.Option(
+        None,
+        "--notify-config",
+        exists=True,
+        dir_okay=False,
+        help="Slack routing and alert rule (YAML, docs/notify.md); alerts are on when $SLACK_BOT_TOKEN or "
+        "$SLACK_WEBHOOK_URL is set.",
+    ),
 ) -> None:
     """Serve risk scores over HTTP (FastAPI on uvicorn); follows the champion and the store without restarts."""
     import uvicorn
@@ -46,6 +55,17 @@ def serve(
     settings = resolve_settings(home)
     prepare_runtime(settings)
     tokens = load_tokens(tokens_file)
+    from models.notify.config import NotifyConfigError, load_notify_config
+
+    try:
+        notify = load_notify_config(notify_config)
+    except NotifyConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise typer.Exit(code=2) from None
+    tracking = os.environ.get("MLFLOW_TRACKING_URI", "")
+    if notify.links.mlflow_url is None and tracking.startswith(("http://", "https://")):
+        # a shared MLflow server: alerts link to the model's run there
+        notify = replace(notify, links=replace(notify.links, mlflow_url=tracking))
     config = ServiceConfig(
         store_dir=settings.store_dir,
         model_name=model,
@@ -56,11 +76,12 @@ def serve(
     if max_data_age_hours is not None:
         config = replace(config, max_data_age_hours=max_data_age_hours)
     print(
-        f"incident-risk serving {model}@{alias} on http://{host}:{port} (auth {'on' if tokens else 'off'})",
+        f"incident-risk serving {model}@{alias} on http://{host}:{port} (auth {'on' if tokens else 'off'}, "
+        f"Slack alerts {'on, ' + notify.slack.mode if notify.slack.enabled else 'off'})",
         file=sys.stderr,
     )
     uvicorn.run(
-        create_app(config),
+        create_app(config, notify=notify),
         host=host,
         port=port,
         log_level="warning",

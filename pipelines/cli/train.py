@@ -53,8 +53,7 @@ def train(
     ),
 ) -> None:
     """Train, calibrate and evaluate candidates on the store's history; log to MLflow; gate the champion."""
-    import pandas as pd
-
+    from features.history.timestamps import utc_timestamp
     from models.training.config import TrainConfig
     from pipelines.cli.checks import CheckError, check_training_rows, refuse
     from pipelines.flows.runners import RunnerConfig
@@ -64,9 +63,9 @@ def train(
     start = None
     if test_start is not None:
         try:
-            start = pd.Timestamp(test_start)
-        except ValueError:
-            console.print(f"[red]error:[/red] --test-start {test_start!r} is not a date/time")
+            start = utc_timestamp(test_start, "--test-start", naive_is_utc=True)
+        except ValueError as exc:
+            console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(code=2) from None
     if start is None and not 0 < test_fraction < 1:
         console.print(f"[red]error:[/red] --test-fraction must be between 0 and 1, got {test_fraction}")

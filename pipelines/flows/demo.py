@@ -9,17 +9,21 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
+from features.history.ownership import service_teams
 from features.history.store import HistoryStore
 from features.labels.attribution import AttributionConfig, attribute
 from features.labels.dora import DoraConfig, dora_metrics
+from models.notify.config import NotifyConfigError, load_notify_config
 from pipelines.console import make_console
+from pipelines.flows.digest import EXPERIMENT as DIGEST_EXPERIMENT
+from pipelines.flows.digest import DigestError, run_digest
 from pipelines.flows.dora import DORA_EXPERIMENT, log_dora_trends
 from pipelines.flows.ingest import print_error, run_ingest
 from pipelines.flows.score_batch import BatchScoringError, run_batch_scoring
 from pipelines.flows.train import TrainingError, run_training
 from pipelines.settings import Settings
 
-STEPS = 5
+STEPS = 6
 
 
 def run_demo(settings: Settings, sample_dir: Path) -> int:
@@ -48,6 +52,13 @@ def run_demo(settings: Settings, sample_dir: Path) -> int:
         f"{s['deploys_failed']} of {s['deploys_eligible']} production deploys failed; "
         f"{s['deploys_immature']} too young to label (excluded)."
     )
+    teams = service_teams(history.catalog)
+    owned = teams[teams["squad"].notna()]
+    if len(owned):
+        console.print(
+            f"Backstage catalog: {len(owned)} services owned by {owned['squad'].nunique()} squads in "
+            f"{owned['tribe'].nunique()} tribes (squad/tribe of every deploy filled from it where missing)."
+        )
 
     console.print(f"\n[bold]3/{STEPS} DORA metrics[/bold] (by tribe and week, logged to MLflow)")
     dora = dora_metrics(history, attribution, DoraConfig(by="tribe", period="week"))
@@ -80,6 +91,19 @@ def run_demo(settings: Settings, sample_dir: Path) -> int:
     console.print(summary.render())
     _show_riskiest(console, scores_path)
 
+    console.print(f"\n[bold]6/{STEPS} weekly risk digest[/bold] (dry run: written, not sent to Slack)")
+    digest_dir = settings.home / "digests"
+    try:
+        digest = run_digest(settings, load_notify_config(None), dry_run=True, out_dir=digest_dir)
+    except (DigestError, NotifyConfigError) as exc:
+        print_error(str(exc))
+        return 1
+    channels = sorted({m["channel"] for m in digest.messages})
+    console.print(
+        f"week of {digest.week_start}: {len(digest.messages)} Block Kit messages for {len(channels)} squad and tribe "
+        f"channels in {digest_dir}; chart and messages in MLflow run {digest.run_id} (experiment {DIGEST_EXPERIMENT})"
+    )
+
     console.print(f"\nDone in {time.perf_counter() - started:.0f} s. Everything is under {settings.home}")
     console.print("Look next:")
     console.print(f"  .venv/bin/mlflow ui --backend-store-uri {settings.mlflow_tracking_uri}")
@@ -88,6 +112,7 @@ def run_demo(settings: Settings, sample_dir: Path) -> int:
     )
     console.print(f"  .venv/bin/incident-risk runs --home {settings.home}")
     console.print(f"  .venv/bin/incident-risk serve --home {settings.home}")
+    console.print(f"  SLACK_BOT_TOKEN=... .venv/bin/incident-risk digest --home {settings.home}   (docs/notify.md)")
     return 0
 
 

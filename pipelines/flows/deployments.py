@@ -15,7 +15,6 @@ work pool. ``incident-risk deploy`` runs it before handing the file to ``prefect
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -104,11 +103,13 @@ def recent_training_table(settings: Settings, options: TrainOptions, window_days
 
 
 def _max_lag(hours: float | None) -> pd.Timedelta | None:
-    if hours is None:
-        return None
-    if not math.isfinite(hours) or hours <= 0:
-        raise DeploymentFlowError(f"max_lag_hours must be a positive number of hours or null, got {hours}")
-    return pd.Timedelta(hours=hours)
+    """``max_lag_hours`` by the one parser (``max_lag_from``), its error as the flow's."""
+    from features.labels.attribution import max_lag_from
+
+    try:
+        return max_lag_from(hours)
+    except ValueError as exc:
+        raise DeploymentFlowError(f"max_lag_hours: {exc}") from None
 
 
 @flow(name="scheduled-train", persist_result=False)
@@ -217,6 +218,33 @@ def scheduled_dora(
     run_id = log_dora_trends(metrics, attribution, settings, by, period)
     groups = int(metrics["group"].nunique()) if len(metrics) else 0
     return {"out": str(out), "rows": len(metrics), "groups": groups, "run_id": run_id}
+
+
+@flow(name="scheduled-digest", persist_result=False)
+def scheduled_digest(
+    home: str | None = None,
+    notify_config: str | None = "{home}/notify.yaml",
+    out_dir: str | None = "{home}/digests/{date}",
+    dry_run: bool = False,
+    model_name: str = "incident-risk",
+    alias: str = "champion",
+) -> dict[str, Any]:
+    """The weekly risk digest of the last complete week, to every squad's and tribe's Slack channel.
+
+    Slack credentials come from the worker's environment (SLACK_BOT_TOKEN or SLACK_WEBHOOK_URL);
+    a routing file that does not exist means the defaults (catalog channels, #deploy-risk).
+    """
+    from models.notify.config import load_notify_config
+    from pipelines.flows.digest import run_digest
+
+    settings = _settings(home)
+    routing = expand_path(notify_config, settings) if notify_config else None
+    notify = load_notify_config(routing if routing is not None and routing.is_file() else None)
+    out = expand_path(out_dir, settings) if out_dir else None
+    report = run_digest(settings, notify, dry_run=dry_run, out_dir=out, model_name=model_name, alias=alias)
+    if report.failed:
+        raise DeploymentFlowError(f"{len(report.failed)} digest messages not sent: {report.failed[0]}")
+    return report.as_dict()
 
 
 # --------------------------------------------------------------------------------------------

@@ -22,12 +22,13 @@ from rich.table import Table
 
 from features.history.ingest import SourceCounts, merge_rows, prepare_source_file
 from features.history.quarantine import reason_counts, replace_sources
-from features.history.schema import TABLES, table_spec
+from features.history.schema import QUARANTINE_COLUMNS, QUARANTINE_KEY, TABLES, table_spec
 from features.history.store import HistoryStore, StoreError
 from features.sources.base import ParsedFile, SourceError
 from features.sources.config import SourceConfig, load_sources_config
 from features.sources.kinds import source_kinds
 from pipelines.console import make_console
+from pipelines.flows.artifacts import publish_ingest
 from pipelines.flows.runners import RunnerConfig, make_task_runner
 
 
@@ -201,15 +202,16 @@ def ingest_flow(config_path: str, store_dir: str, quiet: bool = False) -> State:
         report.error = str(exc)
         report.sources = []
         report.store_version = store.manifest().version if (Path(store_dir) / "manifest.json").exists() else 0
+        publish_ingest(report, Path(store_dir))
         return Failed(message=report.error, data=report)
+    publish_ingest(report, Path(store_dir))
     return Completed(data=report)
 
 
 def _same_quarantine(a: pd.DataFrame, b: pd.DataFrame) -> bool:
     if len(a) != len(b):
         return False
-    cols = ["table", "source", "file", "record", "field", "reason", "value"]
-    key = ["table", "source", "file", "record", "field"]
+    cols, key = list(QUARANTINE_COLUMNS), list(QUARANTINE_KEY)
     left = a[cols].astype(str).sort_values(key).reset_index(drop=True)
     right = b[cols].astype(str).sort_values(key).reset_index(drop=True)
     return bool(left.equals(right))

@@ -4,7 +4,7 @@
 after another. ``threads`` uses a thread pool in that process. ``dask`` fans the work out through
 prefect-dask: to an existing Dask cluster when ``dask_address`` is given (a team's scheduler,
 ``tcp://host:8786``), else to a temporary local cluster of ``workers`` workers. Results must not
-depend on the choice; tests/test_scaleout.py checks that training metrics do not.
+depend on the choice; tests/pipelines/test_task_runners.py checks that training metrics do not.
 
 Prefect's task runners are imported inside ``make_task_runner``: Prefect reads its settings at
 import, after ``prepare_runtime`` has run.
@@ -16,11 +16,13 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from features.history.choices import check_choice, choices_of
+
 if TYPE_CHECKING:
     from prefect.task_runners import TaskRunner
 
 RunnerKind = Literal["sequential", "threads", "dask"]
-RUNNER_KINDS: tuple[RunnerKind, ...] = ("sequential", "threads", "dask")
+RUNNER_KINDS: tuple[RunnerKind, ...] = choices_of(RunnerKind)  # type: ignore[assignment]
 #: A team's Dask scheduler, read by ``RunnerConfig.from_env`` (the CLI's and deployments' fallback).
 DASK_ADDRESS_ENV = "INCIDENT_RISK_DASK_ADDRESS"
 
@@ -44,8 +46,7 @@ class RunnerConfig:
     threads_per_worker: int = 1
 
     def __post_init__(self) -> None:
-        if self.kind not in RUNNER_KINDS:
-            raise ValueError(f"task runner must be one of {', '.join(RUNNER_KINDS)}, not {self.kind!r}")
+        check_choice("task runner", self.kind, RunnerKind)
         if self.workers < 1 or self.threads_per_worker < 1:
             raise ValueError("workers and threads_per_worker must be at least 1")
         if self.dask_address is not None and self.kind != "dask":

@@ -29,6 +29,7 @@ from models.registry.artifacts import CHAMPION, MODEL_NAME
 from models.scoring.context import ModelBundle, ScoringContext, ScoringUnavailable, load_scoring_context
 from models.scoring.explain import band_counts, score_frame
 from models.scoring.upcoming import now_utc
+from pipelines.flows.artifacts import record_scoring
 from pipelines.settings import Settings
 
 EXPERIMENT = "incident-risk-scoring"
@@ -214,6 +215,7 @@ def score_batch_flow(input_path: str, out_path: str, settings: Settings, model_n
         ],
     )
     summary.run_id = log_summary(summary, settings)
+    record_scoring(summary, scores)  # the scored file as MLflow dataset; Prefect artifacts and events
     return summary
 
 

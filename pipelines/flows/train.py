@@ -34,6 +34,7 @@ from models.training.train import (
     evaluate_candidate,
     train,
 )
+from pipelines.flows.artifacts import record_training
 from pipelines.flows.runners import RunnerConfig, make_task_runner
 from pipelines.settings import Settings
 
@@ -115,6 +116,7 @@ def _steps(
     progress: Progress,
     wrap: Any,
     evaluate_all: EvaluateAll | None = None,
+    store_dir: Path | None = None,
 ) -> TrainOutcome:
     """The shared sequence; ``wrap(fn, name)`` turns a step into a Prefect task or leaves it plain."""
     seconds: dict[str, float] = {}
@@ -140,6 +142,7 @@ def _steps(
         result: TrainResult = timed("train", fit_models, table, options, progress, evaluate_all)
         context = context_for(table, options, artifact_root)
         tracked: TrackedRun = timed("mlflow", log_or_fail, result, context, progress, run_id)
+        timed("publish", record_training, tracked, result, table, context, store_dir)  # MLflow story, Prefect artifacts
     except BaseException:
         fail_training_run(run_id)
         raise
@@ -241,7 +244,7 @@ def train_flow(
     """
     evaluate_all = _submit_candidates if parallel else None
     say = progress or print
-    return _steps(_source(store_dir, options, table), options, artifact_root, say, _as_task, evaluate_all)
+    return _steps(_source(store_dir, options, table), options, artifact_root, say, _as_task, evaluate_all, store_dir)
 
 
 def _source(store_dir: Path | None, options: TrainOptions, table: TrainingTable | None) -> Callable[[], TrainingTable]:
@@ -275,4 +278,5 @@ def run_training(
         return parallel_flow(settings.store_dir, opts, settings.artifact_root, say, table, parallel=True)
     if orchestrate:
         return train_flow(settings.store_dir, opts, settings.artifact_root, say, table)
-    return _steps(_source(settings.store_dir, opts, table), opts, settings.artifact_root, say, _plain)
+    source = _source(settings.store_dir, opts, table)
+    return _steps(source, opts, settings.artifact_root, say, _plain, None, settings.store_dir)

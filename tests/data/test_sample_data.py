@@ -40,15 +40,14 @@ def test_sample_is_small_and_uses_the_tools_formats() -> None:
     size = sum(p.stat().st_size for p in SAMPLE.rglob("*") if p.is_file())
     assert size < 10 * 1024 * 1024
     kinds = {s.kind.name for s in load_sources_config(SAMPLE / "sources.yaml", source_kinds()).sources}
-    assert kinds == {"github_deployments", "launchdarkly_auditlog", "pagerduty_incidents"}
+    assert kinds == {"github_deployments", "launchdarkly_auditlog", "pagerduty_incidents", "backstage_catalog"}
     assert "ground_truth" not in (SAMPLE / "sources.yaml").read_text().split("sources:", 1)[1]
 
 
 def test_sample_ingests_without_quarantine(sample: IngestedSample) -> None:
     assert sample.quarantined == 0
-    assert sample.read == sum(
-        len(t) for t in (sample.history.deploys, sample.history.toggle_events, sample.history.incidents)
-    )
+    h = sample.history
+    assert sample.read == sum(len(t) for t in (h.deploys, h.toggle_events, h.incidents, h.catalog))
 
 
 def test_sample_has_the_promised_shape(sample: IngestedSample) -> None:
@@ -72,7 +71,20 @@ def test_keys_unique_and_timestamps_utc(sample: IngestedSample, table: str) -> N
     spec = TABLES[table]
     assert frame[spec.key].is_unique
     assert str(frame[spec.time_column].dtype) == "datetime64[us, UTC]"
-    assert frame[spec.time_column].notna().all()
+    if table != "catalog":  # catalog entities carry no timestamp of their own
+        assert frame[spec.time_column].notna().all()
+
+
+def test_catalog_owns_every_sampled_service_as_its_deploys_say(sample: IngestedSample) -> None:
+    from features.history.ownership import apply_ownership, service_teams
+
+    teams = service_teams(sample.history.catalog).set_index("service")
+    deploys = sample.history.deploys
+    assert set(deploys["service"]) <= set(teams.index)
+    assert teams.loc[sorted(set(deploys["service"])), "slack_channel"].notna().all()
+    blanked = deploys.assign(squad=pd.NA, tribe=pd.NA).astype({"squad": "string", "tribe": "string"})
+    filled = apply_ownership(blanked, sample.history.catalog)
+    pd.testing.assert_frame_equal(filled[["squad", "tribe"]], deploys[["squad", "tribe"]])
 
 
 def test_incidents_resolve_after_they_start(sample: IngestedSample) -> None:

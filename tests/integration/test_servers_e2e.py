@@ -308,7 +308,7 @@ def test_whole_chain_runs_against_mlflow_and_prefect_servers(stack: Stack):
 
     api = stack.api_url
     deployments = {d["name"]: d for d in httpx.post(f"{api}/deployments/filter", json={}, timeout=30).json()}
-    assert set(deployments) == {"hourly", "nightly", "every-15-minutes", "weekly"}
+    assert set(deployments) == {"hourly", "nightly", "every-15-minutes", "weekly", "monday-digest"}
     assert all(d["schedules"] and d["work_pool_name"] == "incident-risk" for d in deployments.values())
     assert deployments["nightly"]["parameters"]["window_days"] == 180
     states = {}
@@ -323,4 +323,4 @@ def test_whole_chain_runs_against_mlflow_and_prefect_servers(stack: Stack):
         assert _pg("SELECT count(*) FROM runs", stack.backends.mlflow_db, fetch=True)[0][0] >= 2
         assert _pg("SELECT count(*) FROM model_versions", stack.backends.mlflow_db, fetch=True)[0][0] == 1
         assert _pg("SELECT count(*) FROM flow_run", stack.backends.prefect_db, fetch=True)[0][0] >= 4
-        assert _pg("SELECT count(*) FROM deployment", stack.backends.prefect_db, fetch=True)[0][0] == 4
+        assert _pg("SELECT count(*) FROM deployment", stack.backends.prefect_db, fetch=True)[0][0] == 5

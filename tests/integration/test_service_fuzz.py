@@ -16,7 +16,7 @@ from schemathesis.specs.openapi.checks import (
 
 from models.serving.app import ServiceConfig, create_app
 from models.serving.state import ScoringState
-from tests.models.scoring.test_scoring_helpers import fitted, register, simulated, write_store
+from tests.helpers.scoring import fitted, register, simulated, write_store
 
 NAME = "incident-risk-test-fuzz"
 

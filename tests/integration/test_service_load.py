@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.models.scoring.test_scoring_helpers import fitted, register, simulated, write_store
+from tests.helpers.scoring import fitted, register, simulated, write_store
 
 NAME = "incident-risk-test-load"
 BODIES = [

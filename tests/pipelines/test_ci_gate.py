@@ -22,9 +22,9 @@ from models.serving.app import ServiceConfig
 from pipelines.cli.gate import EXIT_ABOVE, EXIT_BAD_ARGS, EXIT_OK, EXIT_UNAVAILABLE
 from pipelines.cli.main import build_app
 from tests.helpers.paths import REPO
+from tests.helpers.scoring import fitted, simulated, write_store
+from tests.helpers.scoring import register as register_model
 from tests.helpers.service import free_port, running_service
-from tests.models.scoring.test_scoring_helpers import fitted, simulated, write_store
-from tests.models.scoring.test_scoring_helpers import register as register_model
 
 NAME = "incident-risk-test-gate"
 ARGS = [

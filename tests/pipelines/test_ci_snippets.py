@@ -21,8 +21,8 @@ import yaml
 from models.serving.app import ServiceConfig
 from pipelines.cli.gate import EXIT_ABOVE, EXIT_OK, EXIT_UNAVAILABLE
 from tests.helpers.paths import REPO
+from tests.helpers.scoring import fitted, register, simulated, write_store
 from tests.helpers.service import free_port, running_service
-from tests.models.scoring.test_scoring_helpers import fitted, register, simulated, write_store
 
 NAME = "incident-risk"  # the snippets use the default model name
 ZEROS = "0" * 40

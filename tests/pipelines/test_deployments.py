@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +23,18 @@ def _deployments() -> list[dict[str, Any]]:
     return yaml.safe_load(DEFAULT_PREFECT_FILE.read_text())["deployments"]
 
 
-def test_prefect_yaml_declares_the_four_scheduled_deployments_and_each_validates():
+def test_prefect_yaml_declares_the_five_scheduled_deployments_and_each_validates():
     checks = validate_prefect_yaml(DEFAULT_PREFECT_FILE)
-    assert [c.problems for c in checks] == [[], [], [], []]
+    assert [c.problems for c in checks] == [[], [], [], [], []]
     by_flow = {c.flow_name: c for c in checks}
-    assert set(by_flow) == {"scheduled-ingest", "scheduled-train", "scheduled-score-batch", "scheduled-dora"}
+    assert set(by_flow) == {
+        "scheduled-ingest",
+        "scheduled-train",
+        "scheduled-score-batch",
+        "scheduled-dora",
+        "scheduled-digest",
+    }
+    assert by_flow["scheduled-digest"].schedules == ["cron 0 8 * * 1 UTC"]  # Monday morning
     assert all(c.work_pool == "incident-risk" and c.schedules for c in checks)
     assert by_flow["scheduled-ingest"].schedules == ["cron 5 * * * * UTC"]  # hourly
     assert by_flow["scheduled-train"].schedules == ["cron 30 2 * * * UTC"]  # nightly
@@ -67,7 +75,7 @@ def test_deploy_check_command_exit_codes(tmp_path: Path):
     runner = CliRunner()
     ok = runner.invoke(build_app(), ["deploy", "--check", "--file", str(DEFAULT_PREFECT_FILE)])
     assert ok.exit_code == 0, ok.output
-    assert ok.output.count("ok ") == 4
+    assert ok.output.count("ok ") == 5
     data = yaml.safe_load(DEFAULT_PREFECT_FILE.read_text())
     bad = copy.deepcopy(data)
     bad["deployments"][1]["parameters"]["workers"] = "many"
@@ -138,7 +146,7 @@ def test_scheduled_flows_ingest_report_and_train_on_the_recent_window(
 def test_scheduled_score_batch_skips_without_a_file_and_never_overwrites(prefect_harness: None, home: Path):
     from models.registry.artifacts import MODEL_NAME
     from pipelines.flows.deployments import scheduled_score_batch
-    from tests.models.scoring.test_scoring_helpers import fitted, register, simulated, write_store
+    from tests.helpers.scoring import fitted, register, simulated, write_store
 
     sim = simulated()
     write_store(home, sim.history)
@@ -166,7 +174,7 @@ def test_scheduled_dora_logs_the_demo_trend_run(prefect_harness: None, home: Pat
 
     from pipelines.flows.deployments import scheduled_dora
     from pipelines.flows.dora import DORA_EXPERIMENT
-    from tests.models.scoring.test_scoring_helpers import simulated, write_store
+    from tests.helpers.scoring import simulated, write_store
 
     write_store(home, simulated().history)
     dora = scheduled_dora(home=str(home), by="tribe", period="week")
@@ -177,3 +185,13 @@ def test_scheduled_dora_logs_the_demo_trend_run(prefect_harness: None, home: Pat
     assert {a.path for a in client.list_artifacts(dora["run_id"])} == {"dora.csv", "dora_trends.png"}
     logged = pd.read_csv(client.download_artifacts(dora["run_id"], "dora.csv", str(home)))
     assert logged.equals(pd.read_csv(dora["out"]))
+
+
+def test_scheduled_flows_parse_max_lag_by_the_shared_parser() -> None:
+    from features.labels.attribution import max_lag_from
+    from pipelines.flows.deployments import DeploymentFlowError, _max_lag
+
+    assert _max_lag(None) is None and _max_lag(6.0) == max_lag_from("6") == pd.Timedelta(hours=6)
+    for bad in (0.0, -1.0, math.inf, math.nan):
+        with pytest.raises(DeploymentFlowError, match="max_lag_hours: max lag must be"):
+            _max_lag(bad)

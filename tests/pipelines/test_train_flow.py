@@ -9,8 +9,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from models.training.config import CandidateGrid, TrainConfig
-from models.training.evaluation import METRIC_KEYS
+from models.training.config import METRIC_KEYS, CandidateGrid, TrainConfig
 from pipelines.cli.train import register
 from pipelines.settings import prepare_runtime, resolve_settings
 

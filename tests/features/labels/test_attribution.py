@@ -8,9 +8,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.history.schema import DEPLOYS, INCIDENTS, TOGGLE_EVENTS, History, TableSpec, conform, empty_table
-from features.labels.attribution import (
+from features.history.schema import (
+    DEPLOYS,
     FLIP_ACTIONS,
+    INCIDENTS,
+    TOGGLE_EVENTS,
+    History,
+    TableSpec,
+    conform,
+    empty_table,
+)
+from features.labels.attribution import (
     AttributionConfig,
     attribute,
     data_end,

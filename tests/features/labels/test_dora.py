@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import statistics
 from collections import defaultdict
 from datetime import timedelta
@@ -17,9 +18,9 @@ from typer.testing import CliRunner
 
 from features.history.schema import History
 from features.history.store import HistoryStore
-from features.labels.attribution import AttributionConfig, attribute
+from features.labels.attribution import AttributionConfig, attribute, max_lag_from
 from features.labels.dora import DoraConfig, dora_metrics, period_start, service_teams
-from pipelines.cli.dora import parse_max_lag, register
+from pipelines.cli.dora import register
 from tests.features.labels.test_attribution import (
     at,
     brute_force_window,
@@ -173,12 +174,12 @@ def test_failed_deployment_recovery_uses_failed_deploys_only() -> None:
     assert row["incidents"] == 2 and row["time_to_restore_hours"] == pytest.approx(2.0)
 
 
-def test_parse_max_lag() -> None:
-    assert parse_max_lag("none") is None and parse_max_lag("NONE") is None
-    assert parse_max_lag("1.5") == pd.Timedelta(minutes=90)
-    for bad in ("0", "-3", "soon", "nan", "inf"):
-        with pytest.raises(typer.BadParameter):
-            parse_max_lag(bad)
+def test_max_lag_parser_is_shared_by_the_command_and_the_flows() -> None:
+    assert max_lag_from("none") is None and max_lag_from("NONE") is None and max_lag_from(None) is None
+    assert max_lag_from("1.5") == max_lag_from(1.5) == pd.Timedelta(minutes=90)
+    for bad in ("0", "-3", "soon", "nan", "inf", 0.0, -1.0, math.inf, math.nan):
+        with pytest.raises(ValueError, match="max lag must be"):
+            max_lag_from(bad)
 
 
 # --------------------------------------------------------------------------------------------

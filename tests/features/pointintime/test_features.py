@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 from features.history.schema import DEPLOYS, INCIDENTS, TOGGLE_EVENTS, History, empty_table
+from features.pointintime.catalog import FEATURE_SET_VERSION
 from features.pointintime.compute import (
     CATEGORICAL_COLUMNS,
-    FEATURE_SET_VERSION,
     MISSING_CATEGORY,
     FeatureConfig,
     build_features,

@@ -23,7 +23,7 @@ from features.pointintime.compute import (
 from features.pointintime.windows import EventStreams, count_before, count_window, last_before, sort_events
 from models.scoring.context import build_feature_index, entity_features
 from models.scoring.upcoming import UpcomingDeploy, deploys_frame
-from tests.models.scoring.test_scoring_helpers import ATTRIBUTION, FEATURES, simulated
+from tests.helpers.scoring import ATTRIBUTION, FEATURES, simulated
 
 
 def _request(record: Mapping[Hashable, Any]) -> dict[str, Any]:

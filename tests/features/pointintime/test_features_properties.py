@@ -15,8 +15,8 @@ import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from features.history.schema import TOGGLE_ACTIONS, History
-from features.pointintime.compute import FLIP_ACTIONS, FeatureConfig, build_features
+from features.history.schema import FLIP_ACTIONS, TOGGLE_ACTIONS, History
+from features.pointintime.compute import FeatureConfig, build_features
 from features.pointintime.windows import (
     OPEN_END,
     Queries,

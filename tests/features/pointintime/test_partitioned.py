@@ -11,6 +11,7 @@ import pytest
 from features.history.schema import History
 from features.history.store import HistoryStore
 from features.labels.attribution import AttributionConfig, attribute
+from features.pointintime.catalog import catalog_names
 from features.pointintime.compute import FeatureConfig, build_features
 from features.pointintime.partitioned import (
     CROSS_SERVICE_COLUMNS,
@@ -81,3 +82,35 @@ def test_partitioning_the_store_streams_the_committed_tables_and_selects_trainin
     got = _collect(parts, tmp_path / "work", config, buckets=3, select=lambda d: d["deploy_id"].isin(keep))
     assert 0 < len(got) < len(stored.deploys)
     pd.testing.assert_frame_equal(got, expected, check_exact=True)
+
+
+def test_partitioned_and_single_build_agree_under_every_shared_definition(org, tmp_path: Path):
+    """Counted environments, the prior, the smoothing and the recent window all come from ``compute``'s
+    definitions, so changing any of them moves both builds together (and the columns follow the catalog)."""
+    history, labels = org
+    config = FeatureConfig(history_environments=("production", "staging"), base_failure_rate=0.25,
+                           smoothing_prior_weight=2.5)  # fmt: skip
+    expected = _sorted(build_features(history.deploys, history, labels, config))
+    parts = partition_history(history, labels, tmp_path / "parts")
+    got = _collect(parts, tmp_path / "work", config, buckets=2)
+    pd.testing.assert_frame_equal(got, expected, check_exact=True)
+    assert tuple(c for c in got.columns if c not in ("deploy_id", "created_at")) == catalog_names()
+    default = _sorted(build_features(history.deploys, history, labels, FeatureConfig()))
+    for column in CROSS_SERVICE_COLUMNS:  # the config really reaches the cross-service columns
+        assert not np.array_equal(got[column].to_numpy(), default[column].to_numpy()), column
+
+
+def test_partitions_of_the_store_carry_the_catalogs_ownership(org, tmp_path: Path):
+    history, labels = org
+    blank = history.deploys.assign(squad=pd.NA, tribe=pd.NA).astype({"squad": "string", "tribe": "string"})
+    catalog = simulate(SimulationConfig(days=75, services=14, seed=11)).history.catalog
+    store = HistoryStore(tmp_path / "store")
+    with store.lock():
+        store.commit({"deploys": blank, "toggle_events": history.toggle_events, "incidents": history.incidents,
+                      "catalog": catalog}, None, 0)  # fmt: skip
+    parts = partition_store(store.root, labels, tmp_path / "parts")
+    service = str(history.deploys["service"].iloc[0])
+    got = read_partition_history(parts, service)[0].deploys
+    want = history.deploys[history.deploys["service"] == service]
+    assert set(got["squad"]) == set(want["squad"]) and got["squad"].notna().all()  # as read_history gives them
+    assert set(store.read_history().deploys["tribe"]) == set(history.deploys["tribe"])

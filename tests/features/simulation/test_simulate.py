@@ -15,8 +15,9 @@ from typer.testing import CliRunner
 from features.history.schema import DEPLOYS, RECORD_COLUMN, conform, table_spec
 from features.simulation.export import UPCOMING_COLUMNS, write_exports
 from features.simulation.simulator import (
+    CATALOG_SOURCE,
     DEPLOY_SOURCE,
-    FLIP_ACTIONS,
+    HAZARD_FLIP_ACTIONS,
     INCIDENT_SOURCE,
     TOGGLE_SOURCE,
     DeployHazard,
@@ -70,7 +71,7 @@ def test_same_seed_gives_identical_frames_and_other_seed_differs(small: Simulate
     assert not other.deploy_truth["p_incident"].equals(small.deploy_truth["p_incident"])
 
 
-@pytest.mark.parametrize("table", ["deploys", "toggle_events", "incidents"])
+@pytest.mark.parametrize("table", ["deploys", "toggle_events", "incidents", "catalog"])
 def test_tables_pass_conform_with_no_rejects(sample: SimulatedHistory, table: str) -> None:
     frame = getattr(sample.history, table)
     spec = table_spec(table)
@@ -79,6 +80,18 @@ def test_tables_pass_conform_with_no_rejects(sample: SimulatedHistory, table: st
     assert result.rejects.empty
     pd.testing.assert_frame_equal(result.valid, frame)
     assert frame[spec.key].is_unique and frame[spec.key].is_monotonic_increasing
+
+
+def test_catalog_owns_every_service_by_the_squad_its_deploys_name(sample: SimulatedHistory) -> None:
+    from features.history.ownership import service_teams
+
+    teams = service_teams(sample.history.catalog).set_index("service")
+    deploys = sample.history.deploys.drop_duplicates("service").set_index("service")
+    assert set(teams.index) >= set(deploys.index)
+    pd.testing.assert_frame_equal(
+        teams.loc[deploys.index, ["squad", "tribe"]], deploys[["squad", "tribe"]].astype("string"), check_names=False
+    )
+    assert teams.loc[deploys.index, "slack_channel"].str.startswith("squad-").all()
 
 
 def test_upcoming_is_planned_after_history_and_conforms(sample: SimulatedHistory) -> None:
@@ -260,7 +273,7 @@ def test_true_probability_is_the_documented_hazard_of_point_in_time_features(sma
         return (same & inside).sum(axis=1)
 
     te = h.toggle_events
-    flips = te[(te["environment"] == "production") & te["action"].isin(FLIP_ACTIONS)]
+    flips = te[(te["environment"] == "production") & te["action"].isin(HAZARD_FLIP_ACTIONS)]
     all_deploys = h.deploys
     x = {
         "log_size": np.log1p((d["lines_added"] + d["lines_deleted"]).to_numpy(dtype=float)),
@@ -304,8 +317,10 @@ def test_generic_exports_load_parse_and_conform(small: SimulatedHistory, tmp_pat
     path = write_exports(small, tmp_path / "out", "generic")
     config = load_sources_config(path, source_kinds())
     assert not any("ground_truth" in str(p) for s in config.sources for p in s.paths)
-    assert {s.name for s in config.sources} == {DEPLOY_SOURCE, TOGGLE_SOURCE, INCIDENT_SOURCE}
+    assert {s.name for s in config.sources} == {DEPLOY_SOURCE, TOGGLE_SOURCE, INCIDENT_SOURCE, CATALOG_SOURCE}
     for src in config.sources:
+        if src.table == "catalog":  # read by its own connector (test_tools_exports_ingest_through_their_connectors)
+            continue
         (file,) = src.paths
         parsed = parse_generic(file, src.display(file), src.options)  # type: ignore[arg-type]
         spec = table_spec(parsed.table)
@@ -390,7 +405,9 @@ def test_tools_exports_ingest_through_their_connectors(small: SimulatedHistory, 
                   "toggle_events": ["flag_key", "service", "environment", "action", "occurred_at", "new_enabled"],
                   "incidents": ["service", "title", "severity", "status", "created_at", "resolved_at",
                                 "caused_by_deploy_id", "caused_by_commit_sha",
-                                "caused_by_flag_key"]}[prep.table]  # fmt: skip
+                                "caused_by_flag_key"],
+                  "catalog": ["entity_ref", "kind", "name", "type", "owner", "parent", "system", "depends_on",
+                              "slack_channel", "lifecycle", "ownership"]}[prep.table]  # fmt: skip
         pd.testing.assert_frame_equal(got[common], want[common])
 
 

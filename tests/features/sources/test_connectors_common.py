@@ -20,11 +20,11 @@ from features.sources.normalize import (
     compare_stats,
     environment,
     explicit_causes,
-    repo_from_url,
     root_cause_sha,
     severity,
     touches_infra,
 )
+from features.sources.records import repo_from_url
 from tests.helpers.paths import FIXTURES
 
 VENDOR_KINDS = sorted(k for k in source_kinds() if k != "generic")
@@ -98,6 +98,7 @@ def test_every_vendor_kind_is_registered_with_a_description() -> None:
         "pagerduty_incidents",
         "opsgenie_incidents",
         "jira_incidents",
+        "backstage_catalog",
     }
     for name in VENDOR_KINDS:
         assert kinds[name].name == name

@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 
+from features.history.schema import RECORD_COLUMN
 from tests.features.sources.test_connectors_common import FIXTURES, by_id, run, ts, write
 
 
@@ -449,7 +450,7 @@ def test_devlake_deployment_bodies_one_deploy_per_repo_commit() -> None:
                 "finished_at": ts("2020-01-02T13:00:00+00:00"),
             },
         )
-    assert list(parsed.frame["_record"]) == [1, 2, 2]
+    assert list(parsed.frame[RECORD_COLUMN]) == [1, 2, 2]
 
 
 def test_devlake_defaults_and_missing_pipeline(tmp_path: Path) -> None:

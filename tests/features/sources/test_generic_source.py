@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from features.history.schema import DEPLOYS, conform
+from features.history.schema import DEPLOYS, RECORD_COLUMN, conform
 from features.sources.base import SourceError
 from features.sources.generic import GenericOptions, parse_generic
 
@@ -53,7 +53,7 @@ def test_every_format_gives_the_same_canonical_rows(tmp_path: Path, fmt: str) ->
     assert valid["lines_added"].tolist() == [12, 0]
     assert valid["label"].tolist() == [1, 0]
     assert valid["extra_ns"].tolist() == [2.5, 1.0]
-    assert parsed.frame["_record"].tolist() == [1, 2]
+    assert parsed.frame[RECORD_COLUMN].tolist() == [1, 2]
     assert json.loads(valid["raw"].iloc[0])["_id"] == "a1"
 
 

@@ -12,7 +12,7 @@ from features.labels.attribution import attribute
 from features.pointintime.compute import FeatureConfig, build_features, feature_columns
 from models.scoring.context import build_feature_index, entity_features
 from models.scoring.upcoming import UpcomingDeploy, deploys_frame, deploys_from_frame
-from tests.models.scoring.test_scoring_helpers import ATTRIBUTION, FEATURES, simulated
+from tests.helpers.scoring import ATTRIBUTION, FEATURES, simulated
 
 
 def _assert_rows_equal(index, deploys: list[UpcomingDeploy], reference: pd.DataFrame) -> None:

@@ -11,13 +11,13 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from models.scoring.context import history_data_end
+from features.labels.attribution import data_end as history_data_end
 from models.scoring.upcoming import now_utc
 from models.serving.app import ServiceConfig, create_app
 from models.serving.auth import load_tokens
 from models.serving.schemas import MAX_BATCH
 from models.serving.state import ScoringState
-from tests.models.scoring.test_scoring_helpers import fitted, register, simulated, write_store
+from tests.helpers.scoring import fitted, register, simulated, write_store
 
 NAME = "incident-risk-test-service"
 DEPLOY = {

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from models.training.config import METRIC_KEYS
 from models.training.evaluation import (
-    METRIC_KEYS,
     evaluate,
     expected_calibration_error,
     gain_curve,

@@ -9,8 +9,8 @@ from features.labels.attribution import AttributionConfig
 from features.pointintime.compute import FeatureConfig
 from features.simulation.simulator import SimulationConfig, simulate
 from models.training.dataset import build_training_table
-from models.training.split import training_period
-from models.training.train import LABEL, time_split
+from models.training.split import time_split, training_period
+from models.training.train import LABEL
 
 
 @pytest.mark.parametrize(

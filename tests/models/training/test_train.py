@@ -10,7 +10,8 @@ from threadpoolctl import threadpool_limits
 
 import models.training.train
 from models.training.config import CandidateGrid, TrainConfig
-from models.training.train import TrainingTable, search, select, time_split, train
+from models.training.split import time_split
+from models.training.train import TrainingTable, search, select, train
 from tests.helpers.synthetic import synthetic_table
 
 SMALL = TrainConfig(
@@ -44,10 +45,10 @@ def test_time_split_puts_the_latest_share_in_test_and_keeps_same_instant_deploys
     frame = pd.DataFrame({"created_at": times})
     split = time_split(frame, test_fraction=0.4)
     assert split.train.tolist() == [0, 1] and split.test.tolist() == [2, 3, 4]
-    dated = time_split(frame, test_start=pd.Timestamp("2024-01-04"))
+    dated = time_split(frame, test_start=pd.Timestamp("2024-01-04", tz="UTC"))
     assert dated.test.tolist() == [4]
     with pytest.raises(ValueError, match="leaves 5 training and 0 test"):
-        time_split(frame, test_start=pd.Timestamp("2030-01-01"))
+        time_split(frame, test_start=pd.Timestamp("2030-01-01", tz="UTC"))
 
 
 def test_training_table_rejects_bad_labels_and_missing_columns():

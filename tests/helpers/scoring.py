@@ -1,4 +1,4 @@
-"""Shared builders for the scoring, service and gate tests (no tests here).
+"""Shared builders for the scoring, service and gate tests (a simulated history, fitted models, a champion).
 
 A small simulated history (``features.simulation.simulator``), models fitted on its point-in-time training table
 through models' own code (``build_training_table``, ``make_classifier``, ``RiskModel``), and the
