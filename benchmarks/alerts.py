@@ -29,7 +29,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 sys.path.insert(0, str(_ROOT))
 
 from benchmarks.loadgen import Result  # noqa: E402
-from benchmarks.serving import LAUNCH, closed_loop, free_port, paced, wait_ready  # noqa: E402
+from benchmarks.serving import LAUNCH, closed_loop, free_port, paced, stop, wait_ready  # noqa: E402
 
 SCENARIOS = ("off", "ok", "slow", "rate-limited", "down")
 
@@ -172,13 +172,7 @@ def main() -> None:
                 f"  {scenario}: p50 {closed.pct(0.5):.2f} ms, p99 {closed.pct(0.99):.2f} ms, {counts}", file=sys.stderr
             )
         finally:
-            for p in procs:
-                p.terminate()
-            for p in procs:
-                try:
-                    p.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+            stop(procs)
     print(f"\n### /v1/score with Slack alerts off and on ({args.days} days x {args.services} services, logreg, "
           f"{os.cpu_count()} cores shared, every score alerting)\n")  # fmt: skip
     print(

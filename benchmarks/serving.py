@@ -57,6 +57,17 @@ def rss_kib(pid: int) -> int:
     return -1
 
 
+def stop(procs: list[subprocess.Popen]) -> None:
+    """Terminate the servers a benchmark started, killing any that ignore it."""
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
 def wait_ready(port: int, path: str, proc: subprocess.Popen, timeout: float = 180.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -252,13 +263,7 @@ def main() -> None:
         soak = closed_loop("incident-risk", port_ours, "/v1/score", bodies_files["ours"], 8, soak_n, 300)
         after = rss_kib(ours.pid)
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop(procs)
 
     print(
         f"\n### Serving benchmark ({args.kind} champion, {args.days} days x {args.services} services, "

@@ -34,6 +34,7 @@ from models.scoring.context import ScoringContext
 from models.scoring.explain import score_deploy
 from models.scoring.upcoming import now_utc
 from models.serving.auth import _token_check
+from models.serving.incidents import incidents_router
 from models.serving.schemas import (
     _ERRORS,
     EXPLANATION,
@@ -313,6 +314,7 @@ def create_app(config: ServiceConfig, state: ScoringState | None = None, notify:
     app.state.scoring = state
     app.add_exception_handler(RequestValidationError, _validation_error)
     protected = [Depends(_token_check(config.tokens))] if config.tokens else []
+    app.include_router(incidents_router(state, protected, config.dependencies))
 
     def current() -> ScoringContext:
         snap = state.snapshot

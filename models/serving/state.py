@@ -31,6 +31,7 @@ class ServiceConfig:
     #: Past this many hours between the store's newest event and the scored time, scores say
     #: ``stale_history`` and ``/readyz`` says degraded (a stalled ingest silently lowers scores).
     max_data_age_hours: float = DEFAULT_MAX_DATA_AGE_HOURS
+    dependencies: Path | None = None  # dependencies.yaml or a Backstage catalog, for incident suspects
 
 
 def _settle_heap() -> None:

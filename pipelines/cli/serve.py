@@ -45,6 +45,13 @@ def serve(
         help="Slack routing and alert rule (YAML, docs/notify.md); alerts are on when $SLACK_BOT_TOKEN or "
         "$SLACK_WEBHOOK_URL is set.",
     ),
+    dependencies: Path | None = typer.Option(
+        None,
+        "--dependencies",
+        exists=True,
+        dir_okay=False,
+        help="dependencies.yaml or a Backstage catalog-info.yaml for incident suspects (docs/incidents.md).",
+    ),
 ) -> None:
     """Serve risk scores over HTTP (FastAPI on uvicorn); follows the champion and the store without restarts."""
     import uvicorn
@@ -72,6 +79,7 @@ def serve(
         alias=alias,
         refresh_seconds=refresh_seconds,
         tokens=tokens,
+        dependencies=dependencies,
     )
     if max_data_age_hours is not None:
         config = replace(config, max_data_age_hours=max_data_age_hours)

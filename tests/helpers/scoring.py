@@ -67,14 +67,14 @@ def serving_metadata(model: RiskModel) -> dict[str, Any]:
 
 
 def write_store(home: Path, history: Any) -> HistoryStore:
-    """Commit ``history`` as the store under ``home``; returns the store."""
+    """Commit ``history`` (with its Backstage catalog when it has one) as the store under ``home``."""
     store = HistoryStore(home / "store")
+    tables = {"deploys": history.deploys, "toggle_events": history.toggle_events, "incidents": history.incidents}
+    catalog = getattr(history, "catalog", None)
+    if catalog is not None:
+        tables["catalog"] = catalog
     with store.lock():
-        store.commit(
-            {"deploys": history.deploys, "toggle_events": history.toggle_events, "incidents": history.incidents},
-            None,
-            store.manifest().version,
-        )
+        store.commit(tables, None, store.manifest().version)
     return store
 
 

@@ -14,7 +14,7 @@ from features.history.store import HistoryStore
 from models.notify.config import NotifyConfig, SlackConfig
 from pipelines.flows.digest import EXPERIMENT, run_digest
 from pipelines.settings import resolve_settings
-from tests.helpers.scoring import fitted, register, simulated
+from tests.helpers.scoring import fitted, register, simulated, write_store
 from tests.helpers.slack import TOKEN, fake_slack
 
 NAME = "incident-risk-test-digest"
@@ -23,11 +23,7 @@ WEEK = "2026-01-26"  # the simulated history (30 days from 2026-01-05) holds thi
 
 @pytest.fixture
 def stocked(home: Path) -> Path:
-    h = simulated().history
-    store = HistoryStore(home / "store")
-    with store.lock():
-        tables = {"deploys": h.deploys, "toggle_events": h.toggle_events, "incidents": h.incidents}
-        store.commit({**tables, "catalog": h.catalog}, None, 0)
+    write_store(home, simulated().history)
     register(home, fitted("logreg"), NAME)
     return home
 
