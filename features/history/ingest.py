@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from features.history.bounds import TimeBounds, check_time_bounds
 from features.history.quarantine import ReasonCount
 from features.history.schema import (
     RECORD_COLUMN,
@@ -47,6 +48,7 @@ class SourceCounts:
     unchanged: int = 0
     quarantined: int = 0
     other: dict[str, int] = field(default_factory=dict)
+    zero_times: dict[str, int] = field(default_factory=dict)  # field -> zero-time sentinels stored as missing
     #: the most frequent quarantine reasons of this ingest, so a refused export is seen at once
     top_reasons: list[ReasonCount] = field(default_factory=list)
 
@@ -70,6 +72,7 @@ class SourceCounts:
             "unchanged": self.unchanged,
             "quarantined": self.quarantined,
             "other": dict(self.other),
+            "zero_times": dict(self.zero_times),
             "top_reasons": [r.as_dict() for r in self.top_reasons],
         }
 
@@ -85,6 +88,7 @@ class PreparedFile:
     quarantined: int
     duplicates: int
     other: dict[str, int]
+    zero_times: dict[str, int] = field(default_factory=dict)
 
 
 def prepare_file(
@@ -95,8 +99,13 @@ def prepare_file(
     id_prefix: str,
     defaults: dict[str, Any],
     service_map: dict[str, str],
+    time_bounds: TimeBounds = TimeBounds(),
+    now: pd.Timestamp | None = None,
 ) -> PreparedFile:
-    """Apply the source's defaults, service map and id prefix, then check every record."""
+    """Apply the source's defaults, service map and id prefix, then check every record.
+
+    ``now`` is the ingest time the plausible time range counts from (default: the current time).
+    """
     spec = table_spec(parsed.table)
     frame = parsed.frame.copy()
     if RECORD_COLUMN not in frame.columns:
@@ -116,6 +125,16 @@ def prepare_file(
         frame[spec.key] = keys.where(_blank(keys), f"{id_prefix}:" + keys.astype(str).str.strip())
 
     conformed: Conformed = conform(spec, frame, source=source, file=file, timestamps=parsed.timestamps)
+    checked = check_time_bounds(
+        spec,
+        conformed,
+        frame[RECORD_COLUMN].to_numpy()[conformed.kept],
+        time_bounds,
+        pd.Timestamp.now(tz="UTC") if now is None else now,
+        source=source,
+        file=file,
+    )
+    conformed = checked.conformed
     parse_rejects = parsed.rejects.assign(source=source, file=file) if len(parsed.rejects) else parsed.rejects
     # Records the connector could not map at all have no row; every other unit counted is a row
     # (one record may yield several, e.g. a DevLake multi-repo deployment).
@@ -134,11 +153,14 @@ def prepare_file(
         quarantined=quarantined,
         duplicates=duplicates,
         other=dict(parsed.other_counts),
+        zero_times=checked.zero_times,
     )
 
 
-def prepare_source_file(source: SourceConfig, path: Path, parsed: ParsedFile) -> PreparedFile:
-    """``prepare_file`` with the defaults, service map and id prefix the source declares."""
+def prepare_source_file(
+    source: SourceConfig, path: Path, parsed: ParsedFile, now: pd.Timestamp | None = None
+) -> PreparedFile:
+    """``prepare_file`` with the defaults, service map, id prefix and time bounds the source declares."""
     return prepare_file(
         parsed,
         source=source.name,
@@ -146,6 +168,8 @@ def prepare_source_file(source: SourceConfig, path: Path, parsed: ParsedFile) ->
         id_prefix=source.id_prefix,
         defaults=source.defaults,
         service_map=source.service_map,
+        time_bounds=source.time_bounds,
+        now=now,
     )
 
 

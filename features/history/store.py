@@ -15,6 +15,7 @@ Files neither the new nor the previous manifest refers to are removed by each co
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -163,14 +164,23 @@ class HistoryStore:
             )
         version = current.version + 1
         files = dict(current.files)
-        for name, frame in tables.items():
-            spec = TABLES[name]
-            files[name] = self._write_table(name, version, coerce_table(spec, frame))
-        if quarantine is not None:
-            files[QUARANTINE] = self._write_table(QUARANTINE, version, coerce_quarantine(quarantine))
-        manifest = Manifest(version=version, files=files, committed_at=datetime.now(UTC).isoformat())
-        body = {"format": FORMAT_VERSION, "version": version, "files": files, "committed_at": manifest.committed_at}
-        _atomic_write(self.root / MANIFEST, json.dumps(body, indent=2, sort_keys=True).encode())
+        try:
+            for name, frame in tables.items():
+                spec = TABLES[name]
+                files[name] = self._write_table(name, version, coerce_table(spec, frame))
+            if quarantine is not None:
+                files[QUARANTINE] = self._write_table(QUARANTINE, version, coerce_quarantine(quarantine))
+            manifest = Manifest(version=version, files=files, committed_at=datetime.now(UTC).isoformat())
+            body = {"format": FORMAT_VERSION, "version": version, "files": files, "committed_at": manifest.committed_at}
+            _atomic_write(self.root / MANIFEST, json.dumps(body, indent=2, sort_keys=True).encode())
+        except OSError as exc:  # disk full, quota, read-only: the old manifest still stands
+            for folder in [*TABLES, QUARANTINE]:
+                for file in (self.root / folder).glob(f"v{version:06d}-*"):
+                    file.unlink(missing_ok=True)
+            raise StoreError(
+                f"{self.root}: could not write store version {version} ({_os_reason(exc)}); "
+                f"nothing was committed, the store is still at version {current.version}"
+            ) from None
         # Keep the previous version's files too: a reader that read the old manifest a moment
         # ago may still be opening them.
         self._remove_unreferenced(set(files.values()) | set(current.files.values()))
@@ -181,9 +191,13 @@ class HistoryStore:
         path = self.root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".parquet.tmp")
-        frame.to_parquet(tmp, index=False)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
+        try:
+            frame.to_parquet(tmp, index=False)
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
         os.replace(tmp, path)
         return rel
 
@@ -199,12 +213,24 @@ class HistoryStore:
                         file.unlink()
 
 
+def _os_reason(exc: OSError) -> str:
+    """An OS error in a few words (pyarrow's carry the errno only inside their text)."""
+    text = " ".join(str(exc).split())
+    if exc.errno == errno.ENOSPC or "[errno 28]" in text.lower():
+        return "No space left on device"
+    return exc.strerror or text
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:

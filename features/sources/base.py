@@ -96,6 +96,8 @@ def read_json_records(path: Path, display: str, envelope_keys: tuple[str, ...] =
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise SourceError(f"{display}: line {lineno}: invalid JSON ({exc.msg})") from None
+            except RecursionError:
+                raise SourceError(f"{display}: line {lineno}: {_TOO_DEEP}") from None
             page = _unwrap(obj, envelope_keys)
             out.extend((lineno, rec) for rec in page)
         return out
@@ -103,7 +105,12 @@ def read_json_records(path: Path, display: str, envelope_keys: tuple[str, ...] =
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
         raise SourceError(f"{display}: line {exc.lineno}: invalid or truncated JSON ({exc.msg})") from None
+    except RecursionError:
+        raise SourceError(f"{display}: {_TOO_DEEP}") from None
     return list(enumerate(_unwrap(obj, envelope_keys), start=1))
+
+
+_TOO_DEEP = "JSON nested too deeply to read (no export nests hundreds of levels: a corrupt or hostile file)"
 
 
 def _looks_like_json_lines(text: str) -> bool:
@@ -144,6 +151,8 @@ def read_text(path: Path, display: str) -> str:
             raise SourceError(f"{display}: not a readable gzip file ({exc})") from None
     if not data.strip():
         raise SourceError(f"{display}: file is empty")
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise SourceError(f"{display}: file is UTF-16 encoded; save it as UTF-8")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

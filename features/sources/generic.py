@@ -96,7 +96,7 @@ def read_table_file(path: Path, display: str, fmt: FileFormat) -> pd.DataFrame:
         try:
             return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_values=[""])
         except pd.errors.ParserError as exc:
-            raise SourceError(f"{display}: malformed CSV ({exc})") from None
+            raise SourceError(f"{display}: malformed CSV ({' '.join(str(exc).split())})") from None
         except pd.errors.EmptyDataError:
             raise SourceError(f"{display}: file is empty") from None
     records = read_json_records(path, display)

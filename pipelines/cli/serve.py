@@ -112,6 +112,9 @@ def score_batch(
     home: Path | None = HomeOption,
     model: str = typer.Option("incident-risk", "--model", help="Registered model name."),
     json_summary: Path | None = typer.Option(None, "--json", help="Also write the summary as JSON here."),
+    horizon_days: float = typer.Option(
+        30.0, "--horizon-days", min=0, help="Days ahead a planned deploy may be dated; later ones are rejected."
+    ),
 ) -> None:
     """Score a file of upcoming deploys with the champion (a Prefect flow; summary logged to MLflow)."""
     from pipelines.flows.score_batch import BatchScoringError, run_batch_scoring
@@ -119,7 +122,7 @@ def score_batch(
     settings = resolve_settings(home)
     prepare_runtime(settings)
     try:
-        summary = run_batch_scoring(input_path, out, settings, model_name=model)
+        summary = run_batch_scoring(input_path, out, settings, model_name=model, horizon_days=horizon_days)
     except BatchScoringError as exc:
         print(f"incident-risk score-batch: {exc}", file=sys.stderr)
         raise typer.Exit(1) from None

@@ -134,9 +134,12 @@ def promote(
     if (version is None) == (not revert):
         console.print("[red]error:[/red] give a VERSION or --revert")
         raise typer.Exit(code=2)
+    from pipelines.tracking_lock import TrackingBusyError, tracking_writes
+
     try:
-        target = do_promote(MlflowClient(), version, revert, reason)
-    except RegistryError as exc:
+        with tracking_writes(settings.mlflow_tracking_uri, "promote"):
+            target = do_promote(MlflowClient(), version, revert, reason)
+    except (RegistryError, TrackingBusyError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(code=1) from None
     console.print(f"{MODEL_NAME} champion is now v{target}" + (" (reverted)" if revert else ""))

@@ -99,6 +99,9 @@ class IngestReport:
             )
         console.print(table)
         for s in self.sources:
+            if s.zero_times:
+                fields = ", ".join(f"{k} {v}" for k, v in sorted(s.zero_times.items()))
+                console.print(f"{s.source}: zero-time placeholders (0001-01-01 ...) stored as missing: {fields}")
             if s.top_reasons:
                 reasons = "; ".join(r.line() for r in s.top_reasons)
                 console.print(f"{s.source}: {s.quarantined} of {s.read} quarantined, top reasons: {reasons}")
@@ -135,6 +138,7 @@ def ingest_flow(config_path: str, store_dir: str, quiet: bool = False) -> State:
     store = HistoryStore(Path(store_dir))
     try:
         config = load_sources_config(Path(config_path), source_kinds())
+        ingest_time = pd.Timestamp.now(tz="UTC")  # one reference time for every file's plausible range
         with store.lock():
             manifest = store.manifest()
             tables = {name: store.read(name, manifest) for name in TABLES}
@@ -156,7 +160,7 @@ def ingest_flow(config_path: str, store_dir: str, quiet: bool = False) -> State:
                         if outcome.parsed is None:
                             raise SourceError(outcome.error or f"{path}: unreadable")
                         try:
-                            prepared = prepare_source_file(source, path, outcome.parsed)
+                            prepared = prepare_source_file(source, path, outcome.parsed, ingest_time)
                         except ValueError as exc:
                             raise SourceError(f"{config_path}: source {source.name!r}: {exc}") from None
                         merged, mc = merge_rows(spec, tables[spec.name], prepared.rows)
@@ -171,6 +175,8 @@ def ingest_flow(config_path: str, store_dir: str, quiet: bool = False) -> State:
                         counts.quarantined += prepared.quarantined
                         for k, v in prepared.other.items():
                             counts.other[k] = counts.other.get(k, 0) + v
+                        for k, v in prepared.zero_times.items():
+                            counts.zero_times[k] = counts.zero_times.get(k, 0) + v
                         if len(prepared.rejects):
                             source_rejects.append(prepared.rejects)
                         progress.advance(bar)

@@ -22,6 +22,7 @@ import pandas as pd
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
+from features.history.bounds import TimeBounds, check_time_bounds
 from features.history.schema import DEPLOYS, RECORD_COLUMN, conform
 from features.sources.base import SourceError
 from features.sources.generic import read_table_file
@@ -31,8 +32,11 @@ from models.scoring.explain import band_counts, score_frame
 from models.scoring.upcoming import now_utc
 from pipelines.flows.artifacts import record_scoring
 from pipelines.settings import Settings
+from pipelines.tracking_lock import TrackingBusyError
 
 EXPERIMENT = "incident-risk-scoring"
+#: How far ahead a planned deploy may be dated (``--horizon-days``); later ones are rejected as implausible.
+DEFAULT_HORIZON_DAYS = 30.0
 _FORMATS = {".csv": "csv", ".parquet": "parquet", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
 
@@ -84,8 +88,13 @@ class BatchSummary:
         return "\n".join(lines)
 
 
-def read_upcoming(path: Path, now: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(valid canonical deploy rows, rejects) of an upcoming-deploys file."""
+def read_upcoming(
+    path: Path, now: pd.Timestamp, horizon_days: float = DEFAULT_HORIZON_DAYS
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(valid canonical deploy rows, rejects) of an upcoming-deploys file.
+
+    Times must lie in the plausible range: not before 2000-01-01, not after ``now`` plus ``horizon_days``.
+    """
     fmt = _FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise BatchScoringError(f"{path}: unknown file type (expected {', '.join(sorted(_FORMATS))})")
@@ -108,8 +117,13 @@ def read_upcoming(path: Path, now: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataF
     frame[RECORD_COLUMN] = records
     try:
         result = conform(DEPLOYS, frame, source="upcoming", file=str(path))
+        bounds = TimeBounds(max_days_ahead=horizon_days)
     except ValueError as exc:
         raise BatchScoringError(str(exc)) from None
+    kept = records[result.kept]
+    result = check_time_bounds(
+        DEPLOYS, result, kept, bounds, now, source="upcoming", file=str(path), reference="scoring time"
+    ).conformed
     return result.valid, result.rejects
 
 
@@ -152,8 +166,16 @@ def log_summary(summary: BatchSummary, settings: Settings) -> str:
     from mlflow import MlflowClient
 
     from models.training.tracking import ensure_experiment
+    from pipelines.tracking_lock import tracking_writes
 
-    experiment = ensure_experiment(MlflowClient(), EXPERIMENT, str(settings.artifact_root))
+    with tracking_writes(mlflow.get_tracking_uri(), "score-batch (logging its summary)"):
+        experiment = ensure_experiment(MlflowClient(), EXPERIMENT, str(settings.artifact_root))
+        return _log_summary(summary, experiment)
+
+
+def _log_summary(summary: BatchSummary, experiment: Any) -> str:
+    import mlflow
+
     with mlflow.start_run(
         experiment_id=experiment.experiment_id, run_name="score-batch", tags={"run_kind": "batch_scoring"}
     ) as run:
@@ -185,10 +207,17 @@ def log_summary(summary: BatchSummary, settings: Settings) -> str:
 
 
 @flow(name="score-batch", validate_parameters=False)
-def score_batch_flow(input_path: str, out_path: str, settings: Settings, model_name: str, alias: str) -> BatchSummary:
+def score_batch_flow(
+    input_path: str,
+    out_path: str,
+    settings: Settings,
+    model_name: str,
+    alias: str,
+    horizon_days: float = DEFAULT_HORIZON_DAYS,
+) -> BatchSummary:
     """Read, check, score and write a batch of upcoming deploys; log the summary to MLflow."""
     source, out = Path(input_path), Path(out_path)
-    valid, rejects = read_upcoming(source, now_utc())
+    valid, rejects = read_upcoming(source, now_utc(), horizon_days)
     context = load_context(settings, model_name, alias)
     bundle = context.bundle
     scores = score_deploys(valid, context)
@@ -214,16 +243,25 @@ def score_batch_flow(input_path: str, out_path: str, settings: Settings, model_n
             for r in rejects.head(10).itertuples(index=False)
         ],
     )
-    summary.run_id = log_summary(summary, settings)
+    try:
+        summary.run_id = log_summary(summary, settings)
+    except TrackingBusyError as exc:
+        raise BatchScoringError(f"scores written to {out}, but {exc}") from None
     record_scoring(summary, scores)  # the scored file as MLflow dataset; Prefect artifacts and events
     return summary
 
 
 def run_batch_scoring(
-    input_path: Path, out_path: Path, settings: Settings, *, model_name: str = MODEL_NAME, alias: str = CHAMPION
+    input_path: Path,
+    out_path: Path,
+    settings: Settings,
+    *,
+    model_name: str = MODEL_NAME,
+    alias: str = CHAMPION,
+    horizon_days: float = DEFAULT_HORIZON_DAYS,
 ) -> BatchSummary:
     """Score ``input_path`` with ``model_name@alias`` into ``out_path``; returns the summary.
 
     Raises ``BatchScoringError`` when nothing can be scored (unreadable input, no champion).
     """
-    return score_batch_flow(str(input_path), str(out_path), settings, model_name, alias)
+    return score_batch_flow(str(input_path), str(out_path), settings, model_name, alias, horizon_days)

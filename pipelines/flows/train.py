@@ -7,9 +7,11 @@ same steps without Prefect, which is how the benchmarks measure Prefect's overhe
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,7 +131,7 @@ def _steps(
 
     timed("tracking", check_tracking)
     root = None if artifact_root is None else str(artifact_root)
-    run_id = open_training_run(options.experiment, root, options.source)  # watchable from the start
+    run_id = _tracked(lambda: open_training_run(options.experiment, root, options.source), progress)  # watchable
     progress(f"MLflow run {run_id} (experiment {options.experiment})")
     try:
         table: TrainingTable = timed("features", table_source)
@@ -144,7 +146,7 @@ def _steps(
         tracked: TrackedRun = timed("mlflow", log_or_fail, result, context, progress, run_id)
         timed("publish", record_training, tracked, result, table, context, store_dir)  # MLflow story, Prefect artifacts
     except BaseException:
-        fail_training_run(run_id)
+        _tracked(lambda: fail_training_run(run_id), progress)
         raise
     doc = tracked.metrics_json(result)
     if options.metrics_out is not None:
@@ -188,18 +190,35 @@ def check_tracking(attempts: int = 4, first_delay: float = 1.0) -> str:
     raise TrainingError(f"MLflow tracking server {uri} unreachable after {attempts} attempts ({last})")
 
 
+def _tracked(write: Callable[[], Any], progress: Progress) -> Any:
+    """One short MLflow write under the home's single-writer lock (pipelines/tracking_lock.py)."""
+    import mlflow
+
+    from pipelines.tracking_lock import tracking_writes
+
+    with tracking_writes(mlflow.get_tracking_uri(), "train (the parent run)", progress):
+        return write()
+
+
 def log_or_fail(result: TrainResult, context: RunContext, progress: Progress, run_id: str | None = None) -> TrackedRun:
     """Log, register and gate; a tracking failure half-way becomes one clear ``TrainingError``.
 
     The registry stays consistent whatever step fails: aliases are set only on versions that are
     READY and load back (models/registry/), so a dead server leaves at most a run without a
     model version, or a version without an alias, never an alias pointing at a missing model.
+    On a SQLite tracking database, the writes wait for other commands of the home and for a
+    locked database for a bounded time (pipelines/tracking_lock.py).
     """
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    from pipelines.tracking_lock import TrackingBusyError, tracking_writes
+
     try:
-        return log_training(result, context, progress, run_id)
+        with tracking_writes(mlflow.get_tracking_uri(), "train (logging the run)", progress):
+            return log_training(result, context, progress, run_id)
+    except TrackingBusyError as exc:
+        raise TrainingError(str(exc)) from None
     except (MlflowException, OSError) as exc:
         first = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
         raise TrainingError(
@@ -275,8 +294,28 @@ def run_training(
         if not orchestrate:
             raise ValueError(f"the {runner.kind} task runner needs Prefect orchestration")
         parallel_flow = train_flow.with_options(task_runner=make_task_runner(runner))
-        return parallel_flow(settings.store_dir, opts, settings.artifact_root, say, table, parallel=True)
+        with _quiet_training_errors():
+            return parallel_flow(settings.store_dir, opts, settings.artifact_root, say, table, parallel=True)
     if orchestrate:
-        return train_flow(settings.store_dir, opts, settings.artifact_root, say, table)
+        with _quiet_training_errors():
+            return train_flow(settings.store_dir, opts, settings.artifact_root, say, table)
     source = _source(settings.store_dir, opts, table)
     return _steps(source, opts, settings.artifact_root, say, _plain, None, settings.store_dir)
+
+
+@contextlib.contextmanager
+def _quiet_training_errors() -> Iterator[None]:
+    """Keep Prefect from logging a ``TrainingError`` with its traceback: the caller prints it as one line."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, TrainingError) and "TrainingError" not in record.getMessage()
+
+    loggers = [logging.getLogger(name) for name in ("prefect.task_runs", "prefect.flow_runs")]
+    for logger in loggers:
+        logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(keep)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -155,18 +156,21 @@ def test_documented_retrain_trigger_is_valid_and_listens_to_the_decay_alarm():
 # --- the flows, read back through Prefect and MLflow ------------------------------------------------
 
 
-def _artifacts(key: str) -> list[Any]:
+def _artifacts(key: str, since: datetime) -> list[Any]:
+    """This test's artifacts under ``key``: the session's Prefect server also holds other flow tests' runs."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
     with get_client(sync_client=True) as client:
-        return client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+    return [a for a in found if a.created is not None and a.created >= since]
 
 
 @pytest.mark.flow
 def test_flows_leave_artifacts_events_datasets_and_notes(
     home: Path, prefect_harness: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    started = datetime.now(UTC)
     from mlflow import MlflowClient
     from prefect.events.clients import AssertingEventsClient
     from prefect.events.worker import EventsWorker
@@ -196,10 +200,10 @@ def test_flows_leave_artifacts_events_datasets_and_notes(
     )
     report = run_ingest(exports / "sources.yaml", home / "ingest-store", quiet=True)
     assert report.committed, report.error
-    (ingest,) = _artifacts("ingest-summary")
+    (ingest,) = _artifacts("ingest-summary", started)
     ingest_text = str(ingest.data)
     assert "committed store version **1**" in ingest_text and "| changes | deploys | 1 | 2 | 1 |" in ingest_text
-    (ingest_table,) = _artifacts("ingest-summary-table")
+    (ingest_table,) = _artifacts("ingest-summary-table", started)
     assert '"quarantined": 1' in str(ingest_table.data).replace("'", '"')
 
     # train on a simulated store
@@ -230,10 +234,10 @@ def test_flows_leave_artifacts_events_datasets_and_notes(
     assert description.startswith("Trained on") and "first version compared with no champion" in description
     assert version.tags["trained_from"] == str(outcome.metrics["split"]["train_start"])[:10]
     assert version.tags["test_roc_auc"] == f"{outcome.metrics['test']['roc_auc']:.4f}"
-    (summary_md,) = _artifacts("training-summary")
+    (summary_md,) = _artifacts("training-summary", started)
     summary_text = str(summary_md.data)
     assert "v1" in summary_text and outcome.reason in summary_text and outcome.run_id in summary_text
-    (run_link,) = _artifacts("mlflow-training-run")
+    (run_link,) = _artifacts("mlflow-training-run", started)
     assert str(run_link.data).startswith("[MLflow training run](") and outcome.run_id in str(run_link.data)
 
     # score the last simulated deploys as upcoming ones with the (forced) champion
@@ -246,7 +250,7 @@ def test_flows_leave_artifacts_events_datasets_and_notes(
     assert scoring_run.inputs is not None
     (scoring_input,) = scoring_run.inputs.dataset_inputs
     assert scoring_input.tags[0].value == "scoring" and scoring_input.dataset.name == "upcoming.csv"
-    (scoring_md,) = _artifacts("score-batch-summary")
+    (scoring_md,) = _artifacts("score-batch-summary", started)
     scoring_text = str(scoring_md.data)
     assert f"Scored {scored.n_scored} of 40 deploys" in scoring_text and "Riskiest deploys" in scoring_text
 

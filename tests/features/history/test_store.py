@@ -49,10 +49,11 @@ def test_crash_mid_commit_leaves_previous_version(tmp_path: Path, monkeypatch: p
         return real(self, name, version, frame)
 
     monkeypatch.setattr(HistoryStore, "_write_table", failing)
-    with pytest.raises(OSError):
+    with pytest.raises(StoreError, match="could not write store version 2 .disk full.; nothing was committed"):
         store.commit({"deploys": _deploys(5), "incidents": store.read("incidents")}, None, expected_version=1)
     assert store.manifest().version == 1
     assert len(store.read("deploys")) == 2
+    assert not list(tmp_path.rglob("v000002-*"))  # the first table's new file is removed, not left behind
 
 
 def test_commit_on_a_newer_store_is_refused(tmp_path: Path) -> None:
