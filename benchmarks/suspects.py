@@ -224,8 +224,9 @@ def latency(s: Setup, n: int = 400) -> dict[str, float]:
     """p50/p99 of ``POST /v1/incidents/suspects`` in process, the snapshot installed directly."""
     from fastapi.testclient import TestClient
 
+    from models.scoring.context import make_scoring_context
     from models.serving.app import create_app
-    from models.serving.state import ScoringState, ServiceConfig, Snapshot
+    from models.serving.state import ScoringState, ServiceConfig
 
     class _State(ScoringState):
         """The benchmark's champion and history installed as the snapshot; the route's context builds on swap."""
@@ -233,7 +234,7 @@ def latency(s: Setup, n: int = 400) -> dict[str, float]:
         def _refresh(self) -> bool:
             if self.snapshot is not None:
                 return False
-            snap = Snapshot(s.bundle, s.ctx.index, s.sim.history, 0, time.time())
+            snap = make_scoring_context(s.bundle, s.sim.history, 0)
             self.snapshot = snap
             for hook in self._on_swap:
                 hook(snap)

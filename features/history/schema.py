@@ -16,6 +16,8 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from features.history.environments import ENVIRONMENTS
+
 ColumnKind = Literal["str", "timestamp", "count", "float", "bool", "enum", "label"]
 
 #: Column of the frames connectors produce: the 1-based number of the record in its file.
@@ -23,7 +25,6 @@ RECORD_COLUMN = "_record"
 #: Prefix of declared numeric change metrics (``extra_features``) in the deploys table.
 EXTRA_PREFIX = "extra_"
 
-ENVIRONMENTS = ("production", "staging", "testing", "development", "other")
 DEPLOY_STATUSES = ("success", "failure", "canceled", "running", "rolled_back", "other")
 TOGGLE_ACTIONS = (
     "created",

@@ -150,8 +150,13 @@ def build_features(
     (strings, ``MISSING_CATEGORY`` when absent). Both stages are the ones scoring uses:
     ``compute_features(prepare_history(...), EntityArrays.from_frame(entities))``.
     """
+    return features_frame(prepare_history(history, deploy_labels, config), entities)
+
+
+def features_frame(prepared: PreparedHistory, entities: pd.DataFrame) -> pd.DataFrame:
+    """``build_features`` on a history already prepared (the scoring context holds one per store version)."""
     ents = EntityArrays.from_frame(entities)
-    features = compute_features(prepare_history(history, deploy_labels, config), ents)
+    features = compute_features(prepared, ents)
     created = pd.Series(pd.to_datetime(ents.t, unit="us", utc=True), index=entities.index).dt.as_unit("us")
     out = pd.DataFrame(
         {"deploy_id": _text(entities, "deploy_id"), "created_at": created, **features.numeric},

@@ -25,6 +25,9 @@ from models.training.config import GateConfig
 from models.training.estimators import RiskModel
 from models.training.evaluation import LOWER_IS_BETTER, evaluate
 
+#: The test frame's time column (``models.training.train.TIME``).
+TIME = "created_at"
+
 
 @dataclass(frozen=True)
 class GateDecision:
@@ -53,15 +56,23 @@ def decide(
     failure_rate: float,
     gate: GateConfig,
     champion_note: str = "",
+    challenger_compared: dict[str, float] | None = None,
+    no_common_period: str = "",
 ) -> GateDecision:
     """Promote when the challenger meets minimum quality and beats the champion by the margin.
 
-    ``champion`` holds the champion's metrics re-scored on the challenger's test period, or None
-    when there is no usable champion (``champion_note`` says why).
+    ``challenger`` (the whole test period) decides the minimum quality. ``champion`` holds the
+    champion's metrics on the deploys after both training ends, and ``challenger_compared`` the
+    challenger's on the same deploys (default: ``challenger``); None when there is no usable
+    champion (``champion_note`` says why). ``no_common_period`` says why the two cannot be compared
+    out of sample: then nothing is promoted (re-scoring the champion on deploys it was trained on
+    would favour it).
     """
     problems = quality_failures(challenger, failure_rate, gate)
     if problems:
         return GateDecision(False, "below minimum quality: " + "; ".join(problems))
+    if no_common_period:
+        return GateDecision(False, f"{no_common_period}; promotion needs a manual decision (incident-risk promote)")
     if champion is None:
         if champion_note and not gate.promote_when_champion_unscorable:
             return GateDecision(
@@ -69,7 +80,8 @@ def decide(
             )
         return GateDecision(True, f"meets minimum quality; {champion_note or 'no champion yet'}")
     metric = gate.metric
-    new, old = challenger.get(metric, math.nan), champion.get(metric, math.nan)
+    compared = challenger if challenger_compared is None else challenger_compared
+    new, old = compared.get(metric, math.nan), champion.get(metric, math.nan)
     gain = (old - new) if metric in LOWER_IS_BETTER else (new - old)
     if math.isnan(old):
         return GateDecision(True, f"champion's {metric} is undefined on this test period")
@@ -86,17 +98,72 @@ class ChampionInfo:
 
 
 @dataclass(frozen=True)
+class ComparisonPeriod:
+    """The test deploys champion and challenger were compared on: those after both training ends."""
+
+    after: str | None  # the later training end (None: no champion to compare with)
+    start: str | None
+    end: str | None
+    n: int
+    n_failed: int
+
+    def describe(self) -> str:
+        if self.after is None:
+            return "no champion to compare with"
+        if not self.n:
+            return f"no test deploy after {self.after}"
+        return f"{self.n} test deploys ({self.n_failed} failed) from {self.start} to {self.end}, after {self.after}"
+
+
+@dataclass(frozen=True)
 class GateOutcome:
     version: str
     decision: GateDecision
     champion_version: str | None
     champion_metrics: dict[str, float] | None
     champion_note: str
+    comparison: ComparisonPeriod | None = None
+    challenger_compared: dict[str, float] | None = None  # the challenger on the comparison period
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["decision"] = asdict(self.decision)
         return out
+
+
+def training_end(model: RiskModel) -> pd.Timestamp | None:
+    """When a registered model's training data ends (its serving metadata), or None when it does not say."""
+    period = (model.metadata or {}).get("training_period") or {}
+    end = period.get("end") if isinstance(period, dict) else None
+    if not end:
+        return None
+    stamp = pd.Timestamp(end)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+def comparison_rows(
+    times: pd.Series, y: np.ndarray, train_ends: list[pd.Timestamp], gate: GateConfig
+) -> tuple[np.ndarray, ComparisonPeriod, str]:
+    """Positions of the test deploys after every training end, the period, and why they cannot serve
+    for a comparison ("" when they can: at least ``gate.min_comparison_rows`` and both outcomes)."""
+    after = max(train_ends)
+    stamps = pd.to_datetime(times, utc=True)
+    keep = np.flatnonzero((stamps > after).to_numpy(dtype=bool))
+    kept = stamps.iloc[keep]
+    period = ComparisonPeriod(
+        after=str(after),
+        start=str(kept.min()) if len(keep) else None,
+        end=str(kept.max()) if len(keep) else None,
+        n=int(len(keep)),
+        n_failed=int(y[keep].sum()) if len(keep) else 0,
+    )
+    why = ""
+    if len(keep) < gate.min_comparison_rows or len(np.unique(y[keep])) < 2:
+        why = (
+            f"the champion was trained on data until {after}: only {period.describe()} to compare on "
+            f"(need >= {gate.min_comparison_rows} with both outcomes); retrain with a later --test-start"
+        )
+    return keep, period, why
 
 
 def _now() -> str:
@@ -190,23 +257,49 @@ def gate_and_alias(
     effort: np.ndarray | None,
     gate: GateConfig,
     name: str = MODEL_NAME,
+    challenger_scores: np.ndarray | None = None,
+    challenger_train_end: pd.Timestamp | None = None,
 ) -> GateOutcome:
-    """Alias ``ver`` as challenger, compare it with the champion on the same test rows, maybe promote."""
+    """Alias ``ver`` as challenger, compare it with the champion out of sample, maybe promote.
+
+    Both are scored on the test deploys after the later of the two training ends: the champion
+    may have been trained on the start of the challenger's test period (a retrain with an earlier
+    ``--test-start``), and re-scoring it there would favour it. ``challenger_scores`` are the
+    challenger's test-period probabilities (default: ``challenger_metrics`` as they are).
+    """
     champion = current_champion(client, name)
     champion_metrics, note = None, champion.note
+    compared, period, no_common = None, None, ""
     if champion.model is not None:
-        champion_metrics, note = rescore(champion.model, test_frame, y, effort)
+        champion_end = training_end(champion.model)
+        if champion_end is None:
+            no_common = f"champion v{champion.version} does not record its training period"
+        else:
+            ends = [champion_end] + ([challenger_train_end] if challenger_train_end is not None else [])
+            rows, period, no_common = comparison_rows(test_frame[TIME], y, ends, gate)
+            if not no_common:
+                sub_effort = None if effort is None else effort[rows]
+                champion_metrics, note = rescore(champion.model, test_frame.iloc[rows], y[rows], sub_effort)
+                if challenger_scores is not None:
+                    compared = evaluate(y[rows], challenger_scores[rows], sub_effort)
+                elif len(rows) != len(y):
+                    raise ValueError("challenger_scores are needed to compare on part of the test period")
     failure_rate = float(np.mean(y)) if len(y) else math.nan
-    decision = decide(challenger_metrics, champion_metrics, failure_rate, gate, note)
+    decision = decide(challenger_metrics, champion_metrics, failure_rate, gate, note, compared, no_common)
+    if champion_metrics is not None and period is not None:  # say which deploys the comparison used
+        where = f"on {period.n} test deploys after {period.after}"
+        decision = GateDecision(decision.promote, f"{decision.reason} ({where})")
     client.set_registered_model_alias(name, CHALLENGER, ver)
     client.set_model_version_tag(name, ver, "gate_decision", "promote" if decision.promote else "reject")
     client.set_model_version_tag(name, ver, "gate_reason", decision.reason[:4000])
     if champion.version is not None:
         client.set_model_version_tag(name, ver, "compared_with", f"v{champion.version}")
+    if period is not None:
+        client.set_model_version_tag(name, ver, "gate_period", period.describe()[:4000])
     if decision.promote:
         stack, log = _history(client, name)
         _record_champion(client, name, ver, "gate", decision.reason, [*stack, ver], log)
-    return GateOutcome(ver, decision, champion.version, champion_metrics, note)
+    return GateOutcome(ver, decision, champion.version, champion_metrics, note, period, compared)
 
 
 def promote(

@@ -1,16 +1,23 @@
-"""The scoring context: the champion bundle and the store's history prepared once for point-in-time features."""
+"""The scoring context: the champion bundle and the store's history prepared once for point-in-time features.
+
+``load_scoring_context`` is the one way the HTTP service, the CI gate's local mode and the batch flow
+get what scoring needs (champion bundle, store version, labels, feature index, the store's data end).
+"""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from features.history.schema import History
-from features.labels.attribution import AttributionConfig
+from features.history.store import HistoryStore
+from features.labels.attribution import AttributionConfig, attribute, data_end
 from features.labels.dora import team_lookup
 from features.pointintime.compute import (
     EntityArrays,
@@ -204,3 +211,84 @@ def feature_medians(
         return {}
     table = build_features(entities, history, deploy_labels, config)
     return {c: float(np.nanmedian(table[c].to_numpy(dtype=np.float64))) for c in numeric if c in table}
+
+
+#: How old the store's newest event may be, relative to the scored time, before scores are flagged stale.
+DEFAULT_MAX_DATA_AGE_HOURS = 72.0
+
+
+@dataclass(frozen=True)
+class ScoringContext:
+    """Everything scoring needs, of one champion version and one store version; never mutated, only replaced."""
+
+    bundle: ModelBundle
+    index: FeatureIndex
+    history: History
+    labels: pd.DataFrame
+    store_version: int
+    data_end: pd.Timestamp | None
+    loaded_at: float
+
+    def data_age_hours(self, at: pd.Timestamp) -> float | None:
+        """Hours from the store's newest event to ``at`` (None for an empty store)."""
+        if self.data_end is None:
+            return None
+        return float((at - self.data_end) / pd.Timedelta(hours=1))
+
+    def is_stale(self, at: pd.Timestamp, max_age_hours: float) -> bool:
+        """True when scoring at ``at`` would rest on a history that ended more than ``max_age_hours`` before."""
+        age = self.data_age_hours(at)
+        return age is None or age > max_age_hours
+
+
+class ScoringUnavailable(LookupError):
+    """No model version has the alias: nothing can be scored (the gate's exit 4, the service's 503)."""
+
+
+def load_scoring_context(
+    store_dir: Path,
+    model_name: str,
+    alias: str,
+    client: Any = None,
+    previous: ScoringContext | None = None,
+) -> ScoringContext:
+    """The scoring context of ``model_name@alias`` on the store's current version.
+
+    Returns ``previous`` itself when neither the alias nor the store moved; otherwise reuses what
+    did not change (the loaded bundle, the read history). ``client``: an ``MlflowClient`` (default:
+    MLflow's own tracking URI resolution).
+    """
+    if client is None:
+        from mlflow import MlflowClient
+
+        client = MlflowClient()
+    target = champion_version(client, model_name, alias)
+    if target is None:
+        raise ScoringUnavailable(f"no model version has the alias {model_name}@{alias}; train one first")
+    store = HistoryStore(store_dir)
+    manifest = store.manifest()
+    same_model = previous is not None and previous.bundle.info.version == target[0]
+    same_store = previous is not None and previous.store_version == manifest.version
+    if previous is not None and same_model and same_store:
+        return previous
+    bundle = (
+        previous.bundle if previous is not None and same_model else load_bundle(client, model_name, target[0], alias)
+    )
+    history = previous.history if previous is not None and same_store else store.read_history(manifest)
+    return make_scoring_context(bundle, history, manifest.version)
+
+
+def make_scoring_context(bundle: ModelBundle, history: History, store_version: int) -> ScoringContext:
+    """Label ``history`` with the bundle's attribution rule and index it for its feature config."""
+    labels = attribute(history, bundle.attribution_config).deploy_labels
+    if bundle.needs_medians:
+        bundle = bundle.with_medians(feature_medians(history, labels, bundle.feature_config, bundle.scorer.numeric))
+    return ScoringContext(
+        bundle=bundle,
+        index=build_feature_index(history, labels, bundle.feature_config),
+        history=history,
+        labels=labels,
+        store_version=store_version,
+        data_end=data_end(history),
+        loaded_at=time.time(),
+    )

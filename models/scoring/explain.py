@@ -12,12 +12,9 @@ import pandas as pd
 
 from features.history.schema import EXTRA_PREFIX, History
 from features.labels.dora import TEAM_COLUMNS, fill_teams, team_lookup
-from features.pointintime.compute import (
-    MISSING_CATEGORY,
-    build_features,
-)
+from features.pointintime.compute import MISSING_CATEGORY, features_frame
 from models.scoring.compiled import FastScorer, _model_extras
-from models.scoring.context import FeatureIndex, ModelBundle, entity_features
+from models.scoring.context import DEFAULT_MAX_DATA_AGE_HOURS, FeatureIndex, ScoringContext, entity_features
 from models.scoring.upcoming import UpcomingDeploy
 from models.training.estimators import BANDS
 
@@ -149,26 +146,31 @@ def with_teams(frame: pd.DataFrame, history: History) -> tuple[pd.DataFrame, pd.
     return out, filled
 
 
-def batch_features(
-    frame: pd.DataFrame, history: History, deploy_labels: pd.DataFrame, bundle: ModelBundle
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(feature frame, filled teams) of a frame of deploys, by ``build_features`` as in training."""
-    entities, filled = with_teams(frame, history)
-    for name in bundle.scorer.numeric:
+def batch_features(frame: pd.DataFrame, context: ScoringContext) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(feature frame, filled teams) of a frame of deploys, by the training build on the context's prepared history."""
+    entities, filled = with_teams(frame, context.history)
+    for name in context.bundle.scorer.numeric:
         if name.startswith(EXTRA_PREFIX) and name not in entities and not name.endswith("_missing"):
             entities[name] = pd.array([None] * len(entities), dtype="Float64")
-    return build_features(entities, history, deploy_labels, bundle.feature_config), filled
+    return features_frame(context.index.prepared, entities), filled
 
 
 def score_frame(
-    frame: pd.DataFrame, history: History, deploy_labels: pd.DataFrame, bundle: ModelBundle, k: int = TOP_FACTORS
+    frame: pd.DataFrame,
+    context: ScoringContext,
+    k: int = TOP_FACTORS,
+    max_data_age_hours: float = DEFAULT_MAX_DATA_AGE_HOURS,
 ) -> pd.DataFrame:
     """The batch path: probabilities from ``RiskModel.predict_proba`` on the feature frame, bands, factors.
 
     Returns one row per input deploy: deploy_id, service, created_at, probability, band, top_factors
-    (a list of {feature, value, contribution, direction}), new_service, new_author.
+    (a list of {feature, value, contribution, direction}), new_service, new_author, filled_teams,
+    data_age_hours (from the store's newest event to the deploy's time) and stale_history (above
+    ``max_data_age_hours``, or an empty store: the features miss recent history).
     """
-    features, filled = batch_features(frame, history, deploy_labels, bundle)
+    features, filled = batch_features(frame, context)
+    age = _data_age_hours(features["created_at"], context)
+    bundle = context.bundle
     scorer = bundle.scorer
     p = bundle.model.predict_proba(features)[:, 1]
     num = features[list(scorer.numeric)].to_numpy(dtype=np.float64)
@@ -190,9 +192,17 @@ def score_frame(
             "new_service": features["service_prior_deploys"].to_numpy() == 0,
             "new_author": new_author(features["author_prior_deploys"], features["author_missing"]),
             "filled_teams": [[t for t in ("squad", "tribe") if filled.at[i, t]] for i in filled.index],
+            "data_age_hours": age,
+            "stale_history": ~(age <= max_data_age_hours),
         },
         index=frame.index,
     )
+
+
+def _data_age_hours(times: pd.Series, context: ScoringContext) -> np.ndarray:
+    if context.data_end is None:
+        return np.full(len(times), np.nan)
+    return ((times - context.data_end) / pd.Timedelta(hours=1)).to_numpy(dtype=np.float64)
 
 
 def band_counts(bands: Sequence[str]) -> dict[str, int]:

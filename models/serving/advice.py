@@ -12,8 +12,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from models.scoring.advice import AdviceConfig, AdviceIndex, advise, build_advice_index
+from models.scoring.context import ScoringContext
 from models.scoring.upcoming import UpcomingDeploy
-from models.serving.state import Snapshot
 
 
 class AdviceOut(BaseModel):
@@ -39,13 +39,13 @@ class AdviceEvents:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._entry: tuple[Snapshot, AdviceIndex] | None = None
+        self._entry: tuple[ScoringContext, AdviceIndex] | None = None
 
-    def prepare(self, snap: Snapshot) -> None:
+    def prepare(self, snap: ScoringContext) -> None:
         """The swap hook: build the new snapshot's events before requests ask for them."""
         self.get(snap)
 
-    def get(self, snap: Snapshot) -> AdviceIndex:
+    def get(self, snap: ScoringContext) -> AdviceIndex:
         entry = self._entry
         if entry is not None and entry[0] is snap:
             return entry[1]
@@ -59,7 +59,7 @@ class AdviceEvents:
 
 
 def advice_payload(
-    snap: Snapshot, deploy: UpcomingDeploy, probability: float, config: AdviceConfig, events: AdviceEvents
+    snap: ScoringContext, deploy: UpcomingDeploy, probability: float, config: AdviceConfig, events: AdviceEvents
 ) -> list[dict[str, Any]]:
     """The advice list of a scored deploy (``probability`` is its score, read and never changed)."""
     found = advise(snap.index, snap.bundle.scorer, events.get(snap), deploy, probability, config)

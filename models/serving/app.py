@@ -1,7 +1,7 @@
 """The scoring service: FastAPI app factory, request schema, auth, metrics and hot model/store refresh.
 
 ``create_app(config)`` builds the app and nothing runs at import. The app keeps one immutable
-``Snapshot`` (model bundle + feature index of one store version); a background thread checks the
+``ScoringContext`` (model bundle + feature index of one store version); a background thread checks the
 store's manifest version and the registry alias every ``refresh_seconds`` and, when either moved,
 builds a new snapshot off the request path and swaps it in with one assignment. A request reads the
 snapshot once, so it is scored wholly by the old or wholly by the new model, never fails for a swap.
@@ -31,6 +31,7 @@ from pydantic import TypeAdapter
 from models.notify.alerts import Alerts
 from models.notify.config import NotifyConfig
 from models.scoring.advice import AdviceConfig
+from models.scoring.context import ScoringContext
 from models.scoring.explain import score_deploy
 from models.scoring.upcoming import now_utc
 from models.serving.advice import AdviceEvents, advice_payload
@@ -46,7 +47,7 @@ from models.serving.schemas import (
     ScoreOut,
     StatusOut,
 )
-from models.serving.state import ScoringState, ServiceConfig, Snapshot
+from models.serving.state import ScoringState, ServiceConfig
 
 log = logging.getLogger("incident_risk.service")
 
@@ -63,6 +64,7 @@ class _Metrics:
     model: Gauge
     store: Gauge
     refresh_errors: Counter
+    data_age: Gauge
     fast_scorer: Gauge
     fast_scorer_fallbacks: Counter
 
@@ -88,6 +90,11 @@ class _Metrics:
             ),
             store=Gauge("incident_risk_store_version", "History store version being served", registry=reg),
             refresh_errors=Counter("incident_risk_refresh_errors", "Failed store/model refreshes", registry=reg),
+            data_age=Gauge(
+                "incident_risk_data_age_seconds",
+                "Seconds since the newest event in the history store being served (NaN before a store loads)",
+                registry=reg,
+            ),
             fast_scorer=Gauge(
                 "incident_risk_fast_scorer_compiled",
                 "1 while the compiled fast scorer serves, 0 after its load check fell back to predict_proba",
@@ -100,7 +107,7 @@ class _Metrics:
             ),
         )
 
-    def on_swap(self, snap: Snapshot) -> None:
+    def on_swap(self, snap: ScoringContext) -> None:
         info = snap.bundle.info
         self.model.clear()
         self.model.labels(info.name, info.version, info.run_id or "").set(1)
@@ -211,14 +218,16 @@ async def _too_large(send: Send, limit: int) -> None:
 
 
 def score_payload(
-    snap: Snapshot,
+    snap: ScoringContext,
     deploy: DeployIn,
     now: pd.Timestamp,
     k: int,
+    max_data_age_hours: float,
     advice: AdviceConfig | None = None,
     events: AdviceEvents | None = None,
 ) -> dict[str, Any]:
-    """The JSON body of a score: the result, how it is explained, which model and store made it.
+    """The JSON body of a score: the result, how it is explained, which model and store made it, and
+    whether the store's history ends too long before the scored time (``stale_history``).
 
     With ``deploy.advice`` also the advice, computed after the score and from it (never changing it).
     """
@@ -228,6 +237,10 @@ def score_payload(
     out["explanation_method"] = EXPLANATION[snap.bundle.scorer.kind]
     out["model"] = snap.bundle.info.as_dict()
     out["store_version"] = snap.store_version
+    age = snap.data_age_hours(result.created_at)
+    out["data_end"] = None if snap.data_end is None else snap.data_end.isoformat()
+    out["data_age_hours"] = age
+    out["stale_history"] = snap.is_stale(result.created_at, max_data_age_hours)
     if deploy.advice:
         config, found = advice or AdviceConfig(), events or AdviceEvents()
         out["advice"] = advice_payload(snap, upcoming, result.probability, config, found)
@@ -255,6 +268,11 @@ def _finite(values: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in values.items() if isinstance(v, (int, float)) and math.isfinite(v)}
 
 
+def _data_age_seconds(snap: ScoringContext | None) -> float:
+    age = None if snap is None else snap.data_age_hours(now_utc())
+    return math.nan if age is None else age * 3600.0
+
+
 def _alerts(notify: NotifyConfig | None, registry: CollectorRegistry) -> Alerts | None:
     """The alert sender when Slack is configured; its outcomes (queued, sent, failed, dropped,
     duplicate) are counted on /metrics as ``incident_risk_alerts_total``."""
@@ -278,6 +296,7 @@ def create_app(config: ServiceConfig, state: ScoringState | None = None, notify:
     state.on_swap(metrics.on_swap)
     advice_events = AdviceEvents()
     state.on_swap(advice_events.prepare)  # built in the refresh thread, before requests ask for advice
+    metrics.data_age.set_function(lambda: _data_age_seconds(state.snapshot))
     stop = threading.Event()
 
     def refresh_logged() -> None:
@@ -314,7 +333,7 @@ def create_app(config: ServiceConfig, state: ScoringState | None = None, notify:
     protected = [Depends(_token_check(config.tokens))] if config.tokens else []
     app.include_router(incidents_router(state, protected, config.dependencies))
 
-    def current() -> Snapshot:
+    def current() -> ScoringContext:
         snap = state.snapshot
         if snap is None:
             raise HTTPException(503, f"no model loaded yet ({state.last_error or 'starting'})")
@@ -327,7 +346,9 @@ def create_app(config: ServiceConfig, state: ScoringState | None = None, notify:
     async def score(deploy: DeployIn) -> Response:
         """Score one upcoming deploy against the current champion and the store's history."""
         snap = current()
-        payload = score_payload(snap, deploy, now_utc(), config.top_factors, config.advice, advice_events)
+        payload = score_payload(
+            snap, deploy, now_utc(), config.top_factors, config.max_data_age_hours, config.advice, advice_events
+        )
         metrics.scores.labels(payload["band"]).inc()
         if alerts is not None:
             alerts.offer(snap.history, payload, deploy.author, deploy.commit_sha)
@@ -338,7 +359,10 @@ def create_app(config: ServiceConfig, state: ScoringState | None = None, notify:
         """Score up to 500 deploys (``MAX_BATCH``) in one request, all with the same model and store view."""
         snap = current()
         now = now_utc()
-        scores = [score_payload(snap, d, now, config.top_factors, config.advice, advice_events) for d in batch.deploys]
+        scores = [
+            score_payload(snap, d, now, config.top_factors, config.max_data_age_hours, config.advice, advice_events)
+            for d in batch.deploys
+        ]
         for s, d in zip(scores, batch.deploys, strict=True):
             metrics.scores.labels(s["band"]).inc()
             if alerts is not None:
@@ -380,11 +404,18 @@ def create_app(config: ServiceConfig, state: ScoringState | None = None, notify:
 
     @app.get("/readyz", response_model=StatusOut, responses={503: {"model": StatusOut}})
     async def readyz() -> Response:
-        """Readiness: a model and a store view are loaded."""
+        """Readiness: a model and a store view are loaded; "degraded" (still 200: it answers) when the
+        store's newest event is older than ``max_data_age_hours``, i.e. ingest has stalled."""
         snap = state.snapshot
         if snap is None:
             return json_response({"status": "not ready", "detail": state.last_error or "starting"}, 503)
         detail = f"model v{snap.bundle.info.version}, store v{snap.store_version}"
+        now = now_utc()
+        if snap.is_stale(now, config.max_data_age_hours):
+            age = snap.data_age_hours(now)
+            ended = "the store is empty" if age is None else f"the store's newest event is {age:.0f} h old"
+            detail += f"; {ended} (max {config.max_data_age_hours:g} h): scores see no recent history"
+            return json_response({"status": "degraded", "detail": detail})
         return json_response({"status": "ready", "detail": detail})
 
     @app.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})

@@ -20,6 +20,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstrai
 
 from features.history.schema import ENVIRONMENTS
 from features.labels.dependencies import Dependencies
+from models.scoring.context import ScoringContext
 from models.scoring.suspects import (
     SuspectContext,
     SuspectsError,
@@ -28,7 +29,7 @@ from models.scoring.suspects import (
     load_dependencies,
     suspects,
 )
-from models.serving.state import ScoringState, Snapshot
+from models.serving.state import ScoringState
 
 log = logging.getLogger("incident_risk.service")
 
@@ -57,7 +58,7 @@ class SuspectsIn(BaseModel):
         return self
 
 
-def context_for(snap: Snapshot, dependencies: Dependencies | None = None) -> SuspectContext:
+def context_for(snap: ScoringContext, dependencies: Dependencies | None = None) -> SuspectContext:
     """The suspects context of a snapshot: its history, feature index and champion, under the model's attribution."""
     return build_suspect_context(
         snap.history,
@@ -78,7 +79,7 @@ class SuspectContexts:
         self.error: str | None = None
         self._lock = threading.Lock()
 
-    def on_swap(self, snap: Snapshot) -> None:
+    def on_swap(self, snap: ScoringContext) -> None:
         with self._lock:
             try:
                 deps = load_dependencies(self.dependencies_path) if self.dependencies_path else None

@@ -125,6 +125,11 @@ class ScoreOut(BaseModel):
     explanation_method: str
     model: ModelRef
     store_version: int
+    data_end: str | None = Field(description="The newest event time in the history store (UTC), None when empty")
+    data_age_hours: float | None = Field(description="Hours from data_end to scored_for")
+    stale_history: bool = Field(
+        description="data_age_hours is above the service's max_data_age_hours: the features miss recent history"
+    )
     advice: list[AdviceOut] | None = Field(None, description="With advice: true; best first (docs/advice.md)")
 
 

@@ -1,28 +1,18 @@
-"""The service's scoring state: one immutable snapshot (model + store version), swapped off the request path."""
+"""The service's scoring state: one immutable ``ScoringContext`` (model + store version), swapped off the request
+path."""
 
 from __future__ import annotations
 
 import gc
 import logging
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from features.history.schema import History
-from features.history.store import HistoryStore
-from features.labels.attribution import attribute
 from models.registry.artifacts import CHAMPION, MODEL_NAME
 from models.scoring.advice import AdviceConfig
-from models.scoring.context import (
-    FeatureIndex,
-    ModelBundle,
-    build_feature_index,
-    champion_version,
-    feature_medians,
-    load_bundle,
-)
+from models.scoring.context import DEFAULT_MAX_DATA_AGE_HOURS, ScoringContext, load_scoring_context
 
 log = logging.getLogger("incident_risk.service")
 
@@ -39,19 +29,11 @@ class ServiceConfig:
     max_body_bytes: int = 1_000_000
     tokens: tuple[str, ...] = ()  # empty: no auth
     top_factors: int = 6
+    #: Past this many hours between the store's newest event and the scored time, scores say
+    #: ``stale_history`` and ``/readyz`` says degraded (a stalled ingest silently lowers scores).
+    max_data_age_hours: float = DEFAULT_MAX_DATA_AGE_HOURS
     dependencies: Path | None = None  # dependencies.yaml or a Backstage catalog, for incident suspects
     advice: AdviceConfig = field(default_factory=AdviceConfig)  # which actions ``advice: true`` evaluates
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """Everything one request needs; never mutated, only replaced."""
-
-    bundle: ModelBundle
-    index: FeatureIndex
-    history: History
-    store_version: int
-    loaded_at: float
 
 
 def _settle_heap() -> None:
@@ -68,16 +50,16 @@ def _settle_heap() -> None:
 
 
 class ScoringState:
-    """Holds the current ``Snapshot`` and refreshes it when the store or the registry alias moved."""
+    """Holds the current ``ScoringContext`` and refreshes it when the store or the registry alias moved."""
 
     def __init__(self, config: ServiceConfig) -> None:
         self.config = config
-        self.snapshot: Snapshot | None = None
+        self.snapshot: ScoringContext | None = None
         self.last_error: str | None = None
         self._lock = threading.Lock()  # one refresh at a time; requests never take it
-        self._on_swap: list[Callable[[Snapshot], None]] = []
+        self._on_swap: list[Callable[[ScoringContext], None]] = []
 
-    def on_swap(self, hook: Callable[[Snapshot], None]) -> None:
+    def on_swap(self, hook: Callable[[ScoringContext], None]) -> None:
         """Call ``hook`` with every new snapshot (and now, with the current one if there is one)."""
         self._on_swap.append(hook)
         if self.snapshot is not None:
@@ -103,32 +85,13 @@ class ScoringState:
 
         cfg = self.config
         client = MlflowClient(tracking_uri=cfg.tracking_uri) if cfg.tracking_uri else MlflowClient()
-        target = champion_version(client, cfg.model_name, cfg.alias)
-        if target is None:
-            raise LookupError(f"no model version has the alias {cfg.model_name}@{cfg.alias}")
-        store = HistoryStore(cfg.store_dir)
-        manifest = store.manifest()
         current = self.snapshot
-        same_model = current is not None and current.bundle.info.version == target[0]
-        if same_model and current is not None and current.store_version == manifest.version:
+        snap = load_scoring_context(cfg.store_dir, cfg.model_name, cfg.alias, client, current)
+        if snap is current:
             return False
-        bundle = (
-            current.bundle
-            if same_model and current is not None
-            else load_bundle(client, cfg.model_name, target[0], cfg.alias)
-        )
-        if current is not None and current.store_version == manifest.version:
-            history = current.history
-        else:
-            history = store.read_history(manifest)
-        labels = attribute(history, bundle.attribution_config).deploy_labels
-        if bundle.needs_medians:
-            bundle = bundle.with_medians(feature_medians(history, labels, bundle.feature_config, bundle.scorer.numeric))
-        index = build_feature_index(history, labels, bundle.feature_config)
-        snap = Snapshot(bundle, index, history, manifest.version, time.time())
         self.snapshot = snap  # the swap: one reference assignment
         _settle_heap()
         for hook in self._on_swap:
             hook(snap)
-        log.info("serving %s v%s on store version %d", cfg.model_name, bundle.info.version, manifest.version)
+        log.info("serving %s v%s on store version %d", cfg.model_name, snap.bundle.info.version, snap.store_version)
         return True

@@ -85,6 +85,9 @@ class GateConfig:
     min_pr_auc_lift: float = 1.1  # PR-AUC over the test failure rate (a random score has lift 1)
     max_ece: float = 0.1
     promote_when_champion_unscorable: bool = True
+    #: The champion is compared only on test deploys after both models' training ends (it has seen
+    #: the earlier ones); fewer than this many, or only one outcome among them: no comparison.
+    min_comparison_rows: int = 50
 
     def __post_init__(self) -> None:
         check_choice("gate metric", self.metric, Metric)

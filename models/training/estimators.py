@@ -244,28 +244,37 @@ def out_of_fold_scores(
 
 def choose_calibration(
     scores: np.ndarray, y: np.ndarray, folds: np.ndarray, method: CalibrationMethod, min_isotonic_positives: int
-) -> tuple[str, dict[str, float]]:
+) -> tuple[str, dict[str, float], str]:
     """Pick isotonic or sigmoid by log loss on the last validation fold, fitted on the earlier ones.
 
     Isotonic needs many positives to avoid overfitting its steps; below ``min_isotonic_positives``
-    in the calibration data it is not considered. Returns (method, {method: held-out log loss}).
+    in the calibration data it is not considered. Returns (method, {method: held-out log loss},
+    the reason in words: the report must not credit the loss when the positives rule decided).
     """
     check_choice("calibration", method, CalibrationMethod)
     if method != "auto":
-        return method, {}
+        return method, {}, f"{method}, as configured"
     have = folds >= 0
     last = folds.max()
     fit_rows, eval_rows = have & (folds < last), folds == last
     losses: dict[str, float] = {}
     t = y.astype(np.float64)
     if len(np.unique(t[fit_rows])) < 2 or len(np.unique(t[eval_rows])) < 2:
-        return "sigmoid", losses
+        return "sigmoid", losses, "sigmoid: a validation fold holds one outcome only, so the methods cannot be compared"
     for m in ("sigmoid", "isotonic"):
         cal = ScoreCalibrator(m).fit(scores[fit_rows], t[fit_rows])
         losses[m] = float(log_loss(t[eval_rows], cal.predict(scores[eval_rows]), labels=[0, 1]))
-    if t[have].sum() < min_isotonic_positives:
-        return "sigmoid", losses
-    return min(losses, key=lambda m: (losses[m], m != "sigmoid")), losses
+    measured = ", ".join(f"{m} {v:.4f}" for m, v in losses.items())
+    positives = int(t[have].sum())
+    if positives < min_isotonic_positives:
+        return (
+            "sigmoid",
+            losses,
+            f"sigmoid: only {positives} incident-causing deploys to calibrate on, isotonic needs at least "
+            f"{min_isotonic_positives} to avoid overfitting its steps (held-out log loss {measured})",
+        )
+    chosen = min(losses, key=lambda m: (losses[m], m != "sigmoid"))
+    return chosen, losses, f"{chosen}: the lower held-out log loss on the last validation fold ({measured})"
 
 
 class RiskModel(ClassifierMixin, BaseEstimator):
@@ -312,10 +321,11 @@ class RiskModel(ClassifierMixin, BaseEstimator):
         t = (y == classes[1]).astype(np.int64)
         base = self.classifier if self.classifier is not None else RiskClassifier()
         scores, folds = out_of_fold_scores(base, X, t, self.n_splits)
-        method, losses = choose_calibration(scores, t, folds, self.calibration, self.min_isotonic_positives)
+        method, losses, reason = choose_calibration(scores, t, folds, self.calibration, self.min_isotonic_positives)
         have = folds >= 0
         self.calibrator_ = ScoreCalibrator(method).fit(scores[have], t[have])
         self.calibration_losses_ = losses
+        self.calibration_reason_ = reason
         self.oof_scores_ = self.calibrator_.predict(scores[have])
         self.oof_positions_ = np.flatnonzero(have)
         self.band_thresholds_ = band_thresholds(self.oof_scores_, self.high_share, self.medium_share)

@@ -82,12 +82,24 @@ def gain_figure(result: TrainResult) -> Figure:
     ax.plot([0, 1], [0, 1], "k:", lw=0.8, label="random")
     for share in (0.05, 0.1, 0.2):
         ax.axvline(share, color="grey", lw=0.5)
+        ax.annotate(
+            f"gate {share:.0%}",
+            (share, 1.0),
+            xycoords=("data", "axes fraction"),
+            xytext=(2, -4),
+            textcoords="offset points",
+            rotation=90,
+            va="top",
+            fontsize=7,
+            color="grey",
+        )
     ax.set(
         xlabel="share of deploys gated (riskiest first)",
         ylabel="share of incident-causing deploys caught",
         title="Gain chart, test period",
     )
     ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
     return fig
 
 
@@ -111,8 +123,10 @@ def groups_figure(result: TrainResult) -> Figure:
         ax.bar(x - 0.2, table["observed_rate"], 0.4, label="observed failure rate")
         ax.bar(x + 0.2, table["mean_p"], 0.4, label="mean predicted")
         ax.set_xticks(x, table[name], rotation=30, ha="right", fontsize=7)
-        ax.set(title=f"By {name} (test period)", ylabel="rate")
-        ax.legend(fontsize=7)
+        ax.set_ylabel("rate")
+        ax.set_title(f"By {name} (test period)", loc="left")
+        # above the axes, right of the title: never over the bars
+        ax.legend(fontsize=7, ncols=2, loc="lower right", bbox_to_anchor=(1.0, 1.0), frameon=False)
     fig.tight_layout()
     return fig
 
@@ -121,15 +135,17 @@ def baselines_figure(result: TrainResult) -> Figure:
     keys = ("roc_auc", "pr_auc", "recall_at_10pct", "recall_at_20pct_effort", "popt")
     names = ["model", *result.baseline_metrics]
     rows = [result.test_metrics, *result.baseline_metrics.values()]
-    fig = Figure(figsize=(7, 4))
+    labels = ("ROC-AUC", "PR-AUC", "recall at\n10% gated", "recall at\n20% effort", "Popt")
+    fig = Figure(figsize=(8.5, 4))
     ax = fig.subplots()
     width = 0.8 / len(names)
     x = np.arange(len(keys))
     for i, (name, row) in enumerate(zip(names, rows, strict=True)):
         ax.bar(x + i * width - 0.4 + width / 2, [row[k] for k in keys], width, label=name)
-    ax.set_xticks(x, keys, fontsize=8)
+    ax.set_xticks(x, labels, fontsize=8)
     ax.set(ylim=(0, 1), title="Model vs baselines, same test period")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    fig.tight_layout()
     return fig
 
 
@@ -170,8 +186,18 @@ def metrics_table(result: TrainResult) -> pd.DataFrame:
     return pd.DataFrame([{"scorer": name, **{k: row[k] for k in METRIC_KEYS}} for name, row in rows.items()])
 
 
-def html_report(result: TrainResult, images: dict[str, bytes], meta: dict[str, Any]) -> str:
-    """One HTML page: data summary, metrics, search, and every chart embedded as base64 PNG."""
+def html_report(
+    result: TrainResult,
+    images: dict[str, bytes],
+    meta: dict[str, Any],
+    gate: pd.DataFrame | None = None,
+    champion_comparison: pd.DataFrame | None = None,
+) -> str:
+    """One HTML page: data summary, the gate's decision, metrics, search, and every chart as base64 PNG.
+
+    ``gate`` (rows of field, value) and ``champion_comparison`` (metric, challenger, champion on the
+    comparison period) come from the promotion gate: the report is written after it decided.
+    """
     s = result.data_summary
     excluded = ", ".join(f"{k}: {v}" for k, v in s.get("excluded", {}).items()) or "none"
     effort = "yes" if EFFORT in result.test_frame else "no (every change counts one line)"
@@ -191,7 +217,7 @@ def html_report(result: TrainResult, images: dict[str, bytes], meta: dict[str, A
             ),
             ("effort known", effort),
             ("chosen model", result.chosen.name),
-            ("calibration", f"{result.calibration} {result.calibration_losses}"),
+            ("calibration", result.calibration_reason),
             (
                 "risk bands",
                 f"medium >= {result.model.band_thresholds_[0]:.3f}, high >= {result.model.band_thresholds_[1]:.3f}",
@@ -216,6 +242,9 @@ def html_report(result: TrainResult, images: dict[str, bytes], meta: dict[str, A
         for name, data in images.items()
     )
     groups = "".join(f"<h3>By {html.escape(g)}</h3>{_table(t)}" for g, t in result.group_metrics.items())
+    gate_html = "" if gate is None else f"<h2>Promotion gate</h2>{_table(gate)}"
+    if champion_comparison is not None and len(champion_comparison):
+        gate_html += f"<h3>Challenger vs champion, same deploys</h3>{_table(champion_comparison)}"
     style = (
         "body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;margin:1em 0}"
         "td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:right}"
@@ -224,14 +253,20 @@ def html_report(result: TrainResult, images: dict[str, bytes], meta: dict[str, A
     return (
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>incident-risk training report</title>"
         f"<style>{style}</style></head><body><h1>incident-risk training report</h1>"
-        f"<h2>Data</h2>{_table(summary)}<h2>Test metrics (model and baselines, same test period)</h2>"
+        f"<h2>Data</h2>{_table(summary)}{gate_html}<h2>Test metrics (model and baselines, same test period)</h2>"
         f"{_table(metrics_table(result))}<h2>Charts</h2>{imgs}<h2>Metrics by group</h2>{groups}"
         f"<h2>Candidates (rolling-origin validation means)</h2>{_table(search)}"
         f"<h2>Permutation importance</h2>{_table(result.importance)}</body></html>"
     )
 
 
-def write_report(result: TrainResult, out_dir: Path, meta: dict[str, Any]) -> list[Path]:
+def write_report(
+    result: TrainResult,
+    out_dir: Path,
+    meta: dict[str, Any],
+    gate: pd.DataFrame | None = None,
+    champion_comparison: pd.DataFrame | None = None,
+) -> list[Path]:
     """Write every PNG, the group/importance CSVs and ``report.html`` into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     images = {name: png_bytes(fig) for name, fig in figures(result).items()}
@@ -247,5 +282,5 @@ def write_report(result: TrainResult, out_dir: Path, meta: dict[str, Any]) -> li
     result.importance.to_csv(out_dir / "permutation_importance.csv", index=False)
     metrics_table(result).to_csv(out_dir / "baseline_comparison.csv", index=False)
     report = out_dir / "report.html"
-    report.write_text(html_report(result, images, meta), encoding="utf-8")
+    report.write_text(html_report(result, images, meta, gate, champion_comparison), encoding="utf-8")
     return [*paths, out_dir / "permutation_importance.csv", out_dir / "baseline_comparison.csv", report]

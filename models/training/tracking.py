@@ -84,21 +84,45 @@ def _finite(metrics: dict[str, float], prefix: str) -> dict[str, float]:
     return {f"{prefix}{k}": float(v) for k, v in metrics.items() if not math.isnan(v)}
 
 
+#: MLflow 3 opens an experiment without this tag in GenAI mode (traces, prompts); ours are classical ML.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+
+
 def ensure_experiment(client: MlflowClient, name: str, artifact_root: str | None) -> Any:
-    """The experiment named ``name``, created with its artifacts under ``artifact_root`` if new.
+    """The experiment named ``name``, created with its artifacts under ``artifact_root`` if new, and
+    tagged as classical model development (``EXPERIMENT_KIND``) if it is not yet.
 
     A tracking server (http/https URI) keeps the artifacts in its own store (``--artifacts-destination``,
     e.g. S3), so ``artifact_root``, a path on this machine, is ignored there: every client and the
     scoring service must reach the same artifacts.
     """
     found = client.get_experiment_by_name(name)
-    if found is not None:
-        return found
-    location = None
-    if artifact_root is not None and not client.tracking_uri.startswith(("http://", "https://")):
-        root = Path(artifact_root)
-        location = (root / name).resolve().as_uri() if "://" not in artifact_root else f"{artifact_root}/{name}"
-    return client.get_experiment(client.create_experiment(name, artifact_location=location))
+    if found is None:
+        location = None
+        if artifact_root is not None and not client.tracking_uri.startswith(("http://", "https://")):
+            root = Path(artifact_root)
+            location = (root / name).resolve().as_uri() if "://" not in artifact_root else f"{artifact_root}/{name}"
+        found = client.get_experiment(client.create_experiment(name, artifact_location=location))
+    if EXPERIMENT_KIND_TAG not in found.tags:
+        client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+        found = client.get_experiment(found.experiment_id)
+    return found
+
+
+def open_training_run(experiment: str, artifact_root: str | None, source: str = "") -> str:
+    """Create the training's parent run now, before features and the search, so the MLflow UI shows it
+    running and its duration is the training's; ``log_training(run_id=...)`` fills and ends it."""
+    client = MlflowClient()
+    exp = ensure_experiment(client, experiment, artifact_root)
+    tags = {"run_kind": "training", "source": source, "code_version": code_version()}
+    run = client.create_run(exp.experiment_id, tags=tags, run_name=f"train-{datetime.now(UTC):%Y%m%d-%H%M%S}")
+    return str(run.info.run_id)
+
+
+def fail_training_run(run_id: str) -> None:
+    """Mark an opened training run FAILED (the training stopped before ``log_training`` ended it)."""
+    MlflowClient().set_terminated(run_id, status="FAILED")
 
 
 def serving_metadata(result: TrainResult, context: RunContext) -> dict[str, Any]:
@@ -143,8 +167,66 @@ def _log_candidate(client: MlflowClient, experiment_id: str, parent: str, cand: 
     client.set_terminated(run.info.run_id)
 
 
-def log_training(result: TrainResult, context: RunContext, progress: Any = None) -> TrackedRun:
-    """Log ``result`` as one parent run with nested candidate runs, register the model, run the gate."""
+def gate_rows(outcome: GateOutcome) -> pd.DataFrame:
+    """The gate's decision as report rows (field, value)."""
+    period = outcome.comparison
+    rows = [
+        ("decision", "promote" if outcome.decision.promote else "reject"),
+        ("reason", outcome.decision.reason),
+        ("registered version", f"v{outcome.version}"),
+        ("champion before", f"v{outcome.champion_version}" if outcome.champion_version else "none"),
+        ("compared on", period.describe() if period is not None else "no champion to compare with"),
+    ]
+    if outcome.champion_note:
+        rows.append(("champion note", outcome.champion_note))
+    return pd.DataFrame(rows, columns=["", "value"])
+
+
+def champion_comparison(outcome: GateOutcome, test_metrics: dict[str, float]) -> pd.DataFrame:
+    """Challenger and champion metrics on the same comparison deploys (empty without a champion)."""
+    if outcome.champion_metrics is None:
+        return pd.DataFrame()
+    challenger = outcome.challenger_compared or test_metrics
+    return pd.DataFrame(
+        [
+            {
+                "metric": k,
+                "challenger": challenger.get(k, math.nan),
+                "champion": outcome.champion_metrics.get(k, math.nan),
+            }
+            for k in METRIC_KEYS
+        ]
+    )
+
+
+def _gate_tags(outcome: GateOutcome) -> dict[str, str]:
+    period = outcome.comparison
+    tags = {
+        "gate_decision": "promote" if outcome.decision.promote else "reject",
+        "gate_reason": outcome.decision.reason[:4000],
+        "champion_before": outcome.champion_version or "none",
+        "gate_period": period.describe()[:4000] if period is not None else "no champion to compare with",
+    }
+    if period is not None:
+        tags.update(
+            {
+                "gate_period_after": str(period.after),
+                "gate_period_start": str(period.start),
+                "gate_period_end": str(period.end),
+                "gate_period_n": str(period.n),
+            }
+        )
+    return tags
+
+
+def log_training(
+    result: TrainResult, context: RunContext, progress: Any = None, run_id: str | None = None
+) -> TrackedRun:
+    """Log ``result`` as one parent run with nested candidate runs, register the model, run the gate,
+    then write the report (it carries the gate's decision and the champion comparison).
+
+    ``run_id``: the parent run ``open_training_run`` created when training started (default: a new run).
+    """
     say = progress or (lambda _msg: None)
     client = MlflowClient()
     experiment = ensure_experiment(client, context.experiment, context.artifact_root)
@@ -156,11 +238,14 @@ def log_training(result: TrainResult, context: RunContext, progress: Any = None)
         "feature_set_version": context.feature_set_version,
         "chosen_candidate": result.chosen.name,
         "calibration": result.calibration,
+        "calibration_reason": result.calibration_reason[:4000],
         "source": context.source,
         "run_kind": "training",
     }
-    with mlflow.start_run(run_name=f"train-{datetime.now(UTC):%Y%m%d-%H%M%S}", tags=tags) as parent:
+    run_name = None if run_id else f"train-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+    with mlflow.start_run(run_id=run_id, run_name=run_name, tags=None if run_id else tags) as parent:
         run_id = parent.info.run_id
+        mlflow.set_tags(tags)
         params = {
             **{f"train.{k}": v for k, v in result.config.as_params().items()},
             **{f"attribution.{k}": v for k, v in flatten(context.attribution_config).items()},
@@ -183,14 +268,6 @@ def log_training(result: TrainResult, context: RunContext, progress: Any = None)
         }
         mlflow.log_metrics(metrics)
         mlflow.log_dict(result.data_summary, "data_summary.json")
-        say("logging report")
-        with tempfile.TemporaryDirectory() as tmp:
-            write_report(
-                result,
-                Path(tmp),
-                {"run id": run_id, "code version": tags["code_version"], "data fingerprint": context.data_fingerprint},
-            )
-            mlflow.log_artifacts(tmp, "report")
         say("logging model")
         meta = _jsonable(serving_metadata(result, context))
         mlflow.log_dict(meta, "serving.json")
@@ -204,17 +281,34 @@ def log_training(result: TrainResult, context: RunContext, progress: Any = None)
             if EFFORT in result.test_frame
             else None
         )
-        outcome = gate_and_alias(client, version, result.test_metrics, result.test_frame, y, effort, result.config.gate)
-        mlflow.set_tags(
-            {
-                "model_version": version,
-                "gate_decision": "promote" if outcome.decision.promote else "reject",
-                "gate_reason": outcome.decision.reason[:4000],
-                "champion_before": outcome.champion_version or "none",
-            }
+        outcome = gate_and_alias(
+            client,
+            version,
+            result.test_metrics,
+            result.test_frame,
+            y,
+            effort,
+            result.config.gate,
+            challenger_scores=result.test_scores,
+            challenger_train_end=pd.Timestamp(result.split["train_end"]),
         )
+        mlflow.set_tags({"model_version": version, **_gate_tags(outcome)})
         if outcome.champion_metrics is not None:
             mlflow.log_metrics(_finite(outcome.champion_metrics, "champion_test_"))
+        if outcome.challenger_compared is not None:
+            mlflow.log_metrics(_finite(outcome.challenger_compared, "challenger_compared_"))
+        if outcome.comparison is not None:
+            mlflow.log_metric("gate_period_n", float(outcome.comparison.n))
+        say("logging report")
+        with tempfile.TemporaryDirectory() as tmp:
+            write_report(
+                result,
+                Path(tmp),
+                {"run id": run_id, "code version": tags["code_version"], "data fingerprint": context.data_fingerprint},
+                gate_rows(outcome),
+                champion_comparison(outcome, result.test_metrics),
+            )
+            mlflow.log_artifacts(tmp, "report")
         say(
             f"registered {MODEL_NAME} v{version}; gate: {'promote' if outcome.decision.promote else 'reject'} "
             f"({outcome.decision.reason})"
@@ -227,6 +321,8 @@ RUN_COLUMNS = (
     ("version", "tags.model_version"),
     ("chosen", "tags.chosen_candidate"),
     ("gate", "tags.gate_decision"),
+    ("gate period", "tags.gate_period_start"),
+    ("gate n", "tags.gate_period_n"),
     ("n_train", "metrics.n_train"),
     ("n_test", "metrics.n_test"),
     *((f"test {k}", f"metrics.test_{k}") for k in METRIC_KEYS),

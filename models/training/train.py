@@ -222,6 +222,7 @@ class TrainResult:
     chosen: CandidateResult
     calibration: str
     calibration_losses: dict[str, float]
+    calibration_reason: str
     test_frame: pd.DataFrame
     test_scores: np.ndarray
     test_metrics: dict[str, float]
@@ -312,7 +313,7 @@ def _train(
         medium_share=config.medium_share,
     ).fit(train_frame[table.features], y_train)
     timings["fit"] = time.perf_counter() - started
-    say(f"calibration: {model.calibrator_.method} (held-out log loss {model.calibration_losses_})")
+    say(f"calibration: {model.calibration_reason_}")
 
     started = time.perf_counter()
     y_test = test_frame[LABEL].to_numpy(dtype=np.int64)
@@ -354,6 +355,7 @@ def _train(
         chosen=chosen,
         calibration=model.calibrator_.method,
         calibration_losses=dict(model.calibration_losses_),
+        calibration_reason=model.calibration_reason_,
         test_frame=test_frame,
         test_scores=scores,
         test_metrics=metrics,

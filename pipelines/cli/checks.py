@@ -55,12 +55,17 @@ def planned_at(text: str | None) -> str | None:
 
 
 def environment_name(value: str) -> str:
-    """``--environment``: one of the canonical environments; a tool's word gets a suggestion."""
-    from features.history.schema import ENVIRONMENTS
-    from features.sources.normalize import environment
+    """``--environment``: one of the canonical environments; a tool's word gets a suggestion.
+
+    The names come from the pandas-free ``features.history.environments``: the CI gate's remote
+    mode checks them without importing the data stack (the suggestion, on the error path, may).
+    """
+    from features.history.environments import ENVIRONMENTS
 
     if value in ENVIRONMENTS:
         return value
+    from features.sources.normalize import environment
+
     guess = environment(value)
     hint = f" (did you mean --environment {guess}?)" if guess not in (None, "other") else ""
     raise CheckError(f"--environment {value!r} is not an environment; use one of {', '.join(ENVIRONMENTS)}{hint}")

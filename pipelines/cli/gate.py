@@ -1,6 +1,8 @@
 """``incident-risk score``: the CI gate. Scores one deploy (remote service or local champion), exit code by threshold.
 
-The exit codes are the contract with CI pipelines (docs/ci-gate.md).
+The exit codes are the contract with CI pipelines (docs/ci-gate.md). Remote mode (``--url``) imports
+only the standard library, typer and this module (no pandas, scikit-learn, MLflow or Prefect), so a
+CI step pays for the request, not for the data stack (``tests/pipelines/test_ci_gate.py`` checks).
 """
 
 from __future__ import annotations
@@ -8,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -54,39 +58,49 @@ def _unavailable(message: str, fail_open: bool) -> None:
 
 
 def _score_remote(url: str, body: dict[str, Any], token: str | None, timeout: float) -> dict[str, Any]:
-    """POST to a running service; raises ConnectionError when it cannot answer, ValueError on a 4xx."""
-    import httpx
+    """POST to a running service; raises ConnectionError when it cannot answer, ValueError on a 4xx.
 
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    The standard library's client, not httpx: remote mode must start fast in a CI step.
+    """
+    headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(
+        url.rstrip("/") + "/v1/score", data=json.dumps(body).encode(), headers=headers, method="POST"
+    )
     try:
-        response = httpx.post(url.rstrip("/") + "/v1/score", json=body, headers=headers, timeout=timeout)
-    except httpx.HTTPError as exc:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (the user's URL)
+            return dict(json.loads(response.read()))
+    except urllib.error.HTTPError as exc:
+        text = exc.read().decode("utf-8", "replace")
+        if exc.code in (401, 403):
+            raise PermissionError(f"{url} refused the token ({exc.code})") from None
+        if 400 <= exc.code < 500:
+            raise ValueError(text[:2000]) from None
+        raise ConnectionError(f"{url} answered {exc.code}: {text[:300]}") from None
+    except (OSError, ValueError) as exc:  # URLError, timeouts, refused connections, a non-JSON answer
         raise ConnectionError(f"cannot reach {url} ({type(exc).__name__}: {exc})") from None
-    if response.status_code in (401, 403):
-        raise PermissionError(f"{url} refused the token ({response.status_code})")
-    if 400 <= response.status_code < 500:
-        raise ValueError(response.text[:2000])
-    if response.status_code != 200:
-        raise ConnectionError(f"{url} answered {response.status_code}: {response.text[:300]}")
-    return dict(response.json())
 
 
-def _score_local(body: dict[str, Any], home: Path | None, model: str, alias: str) -> dict[str, Any]:
-    """Load the champion and the store once, then score (and advise) exactly as the service does."""
+def _score_local(
+    body: dict[str, Any], home: Path | None, model: str, alias: str, max_data_age_hours: float
+) -> dict[str, Any]:
+    """Load the champion and the store once (``load_scoring_context``), then score (and advise) as the service does."""
+    from models.scoring.advice import AdviceConfig
+    from models.scoring.context import load_scoring_context
+    from models.scoring.explain import TOP_FACTORS
     from models.scoring.upcoming import now_utc
-    from models.serving.app import ServiceConfig, score_payload
+    from models.serving.app import score_payload
     from models.serving.schemas import DeployIn
-    from models.serving.state import ScoringState
 
+    deploy = DeployIn.model_validate(body)  # a ValidationError is a ValueError: exit 2
     settings = resolve_settings(home)
     prepare_runtime(settings)
-    state = ScoringState(ServiceConfig(store_dir=settings.store_dir, model_name=model, alias=alias))
     try:
-        state.refresh()
+        context = load_scoring_context(settings.store_dir, model, alias)
     except Exception as exc:
         raise ConnectionError(f"no usable {model}@{alias} ({exc})") from None
-    assert state.snapshot is not None
-    return score_payload(state.snapshot, DeployIn.model_validate(body), now_utc(), 6, state.config.advice)
+    return score_payload(context, deploy, now_utc(), TOP_FACTORS, max_data_age_hours, AdviceConfig())
 
 
 def _render(result: dict[str, Any], threshold: float | None) -> str:
@@ -149,22 +163,25 @@ def score(
         "--fail-open/--fail-closed",
         help="When the scorer is unavailable: exit 0 with a warning (open) or exit 4 (closed).",
     ),
+    max_data_age_hours: float | None = typer.Option(
+        None,
+        "--max-data-age-hours",
+        min=0.0,
+        help="Flag the score stale when the store's newest event is older than this before the scored time "
+        "(default: the service's setting; locally 72). Stale with --fail-closed exits 4.",
+    ),
     home: Path | None = HomeOption,
     model: str = typer.Option("incident-risk", "--model", help="Registered model name (local mode)."),
 ) -> None:
-    """Gate a deploy on its risk: exit 0 below the threshold, 3 above, 2 bad arguments, 4 unavailable."""
+    """Gate a deploy on its risk: exit 0 below the threshold, 3 above, 2 bad arguments, 4 unavailable or stale."""
     from pipelines.cli.checks import environment_name, planned_at
 
-    try:  # the arguments first: a mistake is one line, before the scoring stack is imported
+    try:  # the arguments first: a mistake is one line, before anything else is imported
         environment = environment_name(environment)
         at = planned_at(at)
     except ValueError as exc:
         _warn(f"bad arguments: {exc}")
         raise typer.Exit(EXIT_BAD_ARGS) from None
-
-    from pydantic import ValidationError
-
-    from models.serving.schemas import DeployIn
 
     try:
         body: dict[str, Any] = {
@@ -185,25 +202,32 @@ def score(
             "advice": advice or None,
         }
         body = {k: v for k, v in body.items() if v is not None and v != {}}
-        DeployIn.model_validate(body)  # the service's own checks, before any network or model work
-    except (ValueError, ValidationError) as exc:
-        _warn(f"bad arguments: {exc}")
-        raise typer.Exit(EXIT_BAD_ARGS) from None
-
-    try:
         if url:
             result = _score_remote(url, body, token or os.environ.get(TOKEN_ENV), timeout)
         else:
-            result = _score_local(body, home, model, "champion")
-    except ValueError as exc:
-        _warn(f"the service refused the request: {exc}")
+            from models.scoring.context import DEFAULT_MAX_DATA_AGE_HOURS
+
+            max_age = DEFAULT_MAX_DATA_AGE_HOURS if max_data_age_hours is None else max_data_age_hours
+            result = _score_local(body, home, model, "champion", max_age)
+    except ValueError as exc:  # our checks, the local schema (pydantic's errors are ValueErrors) or the service's 4xx
+        _warn(f"bad arguments: {exc}")
         raise typer.Exit(EXIT_BAD_ARGS) from None
     except (ConnectionError, PermissionError) as exc:
         _unavailable(str(exc), fail_open)
         return
 
+    if max_data_age_hours is not None and url:  # the caller's limit wins over the service's
+        age = result.get("data_age_hours")
+        result["stale_history"] = age is None or age > max_data_age_hours
     above = result["probability"] > fail_above if fail_above is not None else result["band"] == "high"
     print(json.dumps(result, indent=2) if json_out else _render(result, fail_above))
+    if result.get("stale_history"):
+        age = result.get("data_age_hours")
+        why = "the store is empty" if age is None else f"the store's newest event is {age:.0f} h before the ship time"
+        message = f"stale history: {why}, so recent deploys and incidents are missing from the score"
+        if not fail_open:
+            _unavailable(message, fail_open)
+        _warn(f"WARNING: {message}; gating on it anyway (fail-open)")
     raise typer.Exit(EXIT_ABOVE if above else EXIT_OK)
 
 

@@ -81,8 +81,12 @@ def demo(
     raise typer.Exit(code=code)
 
 
-def build_app() -> typer.Typer:
-    """The CLI with every command; built on call so importing this module does nothing."""
+def build_app(only_gate: bool = False) -> typer.Typer:
+    """The CLI with every command; built on call so importing this module does nothing.
+
+    ``only_gate``: just ``score``, whose remote mode must not import the data stack the other
+    command modules import (pandas, scikit-learn, MLflow, Prefect).
+    """
     app = typer.Typer(
         name="incident-risk",
         help="Score how likely a deploy is to cause an incident, learned from deploy, toggle and incident history.",
@@ -90,6 +94,12 @@ def build_app() -> typer.Typer:
         pretty_exceptions_enable=False,
         add_completion=False,
     )
+    if only_gate:
+        from pipelines.cli import gate as gate_only
+
+        app.callback()(lambda: None)  # keeps `score` a subcommand when it is the only one
+        gate_only.register(app)
+        return app
     app.command()(demo)
     app.command()(ingest)
     app.command()(sources)
@@ -115,4 +125,4 @@ def main() -> None:
     # it lazily; preparing the runtime here, before any command runs, keeps every command's
     # Prefect and MLflow state under the incident-risk home whatever it imports first.
     prepare_runtime(resolve_settings(home_from_argv(sys.argv[1:])))
-    build_app()()
+    build_app(only_gate=sys.argv[1:2] == ["score"])()

@@ -30,6 +30,13 @@ def serve(
     model: str = typer.Option("incident-risk", "--model", help="Registered model name."),
     alias: str = typer.Option("champion", "--alias", help="Registry alias to serve and follow."),
     access_log: bool = typer.Option(False, "--access-log/--no-access-log", help="Log every request line."),
+    max_data_age_hours: float | None = typer.Option(
+        None,
+        "--max-data-age-hours",
+        min=0.0,
+        help="Past this age of the store's newest event, scores say stale_history and /readyz says degraded "
+        "(default 72).",
+    ),
     notify_config: Path | None = typer.Option(
         None,
         "--notify-config",
@@ -74,6 +81,8 @@ def serve(
         tokens=tokens,
         dependencies=dependencies,
     )
+    if max_data_age_hours is not None:
+        config = replace(config, max_data_age_hours=max_data_age_hours)
     print(
         f"incident-risk serving {model}@{alias} on http://{host}:{port} (auth {'on' if tokens else 'off'}, "
         f"Slack alerts {'on, ' + notify.slack.mode if notify.slack.enabled else 'off'})",

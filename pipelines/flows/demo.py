@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 import time
 from pathlib import Path
 
@@ -11,21 +10,19 @@ from rich.console import Console
 from rich.table import Table
 
 from features.history.ownership import service_teams
-from features.history.schema import History
 from features.history.store import HistoryStore
-from features.labels.attribution import Attribution, AttributionConfig, attribute
+from features.labels.attribution import AttributionConfig, attribute
 from features.labels.dora import DoraConfig, dora_metrics
 from models.notify.config import NotifyConfigError, load_notify_config
 from pipelines.console import make_console
 from pipelines.flows.digest import EXPERIMENT as DIGEST_EXPERIMENT
 from pipelines.flows.digest import DigestError, run_digest
-from pipelines.flows.dora import plot_trends, to_csv
+from pipelines.flows.dora import DORA_EXPERIMENT, log_dora_trends
 from pipelines.flows.ingest import print_error, run_ingest
 from pipelines.flows.score_batch import BatchScoringError, run_batch_scoring
 from pipelines.flows.train import TrainingError, run_training
 from pipelines.settings import Settings
 
-DORA_EXPERIMENT = "incident-risk-dora"
 STEPS = 6
 
 
@@ -64,7 +61,8 @@ def run_demo(settings: Settings, sample_dir: Path) -> int:
         )
 
     console.print(f"\n[bold]3/{STEPS} DORA metrics[/bold] (by tribe and week, logged to MLflow)")
-    dora_run = _log_dora(history, attribution, settings)
+    dora = dora_metrics(history, attribution, DoraConfig(by="tribe", period="week"))
+    dora_run = log_dora_trends(dora, attribution, settings, "tribe", "week")
     console.print(f"MLflow run {dora_run} in experiment {DORA_EXPERIMENT}: dora.csv, dora_trends.png")
 
     console.print(f"\n[bold]4/{STEPS} train, calibrate, evaluate, register[/bold]")
@@ -116,35 +114,6 @@ def run_demo(settings: Settings, sample_dir: Path) -> int:
     console.print(f"  .venv/bin/incident-risk serve --home {settings.home}")
     console.print(f"  SLACK_BOT_TOKEN=... .venv/bin/incident-risk digest --home {settings.home}   (docs/notify.md)")
     return 0
-
-
-def _log_dora(history: History, attribution: Attribution, settings: Settings) -> str:
-    """DORA by tribe and week as a CSV and a trend plot in an MLflow run, where analysts look."""
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    from models.training.tracking import ensure_experiment
-
-    metrics = dora_metrics(history, attribution, DoraConfig(by="tribe", period="week"))
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    client = MlflowClient(settings.mlflow_tracking_uri)
-    experiment = ensure_experiment(client, DORA_EXPERIMENT, str(settings.artifact_root))
-    with (
-        mlflow.start_run(experiment_id=experiment.experiment_id, run_name="dora-by-tribe-week") as run,
-        tempfile.TemporaryDirectory() as tmp,
-    ):
-        csv_path = Path(tmp) / "dora.csv"
-        csv_path.write_text(to_csv(metrics))
-        plot_path = Path(tmp) / "dora_trends.png"
-        plot_trends(metrics, plot_path, "week")
-        mlflow.log_artifact(str(csv_path))
-        mlflow.log_artifact(str(plot_path))
-        totals = {
-            "deployments": float(metrics["deployments"].sum()),
-            "change_failure_rate": float(attribution.deploy_labels.query("eligible & mature")["failed"].mean()),
-        }
-        mlflow.log_metrics(totals)
-        return str(run.info.run_id)
 
 
 def _show_riskiest(console: Console, scores_path: Path, n: int = 5) -> None:

@@ -5,7 +5,8 @@ so Prefect derives a parameter schema from the signature and the server rejects 
 parameters do not fit it (``enforce_parameter_schema``). The flows build the typed config objects
 and call the same flows the CLI runs, as subflows. Where state lives comes from the worker's
 environment (``INCIDENT_RISK_HOME``, ``MLFLOW_TRACKING_URI``, ``PREFECT_API_URL``) unless ``home``
-is given. Path parameters may use ``{home}`` and ``{date}`` (the run's UTC date, YYYY-MM-DD).
+is given. Path parameters may use ``{home}``, ``{date}`` (the run's UTC date, YYYY-MM-DD) and ``{time}``
+(its UTC time, HHMMSS).
 
 ``validate_prefect_yaml`` checks a ``prefect.yaml`` without a server: every deployment's entrypoint
 imports, its parameters validate against the flow's schema, its schedules parse, and it names a
@@ -45,9 +46,20 @@ def _settings(home: str | None) -> Settings:
 
 
 def expand_path(template: str, settings: Settings, now: datetime | None = None) -> Path:
-    """``{home}`` and ``{date}`` in a path parameter, so one deployment writes a file per day."""
+    """``{home}``, ``{date}`` and ``{time}`` in a path parameter, so one deployment writes a file per day or run."""
     when = now or datetime.now(UTC)
-    return Path(template.format(home=settings.home, date=when.strftime("%Y-%m-%d"))).expanduser()
+    return Path(
+        template.format(home=settings.home, date=when.strftime("%Y-%m-%d"), time=when.strftime("%H%M%S"))
+    ).expanduser()
+
+
+def unused_path(path: Path) -> Path:
+    """``path``, or the first free ``<stem>-2<suffix>``, ``-3``... beside it: a run never overwrites earlier output."""
+    candidate, n = path, 1
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
+    return candidate
 
 
 @flow(name="scheduled-ingest", persist_result=False)
@@ -155,20 +167,26 @@ def _log(message: str) -> None:
 @flow(name="scheduled-score-batch", persist_result=False)
 def scheduled_score_batch(
     input_path: str = "{home}/upcoming/upcoming.csv",
-    out_path: str = "{home}/scores/{date}.parquet",
+    out_path: str = "{home}/scores/{date}/{time}.parquet",
     home: str | None = None,
     model_name: str = "incident-risk",
     alias: str = "champion",
 ) -> dict[str, Any]:
-    """Score the file of upcoming deploys with the champion (the batch-scoring deployment)."""
+    """Score the file of upcoming deploys with the champion (the batch-scoring deployment).
+
+    Runs every 15 minutes: no upcoming file is the normal quiet case (skipped, one log line, the run
+    Completed), and each run writes its own file (an existing one is never overwritten).
+    """
     from pipelines.flows.score_batch import run_batch_scoring
 
     settings = _settings(home)
     source = expand_path(input_path, settings)
     if not source.is_file():
-        raise DeploymentFlowError(f"{source}: no upcoming deploys file to score")
-    summary = run_batch_scoring(source, expand_path(out_path, settings), settings, model_name=model_name, alias=alias)
-    return summary.as_dict()
+        _log(f"no upcoming deploys to score: {source} does not exist; skipped")
+        return {"skipped": True, "reason": f"{source} does not exist", "input": str(source)}
+    out = unused_path(expand_path(out_path, settings))
+    summary = run_batch_scoring(source, out, settings, model_name=model_name, alias=alias)
+    return {"skipped": False, **summary.as_dict()}
 
 
 @flow(name="scheduled-dora", persist_result=False)
@@ -179,11 +197,12 @@ def scheduled_dora(
     max_lag_hours: float | None = 24.0,
     out_path: str = "{home}/reports/dora-{date}.csv",
 ) -> dict[str, Any]:
-    """DORA metrics of the stored history as CSV (the weekly reporting deployment)."""
+    """DORA metrics of the stored history as CSV, and the same MLflow trend run as the demo (the weekly
+    reporting deployment)."""
     from features.history.store import HistoryStore
     from features.labels.attribution import AttributionConfig, attribute
     from features.labels.dora import DoraConfig, Grouping, Period, dora_metrics
-    from pipelines.flows.dora import to_csv
+    from pipelines.flows.dora import log_dora_trends, to_csv
 
     settings = _settings(home)
     history = HistoryStore(settings.store_dir).read_history()
@@ -196,7 +215,9 @@ def scheduled_dora(
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text(to_csv(metrics), encoding="utf-8")
     tmp.replace(out)
-    return {"out": str(out), "rows": len(metrics), "groups": int(metrics["group"].nunique()) if len(metrics) else 0}
+    run_id = log_dora_trends(metrics, attribution, settings, by, period)
+    groups = int(metrics["group"].nunique()) if len(metrics) else 0
+    return {"out": str(out), "rows": len(metrics), "groups": groups, "run_id": run_id}
 
 
 @flow(name="scheduled-digest", persist_result=False)

@@ -26,7 +26,7 @@ from features.labels.attribution import AttributionConfig, attribute, data_end
 from models.notify.config import Links, NotifyConfig
 from models.notify.digest import DigestConfig, build_digests, digest_messages, last_full_week, plot_digest
 from models.notify.sender import Message, SendError, SlackSender
-from models.scoring.context import ModelBundle, champion_version, feature_medians, load_bundle
+from models.scoring.context import ModelBundle, champion_version, load_bundle, make_scoring_context
 from models.scoring.explain import score_frame
 from pipelines.settings import Settings
 
@@ -76,13 +76,12 @@ def choose_week(history: History, week_start: str | None, now: pd.Timestamp) -> 
 
 
 @task(name="score-week", cache_policy=NO_CACHE)
-def score_week(history: History, labels: pd.DataFrame, bundle: ModelBundle, start: pd.Timestamp) -> pd.DataFrame:
+def score_week(history: History, bundle: ModelBundle, start: pd.Timestamp) -> pd.DataFrame:
     """The champion's probabilities of the week's deploys (point-in-time features, as when they shipped)."""
     d = history.deploys
     week = d[(d["created_at"] >= start) & (d["created_at"] < start + pd.Timedelta(days=7))]
-    if bundle.needs_medians:
-        bundle = bundle.with_medians(feature_medians(history, labels, bundle.feature_config, bundle.scorer.numeric))
-    return score_frame(week, history, labels, bundle)[["deploy_id", "probability", "band"]]
+    context = make_scoring_context(bundle, history, store_version=0)  # labels by the bundle's own attribution rule
+    return score_frame(week, context)[["deploy_id", "probability", "band"]]
 
 
 def _champion(model_name: str, alias: str) -> ModelBundle | None:
@@ -138,7 +137,7 @@ def digest_flow(
     start = choose_week(history, week_start, pd.Timestamp.now(tz="UTC"))
     bundle = _champion(model_name, alias)
     attribution = attribute(history, bundle.attribution_config if bundle else AttributionConfig())
-    scores = score_week(history, attribution.deploy_labels, bundle, start) if bundle else None
+    scores = score_week(history, bundle, start) if bundle else None
     digests = build_digests(history, attribution, scores, DigestConfig(start))
     week = start.strftime("%Y-%m-%d")
     with tempfile.TemporaryDirectory() as tmp:

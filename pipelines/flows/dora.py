@@ -1,10 +1,18 @@
-"""DORA trend outputs shared by the demo, the CLI and the scheduled DORA deployment: CSV, JSON and a plot."""
+"""DORA trend outputs shared by the demo, the CLI and the scheduled DORA deployment: CSV, JSON, a plot,
+and the MLflow run analysts open (``log_dora_trends``)."""
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import pandas as pd
+
+from features.labels.attribution import Attribution
+from pipelines.settings import Settings
+
+#: The MLflow experiment of the DORA trend runs (the demo's and the scheduled deployment's).
+DORA_EXPERIMENT = "incident-risk-dora"
 
 #: Most groups drawn in the trend plot (the busiest by deployments); more is unreadable.
 PLOT_MAX_GROUPS = 8
@@ -50,3 +58,38 @@ def plot_trends(metrics: pd.DataFrame, path: Path, period: str) -> None:
         fig.savefig(path, dpi=110)
     finally:
         plt.close(fig)
+
+
+def log_dora_trends(metrics: pd.DataFrame, attribution: Attribution, settings: Settings, by: str, period: str) -> str:
+    """DORA ``metrics`` (per ``by`` and ``period``) as a CSV and a trend plot in an MLflow run; its id.
+
+    One function for the demo and the scheduled DORA deployment, so both leave the same run behind.
+    """
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from models.training.tracking import ensure_experiment
+
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    experiment = ensure_experiment(client, DORA_EXPERIMENT, str(settings.artifact_root))
+    with (
+        mlflow.start_run(
+            experiment_id=experiment.experiment_id, run_name=f"dora-by-{by}-{period}", tags={"run_kind": "dora"}
+        ) as run,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
+        mlflow.log_params({"by": by, "period": period})
+        csv_path = Path(tmp) / "dora.csv"
+        csv_path.write_text(to_csv(metrics))
+        plot_path = Path(tmp) / "dora_trends.png"
+        if len(metrics):
+            plot_trends(metrics, plot_path, period)
+            mlflow.log_artifact(str(plot_path))
+        mlflow.log_artifact(str(csv_path))
+        counted = attribution.deploy_labels.query("eligible & mature")["failed"]
+        totals = {"deployments": float(metrics["deployments"].sum()) if len(metrics) else 0.0}
+        if len(counted):
+            totals["change_failure_rate"] = float(counted.mean())
+        mlflow.log_metrics(totals)
+        return str(run.info.run_id)

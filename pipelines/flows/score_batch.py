@@ -4,9 +4,11 @@ The input has the generic deploys source's canonical column names (docs/data-mod
 checked by the same ``conform`` as an ingest: rows that fail are reported (and not scored), never
 crash the run. Columns an upcoming deploy cannot know yet get defaults: ``source`` "upcoming",
 ``status`` "running", ``environment`` "production", ``deploy_id`` "upcoming:<row>", ``created_at`` now.
-Scoring is the batch path of ``models.scoring`` (``build_features`` + the model's ``predict_proba``).
+Scoring is the batch path of ``models.scoring`` on the same ``load_scoring_context`` the service and
+the CI gate use (the training feature build + the model's ``predict_proba``); each score says
+whether the store's history ends too long before the deploy (``stale_history``).
 Advice columns (``advice``: JSON list best first, ``best_action``, ``best_action_probability``) come
-from ``models.scoring.advice`` on the same history, after the scores and without changing them.
+from ``models.scoring.advice`` on the same context, after the scores and without changing them.
 """
 
 from __future__ import annotations
@@ -24,19 +26,11 @@ from prefect.cache_policies import NO_CACHE
 
 from features.history.bounds import TimeBounds, check_time_bounds
 from features.history.schema import DEPLOYS, RECORD_COLUMN, conform
-from features.history.store import HistoryStore
-from features.labels.attribution import attribute
 from features.sources.base import SourceError
 from features.sources.generic import read_table_file
 from models.registry.artifacts import CHAMPION, MODEL_NAME
 from models.scoring.advice import AdviceConfig, advise_many, build_advice_index
-from models.scoring.context import (
-    ModelBundle,
-    build_feature_index,
-    champion_version,
-    feature_medians,
-    load_bundle,
-)
+from models.scoring.context import ModelBundle, ScoringContext, ScoringUnavailable, load_scoring_context
 from models.scoring.explain import band_counts, score_frame
 from models.scoring.upcoming import deploys_from_frame, now_utc
 from pipelines.flows.artifacts import record_scoring
@@ -68,6 +62,8 @@ class BatchSummary:
     model_name: str
     model_version: str
     store_version: int
+    data_end: str | None = None
+    n_stale: int = 0  # scores whose history ends more than max_data_age_hours before the deploy
     run_id: str | None = None
     rejects: list[dict[str, Any]] = field(default_factory=list)  # the first few: record, field, reason
 
@@ -81,6 +77,11 @@ class BatchSummary:
             f"(store v{self.store_version}) -> {self.output}",
             f"bands: {bands}",
         ]
+        if self.n_stale:
+            lines.append(
+                f"WARNING: {self.n_stale} scores rest on stale history (the store's newest event is {self.data_end}); "
+                "check that ingest runs"
+            )
         if self.mean_probability is not None:
             lines.append(f"probability: mean {self.mean_probability:.3f}, max {self.max_probability:.3f}")
         for r in self.rejects:
@@ -133,41 +134,28 @@ def _present(values: pd.Series) -> pd.Series:
     return values.notna() & values.astype(str).str.strip().ne("")
 
 
-@task(name="load-champion", cache_policy=NO_CACHE)
-def load_champion(settings: Settings, name: str, alias: str) -> ModelBundle:
-    from mlflow import MlflowClient
-
-    client = MlflowClient()
-    target = champion_version(client, name, alias)
-    if target is None:
-        raise BatchScoringError(f"no model version has the alias {name}@{alias}; train one first")
-    return load_bundle(client, name, target[0], alias)
+@task(name="load-scoring-context", cache_policy=NO_CACHE)
+def load_context(settings: Settings, name: str, alias: str) -> ScoringContext:
+    try:
+        return load_scoring_context(settings.store_dir, name, alias)
+    except ScoringUnavailable as exc:
+        raise BatchScoringError(str(exc)) from None
 
 
 @task(name="score-deploys", cache_policy=NO_CACHE)
-def score_deploys(
-    valid: pd.DataFrame, store_dir: Path, bundle: ModelBundle, advice: AdviceConfig | None = None
-) -> tuple[pd.DataFrame, int]:
-    store = HistoryStore(store_dir)
-    manifest = store.manifest()
-    history = store.read_history(manifest)
+def score_deploys(valid: pd.DataFrame, context: ScoringContext, advice: AdviceConfig | None = None) -> pd.DataFrame:
+    scores = score_frame(valid, context)
     if not len(valid):
-        return with_advice(score_frame(valid, history, history.deploys.iloc[:0], bundle), []), manifest.version
-    labels = attribute(history, bundle.attribution_config).deploy_labels
-    if bundle.needs_medians:
-        bundle = bundle.with_medians(feature_medians(history, labels, bundle.feature_config, bundle.scorer.numeric))
-    scores = score_frame(valid, history, labels, bundle)
-    index = build_feature_index(history, labels, bundle.feature_config)
-    events = build_advice_index(history, bundle.feature_config)
+        return with_advice(scores, [])
     found = advise_many(
-        index,
-        bundle.scorer,
-        events,
+        context.index,
+        context.bundle.scorer,
+        build_advice_index(context.history, context.bundle.feature_config),
         deploys_from_frame(valid),
         scores["probability"].tolist(),
         advice or AdviceConfig(),
     )
-    return with_advice(scores, [[a.as_dict() for a in row] for row in found]), manifest.version
+    return with_advice(scores, [[a.as_dict() for a in row] for row in found])
 
 
 def with_advice(scores: pd.DataFrame, advice: list[list[dict[str, Any]]]) -> pd.DataFrame:
@@ -229,6 +217,7 @@ def _log_summary(summary: BatchSummary, experiment: Any) -> str:
             "n_input": summary.n_input,
             "n_scored": summary.n_scored,
             "n_rejected": summary.n_rejected,
+            "n_stale": summary.n_stale,
             **{f"band_{k}": v for k, v in summary.bands.items()},
         }
         if summary.mean_probability is not None:
@@ -254,8 +243,9 @@ def score_batch_flow(
     """Read, check, score and write a batch of upcoming deploys; log the summary to MLflow."""
     source, out = Path(input_path), Path(out_path)
     valid, rejects = read_upcoming(source, now_utc(), horizon_days)
-    bundle = load_champion(settings, model_name, alias)
-    scores, store_version = score_deploys(valid, settings.store_dir, bundle)
+    context = load_context(settings, model_name, alias)
+    bundle = context.bundle
+    scores = score_deploys(valid, context)
     write_scores(scores, out, bundle)
     p = scores["probability"].to_numpy(dtype=np.float64)
     n_rejected = int(rejects["record"].nunique()) if len(rejects) else 0
@@ -270,7 +260,9 @@ def score_batch_flow(
         max_probability=float(p.max()) if len(p) else None,
         model_name=bundle.info.name,
         model_version=bundle.info.version,
-        store_version=store_version,
+        store_version=context.store_version,
+        data_end=None if context.data_end is None else context.data_end.isoformat(),
+        n_stale=int(scores["stale_history"].sum()),
         rejects=[
             {"record": int(str(r.record)), "field": str(r.field), "reason": str(r.reason)}
             for r in rejects.head(10).itertuples(index=False)

@@ -26,7 +26,7 @@ from features.labels.attribution import AttributionConfig
 from features.pointintime.compute import FeatureConfig
 from models.training.config import TrainConfig
 from models.training.dataset import build_training_table, config_dict, fingerprint
-from models.training.tracking import RunContext, TrackedRun, log_training
+from models.training.tracking import RunContext, TrackedRun, fail_training_run, log_training, open_training_run
 from models.training.train import (
     CandidateResult,
     CandidateSpec,
@@ -130,16 +130,24 @@ def _steps(
         return out
 
     timed("tracking", check_tracking)
-    table: TrainingTable = timed("features", table_source)
-    y = table.frame["label"]
-    progress(
-        f"training table: {len(table.frame)} deploys ({int(y.sum())} failed, rate {y.mean():.3f}), "
-        f"{len(table.numeric)} numeric + {len(table.categorical)} categorical features; excluded {table.excluded}"
-    )
-    result: TrainResult = timed("train", fit_models, table, options, progress, evaluate_all)
-    context = context_for(table, options, artifact_root)
-    tracked: TrackedRun = timed("mlflow", log_or_fail, result, context, progress)
-    timed("publish", record_training, tracked, result, table, context, store_dir)  # MLflow story, Prefect artifacts
+    root = None if artifact_root is None else str(artifact_root)
+    run_id = _tracked(lambda: open_training_run(options.experiment, root, options.source), progress)  # watchable
+    progress(f"MLflow run {run_id} (experiment {options.experiment})")
+    try:
+        table: TrainingTable = timed("features", table_source)
+        y = table.frame["label"]
+        progress(
+            f"training table: {len(table.frame)} deploys ({int(y.sum())} failed, rate {y.mean():.3f}), "
+            f"{len(table.numeric)} numeric + {len(table.categorical)} categorical features; excluded "
+            + (", ".join(f"{n} {reason}" for reason, n in table.excluded.items()) or "none")
+        )
+        result: TrainResult = timed("train", fit_models, table, options, progress, evaluate_all)
+        context = context_for(table, options, artifact_root)
+        tracked: TrackedRun = timed("mlflow", log_or_fail, result, context, progress, run_id)
+        timed("publish", record_training, tracked, result, table, context, store_dir)  # MLflow story, Prefect artifacts
+    except BaseException:
+        _tracked(lambda: fail_training_run(run_id), progress)
+        raise
     doc = tracked.metrics_json(result)
     if options.metrics_out is not None:
         options.metrics_out.parent.mkdir(parents=True, exist_ok=True)
@@ -182,7 +190,17 @@ def check_tracking(attempts: int = 4, first_delay: float = 1.0) -> str:
     raise TrainingError(f"MLflow tracking server {uri} unreachable after {attempts} attempts ({last})")
 
 
-def log_or_fail(result: TrainResult, context: RunContext, progress: Progress) -> TrackedRun:
+def _tracked(write: Callable[[], Any], progress: Progress) -> Any:
+    """One short MLflow write under the home's single-writer lock (pipelines/tracking_lock.py)."""
+    import mlflow
+
+    from pipelines.tracking_lock import tracking_writes
+
+    with tracking_writes(mlflow.get_tracking_uri(), "train (the parent run)", progress):
+        return write()
+
+
+def log_or_fail(result: TrainResult, context: RunContext, progress: Progress, run_id: str | None = None) -> TrackedRun:
     """Log, register and gate; a tracking failure half-way becomes one clear ``TrainingError``.
 
     The registry stays consistent whatever step fails: aliases are set only on versions that are
@@ -198,7 +216,7 @@ def log_or_fail(result: TrainResult, context: RunContext, progress: Progress) ->
 
     try:
         with tracking_writes(mlflow.get_tracking_uri(), "train (logging the run)", progress):
-            return log_training(result, context, progress)
+            return log_training(result, context, progress, run_id)
     except TrackingBusyError as exc:
         raise TrainingError(str(exc)) from None
     except (MlflowException, OSError) as exc:

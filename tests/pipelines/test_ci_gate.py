@@ -7,23 +7,24 @@ Exit codes are the contract: 0 below the threshold, 3 above, 2 bad arguments, 4 
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import typer
-import uvicorn
 from typer.testing import CliRunner
 
-from models.serving.app import ServiceConfig, create_app
+from models.serving.app import ServiceConfig
 from pipelines.cli.gate import EXIT_ABOVE, EXIT_BAD_ARGS, EXIT_OK, EXIT_UNAVAILABLE
 from pipelines.cli.main import build_app
+from tests.helpers.paths import REPO
 from tests.helpers.scoring import fitted, simulated, write_store
 from tests.helpers.scoring import register as register_model
+from tests.helpers.service import free_port, running_service
 
 NAME = "incident-risk-test-gate"
 ARGS = [
@@ -43,12 +44,6 @@ ARGS = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("gate-home")
@@ -59,19 +54,9 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def url(home: Path) -> Iterator[str]:
-    """The service on a loopback port, in this process (uvicorn in a thread)."""
-    port = _free_port()
     config = ServiceConfig(store_dir=home / "store", model_name=NAME, refresh_seconds=3600, tokens=("s3cret",))
-    server = uvicorn.Server(uvicorn.Config(create_app(config), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with running_service(config) as base:
+        yield base
 
 
 def _cli() -> typer.Typer:
@@ -119,7 +104,7 @@ def test_bad_arguments_exit_2_before_scoring(extra: list[str]) -> None:
 
 
 def test_unreachable_service_fails_open_or_closed() -> None:
-    dead = f"http://127.0.0.1:{_free_port()}"
+    dead = f"http://127.0.0.1:{free_port()}"
     code, _, err = run(*ARGS, "--url", dead, "--timeout", "1")
     assert code == EXIT_OK and "WARNING" in err and "fail-open" in err
     code, _, err = run(*ARGS, "--url", dead, "--timeout", "1", "--fail-closed")
@@ -240,18 +225,15 @@ def test_gate_renders_each_action_under_the_score() -> None:
 
 def test_batch_advice_columns_are_the_service_advice_and_leave_scores_alone(home: Path) -> None:
     from models.scoring.advice import ACTIONS, AdviceConfig
-    from models.scoring.context import ModelInfo, make_bundle
+    from models.scoring.context import load_scoring_context
     from models.serving.schemas import DeployIn
-    from models.serving.state import ScoringState, ServiceConfig
     from pipelines.flows.score_batch import score_deploys
-    from tests.helpers.scoring import serving_metadata
 
     everything = AdviceConfig(actions=ACTIONS, min_drop=0.0, min_relative_drop=0.0, name_authors=True)
-    model = fitted("logreg")
-    bundle = make_bundle(model, ModelInfo(NAME, "1"), serving_metadata(model))
+    context = load_scoring_context(home / "store", NAME, "champion")
     valid = simulated().upcoming.head(8).reset_index(drop=True)
-    plain, _ = score_deploys.fn(valid, home / "store", bundle, AdviceConfig(actions=()))
-    scores, _ = score_deploys.fn(valid, home / "store", bundle, everything)
+    plain = score_deploys.fn(valid, context, AdviceConfig(actions=()))
+    scores = score_deploys.fn(valid, context, everything)
     assert scores["probability"].tolist() == plain["probability"].tolist()
     assert plain["advice"].map(len).sum() == 0 and plain["best_action"].isna().all()
     assert scores["advice"].map(len).sum() > 0
@@ -261,9 +243,6 @@ def test_batch_advice_columns_are_the_service_advice_and_leave_scores_alone(home
         assert probs == sorted(probs) and all(p < probability for p in probs)
         assert best == (advice[0]["action"] if advice else None)
     # the same advice as the service gives for the same deploy (one code path)
-    state = ScoringState(ServiceConfig(store_dir=home / "store", model_name=NAME, advice=everything))
-    state.refresh()
-    assert state.snapshot is not None
     from models.serving.app import score_payload
 
     first = valid.iloc[0]
@@ -281,6 +260,41 @@ def test_batch_advice_columns_are_the_service_advice_and_leave_scores_alone(home
         "planned_at": first["created_at"].isoformat(),
         "advice": True,
     }
-    served = score_payload(state.snapshot, DeployIn.model_validate(body), first["created_at"], 6, everything)
+    served = score_payload(context, DeployIn.model_validate(body), first["created_at"], 6, 72.0, everything)
     assert served["probability"] == pytest.approx(scores["probability"].iloc[0], abs=1e-9)
     assert [a["action"] for a in served["advice"]] == [a["action"] for a in scores["advice"].iloc[0]]
+
+
+def test_stale_history_exits_4_only_when_failing_closed(url: str, home: Path) -> None:
+    """The test store's history ends weeks before now: a score at now misses every recent event."""
+    remote = [*ARGS, "--url", url, "--token", "s3cret", "--fail-above", "1"]
+    code, _, err = run(*remote, "--fail-closed")
+    assert code == EXIT_UNAVAILABLE and "stale history" in err and "fail-closed" in err
+    code, _, err = run(*remote)
+    assert code == EXIT_OK and "WARNING: stale history" in err
+    code, out, _ = run(*remote, "--fail-closed", "--json", "--max-data-age-hours", "1000000")
+    assert code == EXIT_OK and json.loads(out)["stale_history"] is False
+    code, _, err = run(*ARGS, "--home", str(home), "--fail-above", "1", "--fail-closed")
+    assert code == EXIT_UNAVAILABLE and "stale history" in err
+    local = [*ARGS, "--home", str(home), "--fail-above", "1", "--fail-closed", "--json"]
+    code, out, _ = run(*local, "--max-data-age-hours", "1000000")
+    assert code == EXIT_OK and json.loads(out)["stale_history"] is False
+
+
+HEAVY = ("pandas", "numpy", "sklearn", "mlflow", "prefect", "pyarrow", "fastapi", "httpx")  # typer needs pydantic
+
+
+def test_remote_gate_imports_no_data_stack(url: str, tmp_path: Path) -> None:
+    """``score --url`` in a fresh interpreter, through the real entry point: only the request's needs load."""
+    script = (
+        "import json, sys\n"
+        f"sys.argv = ['incident-risk', *{[*ARGS, '--url', url, '--token', 's3cret', '--fail-above', '1']!r}]\n"
+        "from pipelines.cli.main import main\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n    code = exc.code\n"
+        f"print(json.dumps({{'code': code, 'heavy': [m for m in {HEAVY!r} if m in sys.modules]}}))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO), "INCIDENT_RISK_HOME": str(tmp_path / "home")}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result == {"code": EXIT_OK, "heavy": []}, done.stderr
+    assert "probability" in done.stdout

@@ -142,6 +142,51 @@ def test_scheduled_flows_ingest_report_and_train_on_the_recent_window(
     assert str(version.version) == outcome["model_version"]
 
 
+@pytest.mark.flow
+def test_scheduled_score_batch_skips_without_a_file_and_never_overwrites(prefect_harness: None, home: Path):
+    from models.registry.artifacts import MODEL_NAME
+    from pipelines.flows.deployments import scheduled_score_batch
+    from tests.helpers.scoring import fitted, register, simulated, write_store
+
+    sim = simulated()
+    write_store(home, sim.history)
+    register(home, fitted("logreg"), MODEL_NAME)
+    skipped = scheduled_score_batch(home=str(home))  # the deployment's defaults; no {home}/upcoming/ yet
+    assert skipped["skipped"] and "upcoming.csv does not exist" in skipped["reason"]
+    assert not (home / "scores").exists()
+
+    upcoming = home / "upcoming" / "upcoming.csv"
+    upcoming.parent.mkdir()
+    frame = sim.upcoming[["deploy_id", "service", "created_at", "lines_added"]].head(5)
+    frame.assign(created_at=frame["created_at"].map(lambda t: t.isoformat())).to_csv(upcoming, index=False)
+    daily = "{home}/scores/{date}.parquet"  # one name per day: the second run of the day must not replace the first
+    first = scheduled_score_batch(home=str(home), out_path=daily)
+    second = scheduled_score_batch(home=str(home), out_path=daily)
+    assert not first["skipped"] and first["n_scored"] == 5 and first["output"] != second["output"]
+    assert second["output"].endswith("-2.parquet") and Path(first["output"]).exists()
+    default = scheduled_score_batch(home=str(home))
+    assert Path(default["output"]).parent.name == first["output"].rsplit("/", 1)[1].removesuffix(".parquet")
+
+
+@pytest.mark.flow
+def test_scheduled_dora_logs_the_demo_trend_run(prefect_harness: None, home: Path):
+    from mlflow import MlflowClient
+
+    from pipelines.flows.deployments import scheduled_dora
+    from pipelines.flows.dora import DORA_EXPERIMENT
+    from tests.helpers.scoring import simulated, write_store
+
+    write_store(home, simulated().history)
+    dora = scheduled_dora(home=str(home), by="tribe", period="week")
+    client = MlflowClient()
+    run = client.get_run(dora["run_id"])
+    assert client.get_experiment(run.info.experiment_id).name == DORA_EXPERIMENT
+    assert run.data.params == {"by": "tribe", "period": "week"} and run.data.metrics["deployments"] > 0
+    assert {a.path for a in client.list_artifacts(dora["run_id"])} == {"dora.csv", "dora_trends.png"}
+    logged = pd.read_csv(client.download_artifacts(dora["run_id"], "dora.csv", str(home)))
+    assert logged.equals(pd.read_csv(dora["out"]))
+
+
 def test_scheduled_flows_parse_max_lag_by_the_shared_parser() -> None:
     from features.labels.attribution import max_lag_from
     from pipelines.flows.deployments import DeploymentFlowError, _max_lag

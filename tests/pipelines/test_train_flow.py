@@ -63,6 +63,42 @@ def test_empty_store_is_a_clear_error(home: Path):
     prepare_runtime(settings)
     with pytest.raises(TrainingError, match="holds no deploys"):
         run_training(settings, orchestrate=False, progress=lambda _m: None)
+    import mlflow
+
+    runs = mlflow.search_runs(experiment_names=["incident-risk"], output_format="list")
+    assert [r.info.status for r in runs] == ["FAILED"]  # opened at the start, closed as failed
+
+
+def test_parent_run_is_watchable_from_the_start_and_the_experiment_is_classical_ml(home: Path):
+    """MLflow 3 opens an experiment without ``mlflow.experimentKind`` in GenAI mode."""
+    import time
+
+    from mlflow import MlflowClient
+
+    from pipelines.flows.train import TrainOptions, run_training
+
+    _store(home)
+    settings = resolve_settings(home)
+    prepare_runtime(settings)
+    seen: dict[str, object] = {}
+
+    def progress(line: str) -> None:
+        if line.startswith("training table:"):  # features built, the search not started
+            runs = MlflowClient().search_runs(
+                [MlflowClient().get_experiment_by_name("incident-risk").experiment_id],
+                "tags.run_kind = 'training'",
+            )
+            seen["status"] = [r.info.status for r in runs]
+            seen["at"] = time.time() * 1000
+
+    outcome = run_training(settings, TrainOptions(train=SMALL), progress=progress, orchestrate=False)
+    assert seen["status"] == ["RUNNING"]
+    client = MlflowClient()
+    run = client.get_run(outcome.run_id)
+    assert run.info.status == "FINISHED" and run.info.start_time < seen["at"]  # type: ignore[operator]
+    assert (run.info.end_time - run.info.start_time) / 1000 >= outcome.seconds["train"]
+    assert client.get_experiment(run.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+    assert run.data.tags["calibration_reason"].startswith(run.data.tags["calibration"])
 
 
 @pytest.mark.flow

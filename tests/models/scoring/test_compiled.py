@@ -18,7 +18,7 @@ from features.labels.attribution import attribute
 from features.pointintime.compute import build_features
 from models.scoring import compiled as compiled_module
 from models.scoring.compiled import PARITY_TOLERANCE, check_sample, compile_fast_scorer
-from models.scoring.context import ModelInfo, build_feature_index, make_bundle
+from models.scoring.context import ModelInfo, build_feature_index, make_bundle, make_scoring_context
 from models.scoring.explain import score_deploy, score_frame
 from models.scoring.upcoming import deploys_from_frame
 from models.training.estimators import RiskModel
@@ -105,14 +105,14 @@ def test_tree_contributions_equal_rescoring_with_the_feature_at_its_median() -> 
 @pytest.mark.parametrize("kind", KINDS)
 def test_batch_path_and_fast_path_agree(kind: str) -> None:
     sim = simulated()
-    labels = attribute(sim.history, ATTRIBUTION).deploy_labels
     model = fitted(kind)
     bundle = make_bundle(model, ModelInfo("m", "1"), serving_metadata(model))
-    index = build_feature_index(sim.history, labels, bundle.feature_config)
-    batch = score_frame(sim.upcoming, sim.history, labels, bundle)
+    context = make_scoring_context(bundle, sim.history, 1)
+    index = context.index
+    batch = score_frame(sim.upcoming, context)
     assert len(batch) == len(sim.upcoming) > 10
     for i, deploy in enumerate(deploys_from_frame(sim.upcoming)):
-        fast = score_deploy(index, bundle.scorer, deploy)
+        fast = score_deploy(index, context.bundle.scorer, deploy)
         assert abs(fast.probability - batch["probability"].iloc[i]) <= 1e-9
         assert fast.band == batch["band"].iloc[i]
         slow = batch["top_factors"].iloc[i]
@@ -189,8 +189,8 @@ def test_the_check_sample_reaches_every_split_and_category(kind: str) -> None:
 def test_the_service_counts_a_fallback_on_metrics(tampered_hgb: RiskModel) -> None:
     from prometheus_client import generate_latest
 
+    from models.scoring.context import ScoringContext
     from models.serving.app import _Metrics
-    from models.serving.state import Snapshot
 
     sim = simulated()
     labels = attribute(sim.history, ATTRIBUTION).deploy_labels
@@ -198,16 +198,16 @@ def test_the_service_counts_a_fallback_on_metrics(tampered_hgb: RiskModel) -> No
     info = ModelInfo("m", "1", "run", "champion", None, {})
     metrics = _Metrics.create()
     good = make_bundle(fitted("logreg"), info, serving_metadata(fitted("logreg")))
-    metrics.on_swap(Snapshot(good, index, sim.history, 1, 0.0))
+    metrics.on_swap(ScoringContext(good, index, sim.history, labels, 1, None, 0.0))
     text = generate_latest(metrics.registry).decode()
     assert "incident_risk_fast_scorer_compiled 1.0" in text and "incident_risk_fast_scorer_fallback_total 0.0" in text
     bad = make_bundle(tampered_hgb, info, serving_metadata(tampered_hgb))
-    metrics.on_swap(Snapshot(bad, index, sim.history, 2, 0.0))
+    metrics.on_swap(ScoringContext(bad, index, sim.history, labels, 2, None, 0.0))
     text = generate_latest(metrics.registry).decode()
     assert "incident_risk_fast_scorer_compiled 0.0" in text and "incident_risk_fast_scorer_fallback_total 1.0" in text
     deploy = deploys_from_frame(sim.upcoming)[0]
     served = score_deploy(index, bad.scorer, deploy)
-    reference = score_frame(sim.upcoming.iloc[:1], sim.history, labels, bad)
+    reference = score_frame(sim.upcoming.iloc[:1], ScoringContext(bad, index, sim.history, labels, 2, None, 0.0))
     assert served.probability == pytest.approx(float(reference["probability"].iloc[0]), abs=1e-12)
 
 

@@ -7,7 +7,7 @@ import pandas as pd
 
 from features.history.schema import History
 from features.labels.attribution import attribute
-from models.scoring.context import ModelInfo, build_feature_index, make_bundle
+from models.scoring.context import ModelInfo, build_feature_index, make_bundle, make_scoring_context
 from models.scoring.explain import score_frame
 from models.scoring.suspects import SuspectContext, build_suspect_context, incident_suspects
 from tests.helpers.scoring import ATTRIBUTION, FEATURES, fitted, serving_metadata, simulated
@@ -40,9 +40,8 @@ def test_prior_uses_only_history_strictly_before_the_deploy() -> None:
         assert past.prior(deploy_id).probability == full.prior(deploy_id).probability
     # and it is the same score the batch (training) path gives that deploy
     first = deploy_ids[0]
-    labels = attribute(h, ATTRIBUTION).deploy_labels
     bundle = make_bundle(fitted("logreg"), ModelInfo("t", "1"), serving_metadata(fitted("logreg")))
-    batch = score_frame(h.deploys[h.deploys["deploy_id"].eq(first)], h, labels, bundle)
+    batch = score_frame(h.deploys[h.deploys["deploy_id"].eq(first)], make_scoring_context(bundle, h, 1))
     assert abs(batch["probability"].iloc[0] - full.prior(first).probability) < 1e-9
     shares = {s["change_id"]: s["why"]["prior_risk"] for s in answer["suspects"]}
     assert shares[first] == full.prior(first).probability

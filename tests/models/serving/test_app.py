@@ -7,9 +7,12 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
+from features.labels.attribution import data_end as history_data_end
+from models.scoring.upcoming import now_utc
 from models.serving.app import ServiceConfig, create_app
 from models.serving.auth import load_tokens
 from models.serving.schemas import MAX_BATCH
@@ -139,12 +142,39 @@ def test_model_health_ready_and_metrics(client: TestClient) -> None:
     assert model["name"] == NAME and model["kind"] == "logreg" and model["trained_at"]
     assert set(model["bands"]["thresholds"]) == {"medium", "high"} and "roc_auc" in model["test_metrics"]
     assert client.get("/healthz").json() == {"status": "ok"}
-    assert client.get("/readyz").json()["status"] == "ready"
+    assert client.get("/readyz").status_code == 200
     client.post("/v1/score", json=DEPLOY)
     text = client.get("/metrics").text
     assert 'incident_risk_requests_total{method="POST",route="/v1/score",status="200"}' in text
     assert "incident_risk_request_seconds_bucket" in text and "incident_risk_scores_total{band=" in text
     assert f'incident_risk_model_info{{name="{NAME}"' in text and "incident_risk_store_version 1.0" in text
+
+
+def test_a_stale_store_is_flagged_in_scores_readiness_and_metrics(served: Path) -> None:
+    """The store's history ends weeks before "now": scores at now miss every recent deploy and incident."""
+    data_end = history_data_end(simulated().history)
+    assert data_end is not None and now_utc() - data_end > pd.Timedelta(days=30)
+
+    def at(hours: float) -> dict:
+        return {**DEPLOY, "planned_at": (data_end + pd.Timedelta(hours=hours)).isoformat()}
+
+    with TestClient(create_app(_config(served, max_data_age_hours=48.0))) as c:
+        fresh, stale = c.post("/v1/score", json=at(47)).json(), c.post("/v1/score", json=at(49)).json()
+        assert fresh["stale_history"] is False and stale["stale_history"] is True
+        assert stale["data_age_hours"] == pytest.approx(49.0) and stale["data_end"] == data_end.isoformat()
+        now = c.post("/v1/score", json={k: v for k, v in DEPLOY.items() if k != "planned_at"}).json()
+        assert now["stale_history"] is True
+        batch = c.post("/v1/score/batch", json={"deploys": [at(1), at(100)]}).json()["scores"]
+        assert [s["stale_history"] for s in batch] == [False, True]
+        ready = c.get("/readyz")
+        assert ready.status_code == 200 and ready.json()["status"] == "degraded"
+        assert "h old (max 48 h)" in ready.json()["detail"]
+        gauge = next(line for line in c.get("/metrics").text.splitlines() if line.startswith("incident_risk_data_age"))
+        age = float(gauge.split()[-1])
+        assert abs(age - (now_utc() - data_end).total_seconds()) < 120
+    with TestClient(create_app(_config(served, max_data_age_hours=1e6))) as c:
+        assert c.get("/readyz").json()["status"] == "ready"
+        assert c.post("/v1/score", json=DEPLOY).json()["stale_history"] is False
 
 
 def test_not_ready_without_a_champion_but_alive(served: Path) -> None:

@@ -135,8 +135,20 @@ def test_choose_calibration_prefers_sigmoid_with_few_positives():
     s = rng.random(400)
     y = (rng.random(400) < s * 0.1).astype(int)
     folds = np.repeat([0, 1, 2, 3], 100)
-    method, losses = choose_calibration(s, y, folds, "auto", min_isotonic_positives=1000)
+    method, losses, reason = choose_calibration(s, y, folds, "auto", min_isotonic_positives=1000)
     assert method == "sigmoid" and set(losses) <= {"sigmoid", "isotonic"}
+    # the rule decided, not the loss: the reason says so even when isotonic's loss is lower
+    assert reason.startswith("sigmoid: only") and "needs at least 1000" in reason
+
+
+def test_calibration_reason_names_the_loss_when_the_loss_decides():
+    rng = np.random.default_rng(3)
+    s = rng.random(4000)
+    y = (rng.random(4000) < s**3).astype(int)
+    folds = np.repeat([0, 1, 2, 3], 1000)
+    method, losses, reason = choose_calibration(s, y, folds, "auto", min_isotonic_positives=10)
+    assert reason.startswith(f"{method}: the lower held-out log loss") and losses[method] == min(losses.values())
+    assert f"{losses['isotonic']:.4f}" in reason and "{" not in reason
 
 
 def test_bands_follow_the_shares_chosen_on_validation():
