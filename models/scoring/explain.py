@@ -147,12 +147,18 @@ def batch_features(
 
 
 def score_frame(
-    frame: pd.DataFrame, history: History, deploy_labels: pd.DataFrame, bundle: ModelBundle, k: int = TOP_FACTORS
+    frame: pd.DataFrame,
+    history: History,
+    deploy_labels: pd.DataFrame,
+    bundle: ModelBundle,
+    k: int = TOP_FACTORS,
+    with_features: bool = False,
 ) -> pd.DataFrame:
     """The batch path: probabilities from ``RiskModel.predict_proba`` on the feature frame, bands, factors.
 
     Returns one row per input deploy: deploy_id, service, created_at, probability, band, top_factors
-    (a list of {feature, value, contribution, direction}), new_service, new_author.
+    (a list of {feature, value, contribution, direction}), new_service, new_author; and, with
+    ``with_features``, ``features`` (the model's feature row as a dict, for the prediction log).
     """
     features, filled = batch_features(frame, history, deploy_labels, bundle)
     scorer = bundle.scorer
@@ -165,7 +171,7 @@ def score_frame(
     for i in range(len(features)):
         values = [*num[i].tolist(), *cat_values[i].tolist()]
         factors.append([f.as_dict() for f in top_factors(scorer.features, values, contrib[i], k)])
-    return pd.DataFrame(
+    out = pd.DataFrame(
         {
             "deploy_id": features["deploy_id"].to_numpy(dtype=object),
             "service": frame["service"].astype("string").to_numpy(dtype=object) if "service" in frame else None,
@@ -179,6 +185,13 @@ def score_frame(
         },
         index=frame.index,
     )
+    if with_features:
+        rows = [
+            dict(zip(scorer.features, [*num[i].tolist(), *cat_values[i].tolist()], strict=True))
+            for i in range(len(features))
+        ]
+        out["features"] = pd.Series(rows, index=frame.index, dtype=object)
+    return out
 
 
 def band_counts(bands: Sequence[str]) -> dict[str, int]:

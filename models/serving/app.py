@@ -28,6 +28,7 @@ from fastapi.exceptions import RequestValidationError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import TypeAdapter
 
+from models.monitoring.predlog import PredictionLog, prediction_record, predictions_dir
 from models.scoring.explain import score_deploy
 from models.scoring.upcoming import now_utc
 from models.serving.auth import _token_check
@@ -55,6 +56,7 @@ class _Metrics:
     requests: Counter
     latency: Histogram
     scores: Counter
+    probability: Histogram
     model: Gauge
     store: Gauge
     refresh_errors: Counter
@@ -73,6 +75,13 @@ class _Metrics:
                 buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
             ),
             scores=Counter("incident_risk_scores", "Deploys scored, by band", ["band"], registry=reg),
+            probability=Histogram(
+                "incident_risk_score_probability",
+                "Distribution of the scores given, by band (drift of the score shows here first)",
+                ["band"],
+                registry=reg,
+                buckets=(0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0),
+            ),
             model=Gauge(
                 "incident_risk_model_info",
                 "The model being served (value 1)",
@@ -82,6 +91,10 @@ class _Metrics:
             store=Gauge("incident_risk_store_version", "History store version being served", registry=reg),
             refresh_errors=Counter("incident_risk_refresh_errors", "Failed store/model refreshes", registry=reg),
         )
+
+    def observe(self, payload: dict[str, Any]) -> None:
+        self.scores.labels(payload["band"]).inc()
+        self.probability.labels(payload["band"]).observe(payload["probability"])
 
     def on_swap(self, snap: Snapshot) -> None:
         info = snap.bundle.info
@@ -199,6 +212,13 @@ def score_payload(snap: Snapshot, deploy: DeployIn, now: pd.Timestamp, k: int) -
     return out
 
 
+def log_record(snap: Snapshot, deploy: DeployIn, payload: dict[str, Any], caller: str) -> dict[str, Any]:
+    """The prediction-log row of one score (squad and tribe filled from the store as the score did)."""
+    teams = snap.index.teams.get(deploy.service)
+    fsv = snap.bundle.metadata.get("feature_set_version")
+    return prediction_record(payload, caller=caller, deploy=dict(deploy), teams=teams, feature_set_version=fsv)
+
+
 def _json_safe(value: Any) -> Any:
     """Error details as strict JSON: a NaN or infinite input echoes back as text, not as invalid JSON."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -226,6 +246,8 @@ def create_app(config: ServiceConfig, state: ScoringState | None = None) -> Fast
     metrics = _Metrics.create()
     state.on_swap(metrics.on_swap)
     stop = threading.Event()
+    plog_dir = config.prediction_log_dir or predictions_dir(config.store_dir.parent)
+    plog = PredictionLog(plog_dir, config.prediction_flush_seconds) if config.log_predictions else None
 
     def refresh_logged() -> None:
         try:
@@ -242,11 +264,15 @@ def create_app(config: ServiceConfig, state: ScoringState | None = None) -> Fast
         refresh_logged()  # startup: serve at once if a champion exists; /readyz says when not
         thread = threading.Thread(target=loop, name="incident-risk-refresh", daemon=True)
         thread.start()
+        if plog is not None:
+            plog.start()
         try:
             yield
         finally:
             stop.set()
             thread.join(timeout=5)
+            if plog is not None:
+                plog.stop()  # the shutdown flush
 
     app = FastAPI(
         title="incident-risk",
@@ -255,6 +281,7 @@ def create_app(config: ServiceConfig, state: ScoringState | None = None) -> Fast
         lifespan=lifespan,
     )
     app.state.scoring = state
+    app.state.prediction_log = plog
     app.add_exception_handler(RequestValidationError, _validation_error)
     protected = [Depends(_token_check(config.tokens))] if config.tokens else []
 
@@ -272,7 +299,9 @@ def create_app(config: ServiceConfig, state: ScoringState | None = None) -> Fast
         """Score one upcoming deploy against the current champion and the store's history."""
         snap = current()
         payload = score_payload(snap, deploy, now_utc(), config.top_factors)
-        metrics.scores.labels(payload["band"]).inc()
+        metrics.observe(payload)
+        if plog is not None:
+            plog.add(log_record(snap, deploy, payload, "/v1/score"))
         return json_response(payload)
 
     @app.post("/v1/score/batch", response_model=BatchOut, dependencies=protected, responses=_ERRORS)
@@ -281,8 +310,10 @@ def create_app(config: ServiceConfig, state: ScoringState | None = None) -> Fast
         snap = current()
         now = now_utc()
         scores = [score_payload(snap, d, now, config.top_factors) for d in batch.deploys]
-        for s in scores:
-            metrics.scores.labels(s["band"]).inc()
+        for d, s in zip(batch.deploys, scores, strict=True):
+            metrics.observe(s)
+            if plog is not None:
+                plog.add(log_record(snap, d, s, "/v1/score/batch"))
         return json_response({"scores": scores})
 
     @app.get(

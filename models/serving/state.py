@@ -38,6 +38,9 @@ class ServiceConfig:
     max_body_bytes: int = 1_000_000
     tokens: tuple[str, ...] = ()  # empty: no auth
     top_factors: int = 6
+    log_predictions: bool = True  # every score into the prediction log (models/monitoring/predlog.py)
+    prediction_log_dir: Path | None = None  # None: <store_dir>/../predictions, beside the store
+    prediction_flush_seconds: float = 5.0  # the most a crash loses
 
 
 @dataclass(frozen=True)

@@ -74,8 +74,9 @@ def _score_remote(url: str, body: dict[str, Any], token: str | None, timeout: fl
 
 def _score_local(body: dict[str, Any], home: Path | None, model: str, alias: str) -> dict[str, Any]:
     """Load the champion and the store once, then score exactly as the service does."""
+    from models.monitoring.predlog import append_now, predictions_dir
     from models.scoring.upcoming import now_utc
-    from models.serving.app import ServiceConfig, score_payload
+    from models.serving.app import ServiceConfig, log_record, score_payload
     from models.serving.schemas import DeployIn
     from models.serving.state import ScoringState
 
@@ -87,7 +88,10 @@ def _score_local(body: dict[str, Any], home: Path | None, model: str, alias: str
     except Exception as exc:
         raise ConnectionError(f"no usable {model}@{alias} ({exc})") from None
     assert state.snapshot is not None
-    return score_payload(state.snapshot, DeployIn.model_validate(body), now_utc(), 6)
+    deploy = DeployIn.model_validate(body)
+    payload = score_payload(state.snapshot, deploy, now_utc(), 6)
+    append_now(predictions_dir(settings.home), [log_record(state.snapshot, deploy, payload, "gate")])
+    return payload
 
 
 def _render(result: dict[str, Any], threshold: float | None) -> str:

@@ -130,7 +130,7 @@ def score_deploys(valid: pd.DataFrame, store_dir: Path, bundle: ModelBundle) -> 
     labels = attribute(history, bundle.attribution_config).deploy_labels
     if bundle.needs_medians:
         bundle = bundle.with_medians(feature_medians(history, labels, bundle.feature_config, bundle.scorer.numeric))
-    return score_frame(valid, history, labels, bundle), manifest.version
+    return score_frame(valid, history, labels, bundle, with_features=True), manifest.version
 
 
 def write_scores(scores: pd.DataFrame, out: Path, bundle: ModelBundle) -> None:
@@ -147,6 +147,24 @@ def write_scores(scores: pd.DataFrame, out: Path, bundle: ModelBundle) -> None:
     else:
         table.to_parquet(tmp, index=False)
     tmp.replace(out)
+
+
+def log_batch(home: Path, scores: pd.DataFrame, valid: pd.DataFrame, bundle: ModelBundle, store_version: int) -> None:
+    """Every score of the batch into the prediction log (models/monitoring/predlog.py)."""
+    from models.monitoring.predlog import append_now, batch_records, predictions_dir
+
+    fsv = bundle.metadata.get("feature_set_version")
+    info = bundle.info
+    records = batch_records(
+        scores,
+        valid,
+        caller="score-batch",
+        model_name=info.name,
+        model_version=info.version,
+        feature_set_version=fsv,
+        store_version=store_version,
+    )
+    append_now(predictions_dir(home), records)
 
 
 @task(name="log-summary", cache_policy=NO_CACHE)
@@ -193,7 +211,8 @@ def score_batch_flow(input_path: str, out_path: str, settings: Settings, model_n
     valid, rejects = read_upcoming(source, now_utc())
     bundle = load_champion(settings, model_name, alias)
     scores, store_version = score_deploys(valid, settings.store_dir, bundle)
-    write_scores(scores, out, bundle)
+    log_batch(settings.home, scores, valid, bundle, store_version)
+    write_scores(scores.drop(columns="features", errors="ignore"), out, bundle)
     p = scores["probability"].to_numpy(dtype=np.float64)
     n_rejected = int(rejects["record"].nunique()) if len(rejects) else 0
     summary = BatchSummary(
