@@ -272,8 +272,8 @@ def batch_records(
     now = pd.Timestamp.now(tz="UTC")
     out = []
     inputs = deploys.reindex(scores.index)
-    for i, row in scores.iterrows():
-        src = inputs.loc[i]
+    for pos in range(len(scores)):
+        row, src = scores.iloc[pos], inputs.iloc[pos]
         deploy_id = _text(row.get("deploy_id"))
         real = deploy_id is not None and not deploy_id.startswith("upcoming:")
         payload = {
