@@ -96,7 +96,8 @@ def evaluate_alarm(
     ece_fires = enough and _finite(ece_lo) and ece_lo > config.ece_max
     ranked = feature_psi.dropna(subset=["rank"]) if "rank" in feature_psi else feature_psi.iloc[:0]
     top = ranked[ranked["rank"] <= config.top_features] if len(ranked) else feature_psi.head(config.top_features)
-    drifted = [f"{r.feature} PSI {r.psi:.2f}" for r in top.itertuples() if _finite(r.psi) and r.psi > config.psi_max]
+    psis = dict(zip(top["feature"].astype(str), top["psi"].astype(float), strict=True))
+    drifted = [f"{name} PSI {v:.2f}" for name, v in psis.items() if _finite(v) and v > config.psi_max]
     if _finite(score_psi) and score_psi > config.psi_max:
         drifted.append(f"score PSI {score_psi:.2f}")
     degraded = enough and ((_finite(auc) and _finite(floor) and auc < floor) or (_finite(ece) and ece > config.ece_max))
