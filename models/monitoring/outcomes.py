@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score
+from scipy.stats import rankdata
 
 from models.training.evaluation import expected_calibration_error, gating_recall, metrics_by_group
 
@@ -118,7 +118,12 @@ def bootstrap_interval(
 
 
 def _auc(y: np.ndarray, p: np.ndarray) -> float:
-    return float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else math.nan
+    """ROC-AUC by the rank-sum formula (ties averaged): what ``roc_auc_score`` gives, ~10x faster per resample."""
+    pos = int(y.sum())
+    if not 0 < pos < len(y):
+        return math.nan
+    ranks = rankdata(p)
+    return float((ranks[y == 1].sum() - pos * (pos + 1) / 2) / (pos * (len(y) - pos)))
 
 
 def _brier(y: np.ndarray, p: np.ndarray) -> float:
@@ -134,6 +139,7 @@ class WindowConfig:
     n_boot: int = 200
     level: float = 0.9
     seed: int = 0
+    max_windows: int | None = None  # None: back to the first prediction; 1: only the latest
 
 
 def window_metrics(frame: pd.DataFrame, config: WindowConfig, seed: int = 0) -> dict[str, float]:
@@ -172,7 +178,7 @@ def rolling_metrics(frame: pd.DataFrame, config: WindowConfig, end: pd.Timestamp
     rows = []
     stop = last
     i = 0
-    while stop > first:
+    while stop > first and (config.max_windows is None or i < config.max_windows):
         inside = (t > stop - pd.Timedelta(days=config.days)) & (t <= stop)
         rows.append({"window_end": stop, **window_metrics(frame[inside.to_numpy()], config, config.seed + 7 * i)})
         stop = stop - pd.Timedelta(days=config.step_days)
