@@ -80,9 +80,9 @@ def build_app() -> typer.Typer:
     app.command()(demo)
     app.command()(ingest)
     app.command()(sources)
-    from pipelines.cli import deployments, dora, gate, serve, simulate, train
+    from pipelines.cli import deployments, dora, gate, monitor, serve, simulate, train
 
-    for module in (simulate, dora, train, serve, gate, deployments):
+    for module in (simulate, dora, train, serve, gate, deployments, monitor):
         module.register(app)
     return app
 
