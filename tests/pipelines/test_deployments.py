@@ -24,9 +24,11 @@ def _deployments() -> list[dict[str, Any]]:
 
 def test_prefect_yaml_declares_the_four_scheduled_deployments_and_each_validates():
     checks = validate_prefect_yaml(DEFAULT_PREFECT_FILE)
-    assert [c.problems for c in checks] == [[], [], [], []]
+    assert [c.problems for c in checks] == [[]] * len(checks)
     by_flow = {c.flow_name: c for c in checks}
-    assert set(by_flow) == {"scheduled-ingest", "scheduled-train", "scheduled-score-batch", "scheduled-dora"}
+    assert set(by_flow) >= {"scheduled-ingest", "scheduled-train", "scheduled-score-batch", "scheduled-dora"}
+    assert by_flow["scheduled-monitor"].schedules == ["cron 30 1 * * * UTC"]  # daily, before the nightly train
+    assert by_flow["scheduled-monitor"].parameters["retrain"] is True
     assert all(c.work_pool == "incident-risk" and c.schedules for c in checks)
     assert by_flow["scheduled-ingest"].schedules == ["cron 5 * * * * UTC"]  # hourly
     assert by_flow["scheduled-train"].schedules == ["cron 30 2 * * * UTC"]  # nightly
