@@ -9,8 +9,9 @@ drift alone only warns. The alarm fires when
 - **calibration**: the whole interval of the window's ECE lies above ``ece_max`` (its
   probabilities are off, beyond noise), or
 - **drift + degradation**: a top-``top_features`` feature or the score has PSI above ``psi_max``
-  and the window's point AUC is below the champion's minus ``auc_margin`` or its ECE above
-  ``ece_max`` (``drift_alone=True`` makes drift alone fire),
+  and the whole AUC interval lies below the champion's test AUC (a smaller but real loss;
+  ``drift_alone=True`` makes drift alone fire). A first version used the point AUC or ECE here
+  and false-fired on an undrifted simulation: a 28-day window's point AUC wobbles by +-0.05.
 
 and only with at least ``min_labels`` matured predictions and ``min_failures`` failures in the
 window; with fewer, nothing fires and the report says the window is too small.
@@ -100,7 +101,7 @@ def evaluate_alarm(
     drifted = [f"{name} PSI {v:.2f}" for name, v in psis.items() if _finite(v) and v > config.psi_max]
     if _finite(score_psi) and score_psi > config.psi_max:
         drifted.append(f"score PSI {score_psi:.2f}")
-    degraded = enough and ((_finite(auc) and _finite(floor) and auc < floor) or (_finite(ece) and ece > config.ece_max))
+    degraded = enough and _finite(auc_hi) and _finite(champion_auc) and auc_hi < champion_auc
     drift_fires = bool(drifted) and (config.drift_alone or degraded)
     top_psi = float(top["psi"].max()) if len(top) and top["psi"].notna().any() else math.nan
     checks = (
