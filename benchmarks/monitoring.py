@@ -166,7 +166,7 @@ def run_one(args: argparse.Namespace, seed: int, kind: str | None) -> dict[str, 
     alarm_cfg = replace(AlarmConfig(), window=WindowConfig(max_windows=1, n_boot=args.n_boot))
     daily = []
     first_alarm: int | None = None
-    for d in range(args.train_day + args.first_check, args.days + 1):
+    for d in range(args.train_day + args.first_check, args.days + 1, args.check_every):
         as_of = day(d)
         try:
             a = assess(preds, labels_as_of(final, as_of), history.deploys, reference, alarm_cfg, as_of)
@@ -257,6 +257,7 @@ def main() -> None:
     parser.add_argument("--first-check", type=int, default=14, help="days after --train-day of the first check")
     parser.add_argument("--window-days", type=float, default=90.0, help="the retrain's rolling window")
     parser.add_argument("--n-boot", type=int, default=200)
+    parser.add_argument("--check-every", type=int, default=1, help="days between monitor runs")
     parser.add_argument("--all-days", action="store_true", help="keep checking after the first alarm")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()

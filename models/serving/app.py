@@ -28,6 +28,7 @@ from fastapi.exceptions import RequestValidationError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import TypeAdapter
 
+from features.pointintime.compute import FEATURE_SET_VERSION
 from models.monitoring.predlog import PredictionLog, prediction_record, predictions_dir
 from models.scoring.explain import score_deploy
 from models.scoring.upcoming import now_utc
@@ -215,7 +216,7 @@ def score_payload(snap: Snapshot, deploy: DeployIn, now: pd.Timestamp, k: int) -
 def log_record(snap: Snapshot, deploy: DeployIn, payload: dict[str, Any], caller: str) -> dict[str, Any]:
     """The prediction-log row of one score (squad and tribe filled from the store as the score did)."""
     teams = snap.index.teams.get(deploy.service)
-    fsv = snap.bundle.metadata.get("feature_set_version")
+    fsv = FEATURE_SET_VERSION  # the row was computed by this code's feature set
     return prediction_record(payload, caller=caller, deploy=dict(deploy), teams=teams, feature_set_version=fsv)
 
 

@@ -151,9 +151,10 @@ def write_scores(scores: pd.DataFrame, out: Path, bundle: ModelBundle) -> None:
 
 def log_batch(home: Path, scores: pd.DataFrame, valid: pd.DataFrame, bundle: ModelBundle, store_version: int) -> None:
     """Every score of the batch into the prediction log (models/monitoring/predlog.py)."""
+    from features.pointintime.compute import FEATURE_SET_VERSION
     from models.monitoring.predlog import append_now, batch_records, predictions_dir
 
-    fsv = bundle.metadata.get("feature_set_version")
+    fsv = FEATURE_SET_VERSION  # the rows were computed by this code's feature set
     info = bundle.info
     records = batch_records(
         scores,
