@@ -28,6 +28,9 @@ def serve(
     model: str = typer.Option("incident-risk", "--model", help="Registered model name."),
     alias: str = typer.Option("champion", "--alias", help="Registry alias to serve and follow."),
     access_log: bool = typer.Option(False, "--access-log/--no-access-log", help="Log every request line."),
+    log_flush_seconds: float = typer.Option(
+        5.0, "--log-flush-seconds", min=0.05, help="Prediction log flush interval: the most a crash loses."
+    ),
 ) -> None:
     """Serve risk scores over HTTP (FastAPI on uvicorn); follows the champion and the store without restarts."""
     import uvicorn
@@ -44,6 +47,7 @@ def serve(
         alias=alias,
         refresh_seconds=refresh_seconds,
         tokens=tokens,
+        prediction_flush_seconds=log_flush_seconds,
     )
     print(
         f"incident-risk serving {model}@{alias} on http://{host}:{port} (auth {'on' if tokens else 'off'})",
