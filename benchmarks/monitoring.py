@@ -9,11 +9,12 @@ For each seed, two simulations that differ only by a change of the true hazard a
 2. Each day the monitor runs as it would that day (``models.monitoring.assess``: labels as known
    then, the last 28 days of matured predictions, drift against the training window) and the
    first day the alarm fires is recorded. On the undrifted twin it must never fire.
-3. On the first alarm a challenger is trained as the nightly deployment does (the last
-   ``--window-days`` of matured deploys as of that day), and the promotion gate compares it with
-   the champion on the challenger's own test period (the most recent out-of-sample rows); it
-   replaces the champion only when better. Both, and the oracle (the simulator's true
-   probabilities), are then scored on every deploy after the retrain to the end.
+3. On the first alarm a challenger is trained on the last ``--window-days`` of matured deploys as
+   of that day (``--retrains N``: also weekly after it, as the daily deployment with ``retrain:
+   true`` does while the alarm fires), and the promotion gate compares it with the champion on the
+   challenger's own test period (the most recent out-of-sample rows); it replaces the champion
+   only when better. The stale model, the champion the gates kept and the oracle (the
+   simulator's true probabilities) are then scored on every deploy after the last retrain.
 
     .venv/bin/python -m benchmarks.monitoring --seeds 0 1 2 --kind shipping
     .venv/bin/python -m benchmarks.monitoring --seeds 0 --kind squad --days 240 --services 40
@@ -136,6 +137,56 @@ def _auc(y: np.ndarray, p: np.ndarray) -> float:
     return float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else math.nan
 
 
+def _retrain(args: argparse.Namespace, history: Any, final: pd.DataFrame, sim: Any, preds: pd.DataFrame,
+             champion: Any, first_alarm: int, day: Any, train_cfg: Any) -> dict[str, Any]:  # fmt: skip
+    """Retrain on the first alarm (and weekly after it, ``--retrains``), the gate deciding each time; then
+    score the stale model, the champion the gates kept and the oracle on every deploy after the last retrain."""
+    from models.registry.gate import decide, rescore
+    from models.scoring.explain import batch_features
+
+    current, current_name, gates = champion, "stale", []
+    last = first_alarm
+    for k in range(args.retrains):
+        rday = first_alarm + 7 * k
+        if rday > args.days - 21:
+            break
+        challenger = _fit(history, day(rday), args.window_days, train_cfg)
+        test = challenger.test_frame
+        y_test = test["label"].to_numpy()
+        old, _ = rescore(current.model, test, y_test, test.get("effort"))
+        decision = decide(challenger.test_metrics, old, float(y_test.mean()), train_cfg.gate)
+        gates.append({"day": rday, "promote": decision.promote, "reason": decision.reason})
+        if decision.promote:
+            current, current_name = challenger, f"retrained day {rday}"
+        last = rday
+    after = preds[pd.to_datetime(preds["planned_at"], utc=True) > day(last)]
+    lab = final.set_index("deploy_id").reindex(after["deploy_id"].astype(str))
+    keep = (lab["eligible"].fillna(False) & lab["mature"].fillna(False)).to_numpy(dtype=bool)
+    ids = after["deploy_id"].astype(str).to_numpy()[keep]
+    y = lab["failed"].to_numpy(dtype=bool)[keep].astype(int)
+    stale_p = after["probability"].to_numpy()[keep]
+    sub = history.deploys.set_index("deploy_id").loc[ids].reset_index()
+    feats, _ = batch_features(sub, history, final, _bundle(current, "2"))
+    kept_p = current.model.predict_proba(feats)[:, 1]
+    truth = sim.deploy_truth.set_index("deploy_id").loc[ids, "p_incident"].to_numpy()
+    oracle, stale, kept = _auc(y, truth), _auc(y, stale_p), _auc(y, kept_p)
+    _say(f"after retraining: oracle {oracle:.3f}, stale {stale:.3f}, {current_name} {kept:.3f}")
+    return {
+        "first_day": first_alarm,
+        "last_day": last,
+        "window_days": args.window_days,
+        "gates": gates,
+        "champion": current_name,
+        "eval_deploys": int(len(y)),
+        "eval_failures": int(y.sum()),
+        "oracle_auc": oracle,
+        "stale_auc": stale,
+        "champion_auc": kept,
+        "stale_share_of_oracle": stale / oracle,
+        "champion_share_of_oracle": kept / oracle,
+    }
+
+
 def run_one(args: argparse.Namespace, seed: int, kind: str | None) -> dict[str, Any]:
     from features.labels.attribution import AttributionConfig, attribute
     from features.simulation.drift import drifted_config
@@ -143,7 +194,6 @@ def run_one(args: argparse.Namespace, seed: int, kind: str | None) -> dict[str, 
     from models.monitoring.alarms import AlarmConfig
     from models.monitoring.assess import assess, reference_of
     from models.monitoring.outcomes import WindowConfig
-    from models.registry.gate import decide, rescore
 
     config = SimulationConfig(days=args.days, services=args.services, seed=seed)
     if kind is not None:
@@ -204,42 +254,7 @@ def run_one(args: argparse.Namespace, seed: int, kind: str | None) -> dict[str, 
         "daily": daily,
     }
     if first_alarm is not None and kind is not None:
-        challenger = _fit(history, day(first_alarm), args.window_days, train_cfg)
-        test = challenger.test_frame
-        y_test = test["label"].to_numpy()
-        old, _ = rescore(champion.model, test, y_test, test.get("effort"))
-        decision = decide(challenger.test_metrics, old, float(y_test.mean()), train_cfg.gate)
-        after = preds[pd.to_datetime(preds["planned_at"], utc=True) > day(first_alarm)]
-        lab = final.set_index("deploy_id")
-        ok = lab.reindex(after["deploy_id"].astype(str))
-        keep = (ok["eligible"].fillna(False) & ok["mature"].fillna(False)).to_numpy(dtype=bool)
-        ids = after["deploy_id"].astype(str).to_numpy()[keep]
-        y = ok["failed"].to_numpy(dtype=bool)[keep].astype(int)
-        stale_p = after["probability"].to_numpy()[keep]
-        new_bundle = _bundle(challenger, "2")
-        sub = history.deploys.set_index("deploy_id").loc[ids].reset_index()
-        from models.scoring.explain import batch_features
-
-        feats, _ = batch_features(sub, history, final, new_bundle)
-        new_p = challenger.model.predict_proba(feats)[:, 1]
-        truth = sim.deploy_truth.set_index("deploy_id").loc[ids, "p_incident"].to_numpy()
-        oracle, stale, new = _auc(y, truth), _auc(y, stale_p), _auc(y, new_p)
-        kept = new if decision.promote else stale
-        out["retrain"] = {
-            "day": first_alarm,
-            "window_days": args.window_days,
-            "gate": {"promote": decision.promote, "reason": decision.reason},
-            "post_period_deploys": int(len(y)),
-            "post_period_failures": int(y.sum()),
-            "oracle_auc": oracle,
-            "stale_auc": stale,
-            "retrained_auc": new,
-            "champion_after_gate_auc": kept,
-            "stale_share_of_oracle": stale / oracle,
-            "retrained_share_of_oracle": new / oracle,
-            "champion_share_of_oracle": kept / oracle,
-        }
-        _say(f"seed {seed} {kind}: after retrain, oracle {oracle:.3f}, stale {stale:.3f}, retrained {new:.3f}")
+        out["retrain"] = _retrain(args, history, final, sim, preds, champion, first_alarm, day, train_cfg)
     out["seconds"] = time.perf_counter() - began
     return out
 
@@ -255,7 +270,8 @@ def main() -> None:
     parser.add_argument("--train-day", type=int, default=120)
     parser.add_argument("--drift-day", type=int, default=180)
     parser.add_argument("--first-check", type=int, default=14, help="days after --train-day of the first check")
-    parser.add_argument("--window-days", type=float, default=90.0, help="the retrain's rolling window")
+    parser.add_argument("--window-days", type=float, default=60.0, help="the retrain's rolling window")
+    parser.add_argument("--retrains", type=int, default=1, help="retrain on the alarm and weekly after it, N times")
     parser.add_argument("--n-boot", type=int, default=200)
     parser.add_argument("--check-every", type=int, default=1, help="days between monitor runs")
     parser.add_argument("--all-days", action="store_true", help="keep checking after the first alarm")

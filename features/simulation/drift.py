@@ -5,9 +5,9 @@ deploy's true hazard. The kinds model changes in how teams ship:
 
 - ``toggles``: feature-flag flips in the hour before a deploy matter three times more
   (the flips coefficient x ``factor``, default 3).
-- ``shipping``: teams move to small changes behind flags: change size matters a quarter as much,
-  flips three times more, touching infrastructure no more than any change; the intercept is
-  moved so the overall failure rate stays about the same (a change of ranking, not of level).
+- ``shipping``: teams move to small changes behind flags: change size stops mattering, flips
+  matter three times more, touching infrastructure no more than any change; the size effect is
+  pivoted so the overall failure rate stays about the same (a change of ranking, not of level).
 - ``squad``: a third of the squads change their process and get riskier (+``factor`` x 0.4
   logit on every deploy of theirs, default +1.2), so the model under-predicts for them.
 
@@ -52,7 +52,7 @@ class HazardDrift:
         if self.kind == "toggles":
             delta = (self.factor - 1.0) * h.flips_1h * flips
         elif self.kind == "shipping":
-            size_drop = 0.75 * h.log_size
+            size_drop = h.log_size
             infra = np.asarray(touches_infra, dtype=float)
             delta = (
                 -size_drop * (np.asarray(log_size) - _MEAN_LOG_SIZE)

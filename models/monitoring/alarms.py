@@ -4,12 +4,14 @@ Calibrated against undrifted simulations (benchmarks/monitoring.py, docs/monitor
 "PSI above 0.25" rule fired on stable runs (a sampling wobble of a sparse feature is enough), so
 drift alone only warns. The alarm fires when
 
-- **auc**: the whole bootstrap interval of the window's ROC-AUC lies below the champion's test
-  AUC minus ``auc_margin`` (the model ranks worse than when it was chosen, beyond noise), or
+- **auc**: the whole bootstrap interval of the window's ROC-AUC lies below the baseline AUC
+  minus ``auc_margin`` (the model ranks worse than when it was chosen, beyond noise); the
+  baseline is the champion's test AUC, or its AUC over its first live window when that is lower
+  (``assess.baseline_auc``), or
 - **calibration**: the whole interval of the window's ECE lies above ``ece_max`` (its
   probabilities are off, beyond noise), or
 - **drift + degradation**: a top-``top_features`` feature or the score has PSI above ``psi_max``
-  and the whole AUC interval lies below the champion's test AUC (a smaller but real loss;
+  and the whole AUC interval lies below the baseline AUC (a smaller but real loss;
   ``drift_alone=True`` makes drift alone fire). A first version used the point AUC or ECE here
   and false-fired on an undrifted simulation: a 28-day window's point AUC wobbles by +-0.05.
 

@@ -19,7 +19,7 @@ import pandas as pd
 from features.history.schema import History
 from models.monitoring.alarms import AlarmConfig, AlarmReport, evaluate_alarm
 from models.monitoring.drift import feature_drift, newcomer_share, psi_numeric
-from models.monitoring.outcomes import join_outcomes, matured, outcome_counts, per_group, rolling_metrics
+from models.monitoring.outcomes import _auc, join_outcomes, matured, outcome_counts, per_group, rolling_metrics
 from models.monitoring.predlog import feature_rows
 from models.scoring.context import ModelBundle
 from models.scoring.explain import batch_features
@@ -108,6 +108,7 @@ class Assessment:
             "feature_psi": dict(zip(top["feature"].astype(str), top["psi"].astype(float).tolist(), strict=True)),
             "newcomers": self.newcomers,
             "alarm": self.alarm.as_dict(),
+            **self.extra,
         }
 
 
@@ -149,5 +150,42 @@ def assess(
         "new_services": newcomer_share(list(reference.services), recent["service"].tolist()),
         "new_authors": newcomer_share(list(reference.authors), recent["author"].tolist()),
     }
-    alarm = evaluate_alarm(latest, reference.champion_auc, fpsi, score_psi, config)
-    return Assessment(as_of, counts, joined, rolling, per_group(done), fpsi, score_psi, newcomers, latest, alarm)
+    baseline = baseline_auc(done, reference.champion_auc, config)
+    alarm = evaluate_alarm(latest, baseline, fpsi, score_psi, config)
+    extra = {"champion_test_auc": reference.champion_auc, "baseline_auc": baseline}
+    return Assessment(as_of, counts, joined, rolling, per_group(done), fpsi, score_psi, newcomers, latest, alarm, extra)
+
+
+def baseline_auc(done: pd.DataFrame, champion_auc: float, config: AlarmConfig) -> float:
+    """The AUC the alarm compares with: the champion's test AUC, or its AUC over its first live window if lower.
+
+    A test AUC measured on a few weeks is itself noisy (+-0.03 on the simulations) and often
+    optimistic; judged against it alone, an undrifted run false-fired. The first ``window.days`` of
+    matured live predictions (when they hold ``min_labels``) are out of sample and of the same kind
+    as the windows judged later.
+    """
+    planned = pd.to_datetime(done["planned_at"], utc=True)
+    first = done[(planned <= planned.min() + pd.Timedelta(days=config.window.days)).to_numpy()]
+    y = first["label"].to_numpy(dtype=np.int64)
+    if len(y) < config.min_labels or y.sum() < config.min_failures:
+        return champion_auc
+    live = _auc(y, first["probability"].to_numpy(dtype=np.float64))
+    return min(champion_auc, live) if math.isfinite(champion_auc) else live
+
+
+def prometheus_text(a: Assessment, model_name: str, model_version: str, now: float) -> str:
+    """The assessment as Prometheus text (node_exporter's textfile collector reads it; rules in docs/monitoring.md)."""
+    labels = f'model="{model_name}",version="{model_version}"'
+    values = {
+        "incident_risk_monitor_alarm": float(a.alarm.firing),
+        "incident_risk_monitor_last_run_timestamp_seconds": now,
+        "incident_risk_monitor_matured_predictions": float(a.counts.get("matured", 0)),
+        "incident_risk_monitor_window_roc_auc": a.latest.get("roc_auc", math.nan),
+        "incident_risk_monitor_window_ece": a.latest.get("ece", math.nan),
+        "incident_risk_monitor_score_psi": a.score_psi,
+    }
+    lines = []
+    for name, value in values.items():
+        if math.isfinite(value):
+            lines += [f"# TYPE {name} gauge", f"{name}{{{labels}}} {value:.6g}"]
+    return "\n".join(lines) + "\n"

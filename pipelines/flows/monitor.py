@@ -211,6 +211,23 @@ def log_assessment(a: Assessment, bundle: ModelBundle, options: MonitorOptions, 
             return str(run.info.run_id)
 
 
+#: The monitor's Prometheus textfile under the home (point node_exporter's textfile collector at it).
+TEXTFILE = "monitor.prom"
+
+
+def write_textfile(settings: Settings, a: Assessment, bundle: ModelBundle) -> Path:
+    """``<home>/monitor.prom``, written aside and renamed, so Prometheus alerts on the monitor too."""
+    import time
+
+    from models.monitoring.assess import prometheus_text
+
+    path = settings.home / TEXTFILE
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(prometheus_text(a, bundle.info.name, bundle.info.version, time.time()))
+    tmp.replace(path)
+    return path
+
+
 def emit_alarm(bundle: ModelBundle, a: Assessment) -> None:
     """A Prefect event, so an automation (or a person watching the UI) can act on the alarm."""
     from prefect.events import emit_event
@@ -243,6 +260,7 @@ def monitor_flow(settings: Settings, options: MonitorOptions) -> MonitorOutcome:
     bundle = load_monitored_model(options.model_name, version)
     assessment = assess_task(settings, predictions, bundle, options, as_of)
     run_id = log_assessment(assessment, bundle, options, settings)
+    write_textfile(settings, assessment, bundle)
     outcome = MonitorOutcome(bundle.info.name, version, assessment.summary(), assessment.alarm.firing, run_id)
     if assessment.alarm.firing:
         emit_alarm(bundle, assessment)
