@@ -192,3 +192,13 @@ def test_drift_alone_only_warns_unless_configured() -> None:
 def test_calibration_alarm_needs_the_whole_ece_interval_above_the_bound() -> None:
     assert evaluate_alarm(_window(0.72, 0.75, ece=0.09, ece_lo=0.07), 0.72, _psi(0), 0.0, AlarmConfig()).firing
     assert not evaluate_alarm(_window(0.72, 0.75, ece=0.06, ece_lo=0.03), 0.72, _psi(0), 0.0, AlarmConfig()).firing
+
+
+def test_the_baseline_is_the_lower_of_the_test_auc_and_the_first_live_window() -> None:
+    from models.monitoring.assess import baseline_auc
+
+    weak = _scored(2000, 0.05, seed=4)  # a live AUC well below a test AUC of 0.9
+    live = _auc(weak["label"].to_numpy(), weak["probability"].to_numpy())
+    assert baseline_auc(weak, 0.9, AlarmConfig()) == pytest.approx(live)
+    assert baseline_auc(weak, 0.55, AlarmConfig()) == 0.55
+    assert baseline_auc(weak.head(100), 0.9, AlarmConfig()) == 0.9  # too few labels: the test AUC
