@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import threading
+import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -89,17 +90,17 @@ def prediction_record(
     """One log row from a score payload (``models.serving.app.score_payload``) and the request's fields.
 
     A score without a deploy id gets a request id, so every row has a key; ``has_deploy_id`` says
-    which it is (only deploy ids can be joined with outcomes).
+    which it is (only deploy ids can be joined with outcomes). Cheap on purpose (the serving path
+    calls it): times and the feature row are converted and encoded when the buffer is written.
     """
     deploy = deploy or {}
     deploy_id = _text(payload.get("deploy_id")) or _text(deploy.get("deploy_id"))
     squad = _text(deploy.get("squad")) or (teams[0] if teams else None)
     tribe = _text(deploy.get("tribe")) or (teams[1] if teams else None)
     model = payload.get("model") or {}
-    features = {str(k): _json_value(v) for k, v in (payload.get("features") or {}).items()}
     return {
         "prediction_id": uuid.uuid4().hex,
-        "logged_at": logged_at if logged_at is not None else pd.Timestamp.now(tz="UTC"),
+        "logged_at": logged_at if logged_at is not None else time.time(),
         "deploy_id": deploy_id or f"request:{uuid.uuid4().hex}",
         "has_deploy_id": deploy_id is not None,
         "commit_sha": _text(deploy.get("commit_sha")),
@@ -107,7 +108,7 @@ def prediction_record(
         "squad": squad,
         "tribe": tribe,
         "author": _text(deploy.get("author")),
-        "planned_at": pd.Timestamp(payload["scored_for"]),
+        "planned_at": payload["scored_for"],
         "probability": float(payload["probability"]),
         "band": str(payload["band"]),
         "model_name": _text(model.get("name")),
@@ -115,7 +116,7 @@ def prediction_record(
         "feature_set_version": feature_set_version,
         "store_version": payload.get("store_version"),
         "caller": caller,
-        "features": json.dumps(features, separators=(",", ":"), default=str),
+        "features": payload.get("features") or {},  # encoded at flush time, off the request path
     }
 
 
@@ -124,10 +125,32 @@ def records_frame(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     return _table(records).to_pandas(types_mapper={pa.string(): pd.StringDtype()}.get)
 
 
+def _timestamps(values: list[Any]) -> list[Any]:
+    """UTC timestamps from unix seconds, ISO text or timestamps (None stays None)."""
+    out: list[Any] = []
+    for v in values:
+        if v is None:
+            out.append(None)
+        elif isinstance(v, (int, float)):
+            out.append(pd.Timestamp(v, unit="s", tz="UTC"))
+        else:
+            ts = pd.Timestamp(v)
+            out.append(ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC"))
+    return out
+
+
+def _features_json(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    clean = {str(k): _json_value(v) for k, v in (value or {}).items()}
+    return json.dumps(clean, separators=(",", ":"), default=str)
+
+
 def _table(records: Sequence[Mapping[str, Any]]) -> pa.Table:
     columns = {name: [r.get(name) for r in records] for name in COLUMNS}
     for name in ("logged_at", "planned_at"):
-        columns[name] = [None if v is None else pd.Timestamp(v).tz_convert("UTC") for v in columns[name]]
+        columns[name] = _timestamps(columns[name])
+    columns["features"] = [_features_json(v) for v in columns["features"]]
     return pa.Table.from_pydict(columns, schema=SCHEMA)
 
 

@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from models.monitoring.alarms import AlarmConfig
+from models.monitoring.outcomes import WindowConfig
 from models.monitoring.predlog import predictions_dir, read_predictions, write_records
 from models.serving.app import ServiceConfig, create_app
 from pipelines.settings import resolve_settings
@@ -107,11 +108,14 @@ def test_a_decayed_model_fires_the_alarm_emits_and_retrains(
     inverted = tmp_path / "home"
     write_store(inverted, simulated().history)
     log = read_predictions(predictions_dir(home))
-    log["probability"] = 1.0 - log["probability"]  # a model whose ranking has turned upside down
+    planned = pd.to_datetime(log["planned_at"], utc=True)
+    late = (planned > planned.min() + pd.Timedelta(days=18)).to_numpy()
+    log.loc[late, "probability"] = 1.0 - log.loc[late, "probability"]  # the ranking turns upside down
     write_records(predictions_dir(inverted), log.to_dict("records"))
     calls: list[str] = []
     monkeypatch.setattr(monitor, "retrain", lambda settings: calls.append(str(settings.home)) or {"ok": True})
-    options = monitor.MonitorOptions(model_name=NAME, alarm=SMALL, retrain=True)
+    ten_days = AlarmConfig(window=WindowConfig(days=10), min_labels=50, min_failures=5)
+    options = monitor.MonitorOptions(model_name=NAME, alarm=ten_days, retrain=True)
     outcome = monitor.run_monitor(resolve_settings(inverted), options)
     assert outcome.firing and outcome.exit_code == 3
     assert any(r.startswith("AUC") for r in outcome.summary["alarm"]["reasons"])
@@ -166,3 +170,21 @@ def test_cli_exit_codes(prefect_harness: None, served: tuple[Path, str], tmp_pat
     assert ok.exit_code in (0, 3), ok.output
     body = json.loads(ok.output)
     assert body["firing"] == (ok.exit_code == 3) and body["predictions"]["matured"] > 100
+
+
+def test_metrics_expose_the_score_distribution_per_band_and_logging_can_be_off(
+    served: tuple[Path, str], tmp_path: Path
+) -> None:
+    home, _ = served
+    off = tmp_path / "log-off"
+    config = ServiceConfig(
+        store_dir=home / "store", model_name=NAME, refresh_seconds=3600, log_predictions=False,
+        prediction_log_dir=off,
+    )  # fmt: skip
+    row = next(simulated().history.deploys.query("environment == 'production'").itertuples())
+    with TestClient(create_app(config)) as client:
+        band = client.post("/v1/score", json=_body(row)).json()["band"]
+        text = client.get("/metrics").text
+    assert f'incident_risk_score_probability_count{{band="{band}"}} 1.0' in text
+    assert 'incident_risk_score_probability_bucket{band="' in text
+    assert not off.exists()

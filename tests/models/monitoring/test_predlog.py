@@ -18,6 +18,7 @@ from models.monitoring.predlog import (
     feature_rows,
     prediction_record,
     read_predictions,
+    records_frame,
     write_records,
 )
 
@@ -51,7 +52,9 @@ def test_a_record_carries_the_score_the_model_and_the_feature_row() -> None:
     assert rec["deploy_id"] == "deploys:42" and rec["has_deploy_id"]
     assert (rec["squad"], rec["tribe"], rec["author"]) == ("payments-otter", "payments", "ada.lovelace")
     assert rec["model_version"] == "3" and rec["feature_set_version"] == "pit-1" and rec["store_version"] == 7
-    assert json.loads(rec["features"]) == {"lines_added": 5.0, "gap": None, "squad": "payments-otter"}
+    row = records_frame([rec]).iloc[0]  # times and the feature row are converted when written
+    assert json.loads(row["features"]) == {"lines_added": 5.0, "gap": None, "squad": "payments-otter"}
+    assert row["planned_at"] == pd.Timestamp("2026-03-02T10:00:00Z") and row["logged_at"].tzname() == "UTC"
 
 
 def test_a_score_without_deploy_id_gets_a_request_id() -> None:
