@@ -94,7 +94,7 @@ def test_monitor_flow_logs_metrics_tables_and_figures_to_mlflow(
     assert {"figures/auc_over_time.png", "figures/drift.png", "figures/realised_vs_predicted.png"} <= files
     assert "realised_vs_predicted_by_band.csv" in files  # per-band metrics
     prom = (home / "monitor.prom").read_text()
-    assert f'incident_risk_monitor_alarm{{model="{NAME}",version="{version}"}} 0' in prom
+    assert f'incident_risk_monitor_alarm{{model="{NAME}",version="{version}"}} {int(outcome.firing)}' in prom
     assert "incident_risk_monitor_last_run_timestamp_seconds" in prom
 
 
