@@ -275,12 +275,13 @@ def main() -> None:
     parser.add_argument("--n-boot", type=int, default=200)
     parser.add_argument("--check-every", type=int, default=1, help="days between monitor runs")
     parser.add_argument("--all-days", action="store_true", help="keep checking after the first alarm")
+    parser.add_argument("--only-drifted", action="store_true", help="skip the undrifted twin")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     results = []
     with threadpool_limits(1):
         for seed in args.seeds:
-            for kind in (None, args.kind):
+            for kind in (args.kind,) if args.only_drifted else (None, args.kind):
                 results.append(run_one(args, seed, kind))
     summary = [{k: v for k, v in r.items() if k != "daily"} for r in results]
     print(json.dumps(summary, indent=2, default=str))
