@@ -26,6 +26,7 @@ def monitor(
     ece_max: float = typer.Option(0.05, "--ece-max", min=0.0, help="Calibration error bound."),
     psi_max: float = typer.Option(0.25, "--psi-max", min=0.0, help="PSI bound on top features and the score."),
     retrain: bool = typer.Option(False, "--retrain", help="On an alarm, run the training flow (the gate decides)."),
+    retrain_window_days: float = typer.Option(30.0, "--retrain-window-days", min=1, help="Days the retrain learns."),
     model: str = typer.Option("incident-risk", "--model", help="Registered model name."),
     json_out: bool = typer.Option(False, "--json", help="Print the assessment as JSON."),
 ) -> None:
@@ -52,7 +53,14 @@ def monitor(
         ece_max=ece_max,
         psi_max=psi_max,
     )
-    options = MonitorOptions(as_of=when, lookback_days=lookback_days, alarm=alarm, retrain=retrain, model_name=model)
+    options = MonitorOptions(
+        as_of=when,
+        lookback_days=lookback_days,
+        alarm=alarm,
+        retrain=retrain,
+        retrain_window_days=retrain_window_days,
+        model_name=model,
+    )
     try:
         outcome = run_monitor(settings, options)
     except MonitorError as exc:

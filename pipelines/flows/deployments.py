@@ -208,6 +208,7 @@ def scheduled_monitor(
     ece_max: float = 0.05,
     psi_max: float = 0.25,
     retrain: bool = False,
+    retrain_window_days: float = 30.0,
     model_name: str = "incident-risk",
 ) -> dict[str, Any]:
     """Judge the served model on matured outcomes (the daily monitoring deployment); ``retrain`` on an alarm.
@@ -224,7 +225,8 @@ def scheduled_monitor(
     settings = _settings(home)
     alarm = AlarmConfig(window=replace(WindowConfig(), days=window_days), min_labels=min_labels,
                         auc_margin=auc_margin, ece_max=ece_max, psi_max=psi_max)  # fmt: skip
-    options = MonitorOptions(lookback_days=lookback_days, alarm=alarm, retrain=retrain, model_name=model_name)
+    options = MonitorOptions(lookback_days=lookback_days, alarm=alarm, retrain=retrain,
+                             retrain_window_days=retrain_window_days, model_name=model_name)  # fmt: skip
     try:
         return run_monitor(settings, options).as_dict()
     except MonitorError as exc:

@@ -46,6 +46,7 @@ class MonitorOptions:
     lookback_days: float = 180.0  # predictions logged in this many days before as_of are read
     alarm: AlarmConfig = field(default_factory=AlarmConfig)
     retrain: bool = False
+    retrain_window_days: float = 30.0  # training rows of the retrain: the recent regime (docs/benchmarks.md)
     model_name: str = MODEL_NAME
     experiment: str = EXPERIMENT
 
@@ -242,11 +243,19 @@ def emit_alarm(bundle: ModelBundle, a: Assessment) -> None:
     )
 
 
-def retrain(settings: Settings) -> dict[str, Any]:
-    """The training flow as usual; its promotion gate keeps the champion unless the retrain beats it."""
+def retrain(settings: Settings, window_days: float) -> dict[str, Any]:
+    """The training flow on the last ``window_days`` of matured deploys; its promotion gate keeps the champion
+    unless the retrain beats it on the recent out-of-sample period.
+
+    A short window learns the new regime: on the simulated drift a 30-day window recovered 95-96%
+    of the oracle AUC where 60 days, still holding pre-change rows, reached 93-94%.
+    """
+    from pipelines.flows.deployments import recent_training_table
     from pipelines.flows.train import TrainOptions, run_training
 
-    outcome = run_training(settings, TrainOptions(source="monitor: decay alarm"), progress=lambda _m: None)
+    options = TrainOptions(source=f"monitor: decay alarm, window={window_days:g}d")
+    table = recent_training_table(settings, options, window_days)
+    outcome = run_training(settings, options, progress=lambda _m: None, table=table)
     return {"model_version": outcome.model_version, "promoted": outcome.promoted, "reason": outcome.reason}
 
 
@@ -265,7 +274,7 @@ def monitor_flow(settings: Settings, options: MonitorOptions) -> MonitorOutcome:
     if assessment.alarm.firing:
         emit_alarm(bundle, assessment)
         if options.retrain:
-            outcome.retrain = retrain(settings)
+            outcome.retrain = retrain(settings, options.retrain_window_days)
     return outcome
 
 

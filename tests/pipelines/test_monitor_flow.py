@@ -113,13 +113,13 @@ def test_a_decayed_model_fires_the_alarm_emits_and_retrains(
     log.loc[late, "probability"] = 1.0 - log.loc[late, "probability"]  # the ranking turns upside down
     write_records(predictions_dir(inverted), log.to_dict("records"))
     calls: list[str] = []
-    monkeypatch.setattr(monitor, "retrain", lambda settings: calls.append(str(settings.home)) or {"ok": True})
+    monkeypatch.setattr(monitor, "retrain", lambda settings, days: calls.append(f"{settings.home} {days}") or {"ok": 1})
     ten_days = AlarmConfig(window=WindowConfig(days=10), min_labels=50, min_failures=5)
     options = monitor.MonitorOptions(model_name=NAME, alarm=ten_days, retrain=True)
     outcome = monitor.run_monitor(resolve_settings(inverted), options)
     assert outcome.firing and outcome.exit_code == 3
     assert any(r.startswith("AUC") for r in outcome.summary["alarm"]["reasons"])
-    assert calls == [str(inverted.resolve())] and outcome.retrain == {"ok": True}
+    assert calls == [f"{inverted.resolve()} 30.0"] and outcome.retrain == {"ok": 1}
 
 
 @pytest.mark.flow
