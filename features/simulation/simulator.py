@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -84,6 +85,13 @@ class ToggleHazard:
     outside_hours: float = 0.5
 
 
+class HazardChange(Protocol):
+    """A change of the deploy hazard over time (features/simulation/drift.py): a logit shift per deploy."""
+
+    def logit_delta(self, *, t: np.ndarray, squad: np.ndarray, log_size: np.ndarray, flips_1h: np.ndarray,
+                    touches_infra: np.ndarray) -> np.ndarray: ...  # fmt: skip
+
+
 @dataclass(frozen=True)
 class SimulationConfig:
     """Size and shape of the simulated organisation; defaults give the committed sample (~15k deploys)."""
@@ -105,6 +113,7 @@ class SimulationConfig:
     upcoming_days: int = 2
     hazard: DeployHazard = field(default_factory=DeployHazard)
     toggle_hazard: ToggleHazard = field(default_factory=ToggleHazard)
+    hazard_change: HazardChange | None = None  # drift from a given day (features/simulation/drift.py)
 
     def __post_init__(self) -> None:
         if self.days < 1 or self.services < 1:
@@ -537,11 +546,15 @@ class _Outcomes:
 
 def hazard_logit(h: DeployHazard, *, log_size: np.ndarray, flips_1h: np.ndarray, incidents_7d: np.ndarray,
                  author_prior: np.ndarray, t: np.ndarray, touches_infra: np.ndarray, is_rollback: np.ndarray,
-                 base_risk: np.ndarray) -> np.ndarray:  # fmt: skip
+                 base_risk: np.ndarray, change: HazardChange | None = None,
+                 squad: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
     """The documented deploy hazard on the logit scale (before the staging/canceled zeroing)."""
     friday_pm, outside = time_flags(t)
     infra = touches_infra.astype(float)
-    return (h.intercept + h.log_size * log_size + h.flips_1h * np.minimum(flips_1h, 3)
+    shift = 0.0 if change is None else change.logit_delta(
+        t=t, squad=np.zeros(len(t), dtype=np.int64) if squad is None else squad, log_size=log_size,
+        flips_1h=flips_1h, touches_infra=touches_infra)  # fmt: skip
+    return shift + (h.intercept + h.log_size * log_size + h.flips_1h * np.minimum(flips_1h, 3)
             + h.incidents_7d * np.log1p(incidents_7d) + h.author_experience * np.log1p(author_prior)
             + h.friday_afternoon * friday_pm + h.outside_hours * outside + h.touches_infra * infra
             + h.infra_x_log_size * infra * log_size + h.rollback * is_rollback + base_risk)  # fmt: skip
@@ -600,7 +613,8 @@ def _resolve_outcomes(rng: np.random.Generator, org: _Org, cfg: SimulationConfig
         prior = base_prior + q_author.count(_keys(rb_author, rb_t), None)
         logit = hazard_logit(
             h, log_size=log_size, flips_1h=flips, incidents_7d=inc7, author_prior=prior, t=d.t,
-            touches_infra=d.infra, is_rollback=np.zeros(n, dtype=bool), base_risk=org.base_risk[d.svc])  # fmt: skip
+            touches_infra=d.infra, is_rollback=np.zeros(n, dtype=bool), base_risk=org.base_risk[d.svc],
+            change=cfg.hazard_change, squad=org.squad_of_service[d.svc])  # fmt: skip
         p = np.where(live, _sigmoid(logit), 0.0)
         new_caused = u < p
         rb_inc7 = count_before(s_svc, s_t, rb_svc, rb_t, 7 * _DAY) + count_before(
@@ -610,7 +624,8 @@ def _resolve_outcomes(rng: np.random.Generator, org: _Org, cfg: SimulationConfig
         rb_p = _sigmoid(hazard_logit(
             h, log_size=log_size[rb_parent], flips_1h=count_before(flip_svc, flip_t, rb_svc, rb_t, _HOUR),
             incidents_7d=rb_inc7, author_prior=rb_prior, t=rb_t, touches_infra=d.infra[rb_parent],
-            is_rollback=np.ones(len(rb_parent), dtype=bool), base_risk=org.base_risk[rb_svc]))  # fmt: skip
+            is_rollback=np.ones(len(rb_parent), dtype=bool), base_risk=org.base_risk[rb_svc],
+            change=cfg.hazard_change, squad=org.squad_of_service[rb_svc]))  # fmt: skip
         new_rb = np.zeros(n, dtype=bool)
         new_rb[rb_parent] = rb_u[rb_parent] < rb_p
         if np.array_equal(new_caused, caused) and np.array_equal(new_rb, rb_caused_by_parent):
@@ -967,6 +982,7 @@ def _upcoming(rng: np.random.Generator, rng_tab: np.random.Generator, org: _Org,
         flips_1h=count_before(tog.flag_service[tog.flag[flip_mask]], tog.t[flip_mask], up.svc, up.t, _HOUR),
         incidents_7d=count_before(incidents[0], incidents[1], up.svc, up.t, 7 * _DAY),
         author_prior=count_before(hist.author, hist.t, up.author, up.t), t=up.t, touches_infra=up.infra,
-        is_rollback=np.zeros(n, dtype=bool), base_risk=org.base_risk[up.svc])), 0.0)  # fmt: skip
+        is_rollback=np.zeros(n, dtype=bool), base_risk=org.base_risk[up.svc], change=cfg.hazard_change,
+        squad=org.squad_of_service[up.svc])), 0.0)  # fmt: skip
     truth = pd.DataFrame({"deploy_id": _series(ids), "p_incident": p})
     return table, truth.sort_values("deploy_id", kind="stable").reset_index(drop=True)

@@ -278,9 +278,13 @@ def load_scoring_context(
     return make_scoring_context(bundle, history, manifest.version)
 
 
-def make_scoring_context(bundle: ModelBundle, history: History, store_version: int) -> ScoringContext:
-    """Label ``history`` with the bundle's attribution rule and index it for its feature config."""
-    labels = attribute(history, bundle.attribution_config).deploy_labels
+def make_scoring_context(
+    bundle: ModelBundle, history: History, store_version: int, labels: pd.DataFrame | None = None
+) -> ScoringContext:
+    """Label ``history`` with the bundle's attribution rule (unless ``labels`` are given: monitoring labels
+    as of a past day) and index it for its feature config."""
+    if labels is None:
+        labels = attribute(history, bundle.attribution_config).deploy_labels
     if bundle.needs_medians:
         bundle = bundle.with_medians(feature_medians(history, labels, bundle.feature_config, bundle.scorer.numeric))
     return ScoringContext(

@@ -160,13 +160,15 @@ def score_frame(
     context: ScoringContext,
     k: int = TOP_FACTORS,
     max_data_age_hours: float = DEFAULT_MAX_DATA_AGE_HOURS,
+    with_features: bool = False,
 ) -> pd.DataFrame:
     """The batch path: probabilities from ``RiskModel.predict_proba`` on the feature frame, bands, factors.
 
     Returns one row per input deploy: deploy_id, service, created_at, probability, band, top_factors
     (a list of {feature, value, contribution, direction}), new_service, new_author, filled_teams,
     data_age_hours (from the store's newest event to the deploy's time) and stale_history (above
-    ``max_data_age_hours``, or an empty store: the features miss recent history).
+    ``max_data_age_hours``, or an empty store: the features miss recent history); and, with
+    ``with_features``, ``features`` (the model's feature row as a dict, for the prediction log).
     """
     features, filled = batch_features(frame, context)
     age = _data_age_hours(features["created_at"], context)
@@ -181,7 +183,7 @@ def score_frame(
     for i in range(len(features)):
         values = [*num[i].tolist(), *cat_values[i].tolist()]
         factors.append([f.as_dict() for f in top_factors(scorer.features, values, contrib[i], k)])
-    return pd.DataFrame(
+    out = pd.DataFrame(
         {
             "deploy_id": features["deploy_id"].to_numpy(dtype=object),
             "service": frame["service"].astype("string").to_numpy(dtype=object) if "service" in frame else None,
@@ -197,6 +199,13 @@ def score_frame(
         },
         index=frame.index,
     )
+    if with_features:
+        rows = [
+            dict(zip(scorer.features, [*num[i].tolist(), *cat_values[i].tolist()], strict=True))
+            for i in range(len(features))
+        ]
+        out["features"] = pd.Series(rows, index=frame.index, dtype=object)
+    return out
 
 
 def _data_age_hours(times: pd.Series, context: ScoringContext) -> np.ndarray:

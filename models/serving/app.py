@@ -28,6 +28,8 @@ from fastapi.exceptions import RequestValidationError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import TypeAdapter
 
+from features.pointintime.catalog import FEATURE_SET_VERSION
+from models.monitoring.predlog import PredictionLog, prediction_record, predictions_dir
 from models.notify.alerts import Alerts
 from models.notify.config import NotifyConfig
 from models.scoring.advice import AdviceConfig
@@ -61,6 +63,7 @@ class _Metrics:
     requests: Counter
     latency: Histogram
     scores: Counter
+    probability: Histogram
     model: Gauge
     store: Gauge
     refresh_errors: Counter
@@ -82,6 +85,13 @@ class _Metrics:
                 buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
             ),
             scores=Counter("incident_risk_scores", "Deploys scored, by band", ["band"], registry=reg),
+            probability=Histogram(
+                "incident_risk_score_probability",
+                "Distribution of the scores given, by band (drift of the score shows here first)",
+                ["band"],
+                registry=reg,
+                buckets=(0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0),
+            ),
             model=Gauge(
                 "incident_risk_model_info",
                 "The model being served (value 1)",
@@ -106,6 +116,10 @@ class _Metrics:
                 registry=reg,
             ),
         )
+
+    def observe(self, payload: dict[str, Any]) -> None:
+        self.scores.labels(payload["band"]).inc()
+        self.probability.labels(payload["band"]).observe(payload["probability"])
 
     def on_swap(self, snap: ScoringContext) -> None:
         info = snap.bundle.info
@@ -247,6 +261,13 @@ def score_payload(
     return out
 
 
+def log_record(snap: ScoringContext, deploy: DeployIn, payload: dict[str, Any], caller: str) -> dict[str, Any]:
+    """The prediction-log row of one score (squad and tribe filled from the store as the score did)."""
+    teams = snap.index.teams.get(deploy.service)
+    fsv = FEATURE_SET_VERSION  # the row was computed by this code's feature set
+    return prediction_record(payload, caller=caller, deploy=dict(deploy), teams=teams, feature_set_version=fsv)
+
+
 def _json_safe(value: Any) -> Any:
     """Error details as strict JSON: a NaN or infinite input echoes back as text, not as invalid JSON."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -298,6 +319,8 @@ def create_app(config: ServiceConfig, state: ScoringState | None = None, notify:
     state.on_swap(advice_events.prepare)  # built in the refresh thread, before requests ask for advice
     metrics.data_age.set_function(lambda: _data_age_seconds(state.snapshot))
     stop = threading.Event()
+    plog_dir = config.prediction_log_dir or predictions_dir(config.store_dir.parent)
+    plog = PredictionLog(plog_dir, config.prediction_flush_seconds) if config.log_predictions else None
 
     def refresh_logged() -> None:
         try:
@@ -314,6 +337,8 @@ def create_app(config: ServiceConfig, state: ScoringState | None = None, notify:
         refresh_logged()  # startup: serve at once if a champion exists; /readyz says when not
         thread = threading.Thread(target=loop, name="incident-risk-refresh", daemon=True)
         thread.start()
+        if plog is not None:
+            plog.start()
         try:
             yield
         finally:
@@ -321,6 +346,8 @@ def create_app(config: ServiceConfig, state: ScoringState | None = None, notify:
             thread.join(timeout=5)
             if alerts is not None:
                 alerts.close()
+            if plog is not None:
+                plog.stop()  # the shutdown flush
 
     app = FastAPI(
         title="incident-risk",
@@ -329,6 +356,7 @@ def create_app(config: ServiceConfig, state: ScoringState | None = None, notify:
         lifespan=lifespan,
     )
     app.state.scoring = state
+    app.state.prediction_log = plog
     app.add_exception_handler(RequestValidationError, _validation_error)
     protected = [Depends(_token_check(config.tokens))] if config.tokens else []
     app.include_router(incidents_router(state, protected, config.dependencies))
@@ -349,7 +377,9 @@ def create_app(config: ServiceConfig, state: ScoringState | None = None, notify:
         payload = score_payload(
             snap, deploy, now_utc(), config.top_factors, config.max_data_age_hours, config.advice, advice_events
         )
-        metrics.scores.labels(payload["band"]).inc()
+        metrics.observe(payload)
+        if plog is not None:
+            plog.add(log_record(snap, deploy, payload, "/v1/score"))
         if alerts is not None:
             alerts.offer(snap.history, payload, deploy.author, deploy.commit_sha)
         return json_response(payload)
@@ -364,7 +394,9 @@ def create_app(config: ServiceConfig, state: ScoringState | None = None, notify:
             for d in batch.deploys
         ]
         for s, d in zip(scores, batch.deploys, strict=True):
-            metrics.scores.labels(s["band"]).inc()
+            metrics.observe(s)
+            if plog is not None:
+                plog.add(log_record(snap, d, s, "/v1/score/batch"))
             if alerts is not None:
                 alerts.offer(snap.history, s, d.author, d.commit_sha)
         return json_response({"scores": scores})

@@ -34,6 +34,9 @@ class ServiceConfig:
     max_data_age_hours: float = DEFAULT_MAX_DATA_AGE_HOURS
     dependencies: Path | None = None  # dependencies.yaml or a Backstage catalog, for incident suspects
     advice: AdviceConfig = field(default_factory=AdviceConfig)  # which actions ``advice: true`` evaluates
+    log_predictions: bool = True  # every score into the prediction log (models/monitoring/predlog.py)
+    prediction_log_dir: Path | None = None  # None: <store_dir>/../predictions, beside the store
+    prediction_flush_seconds: float = 5.0  # the most a crash loses
 
 
 def _settle_heap() -> None:

@@ -86,11 +86,12 @@ def _score_local(
     body: dict[str, Any], home: Path | None, model: str, alias: str, max_data_age_hours: float
 ) -> dict[str, Any]:
     """Load the champion and the store once (``load_scoring_context``), then score (and advise) as the service does."""
+    from models.monitoring.predlog import append_now, predictions_dir
     from models.scoring.advice import AdviceConfig
     from models.scoring.context import load_scoring_context
     from models.scoring.explain import TOP_FACTORS
     from models.scoring.upcoming import now_utc
-    from models.serving.app import score_payload
+    from models.serving.app import log_record, score_payload
     from models.serving.schemas import DeployIn
 
     deploy = DeployIn.model_validate(body)  # a ValidationError is a ValueError: exit 2
@@ -100,7 +101,9 @@ def _score_local(
         context = load_scoring_context(settings.store_dir, model, alias)
     except Exception as exc:
         raise ConnectionError(f"no usable {model}@{alias} ({exc})") from None
-    return score_payload(context, deploy, now_utc(), TOP_FACTORS, max_data_age_hours, AdviceConfig())
+    payload = score_payload(context, deploy, now_utc(), TOP_FACTORS, max_data_age_hours, AdviceConfig())
+    append_now(predictions_dir(settings.home), [log_record(context, deploy, payload, "gate")])
+    return payload
 
 
 def _render(result: dict[str, Any], threshold: float | None) -> str:

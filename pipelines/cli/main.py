@@ -103,9 +103,9 @@ def build_app(only_gate: bool = False) -> typer.Typer:
     app.command()(demo)
     app.command()(ingest)
     app.command()(sources)
-    from pipelines.cli import deployments, digest, dora, gate, incidents, quarantine, serve, simulate, train
+    from pipelines.cli import deployments, digest, dora, gate, incidents, monitor, quarantine, serve, simulate, train
 
-    for module in (simulate, dora, train, serve, gate, deployments, quarantine, incidents, digest):
+    for module in (simulate, dora, train, serve, gate, deployments, quarantine, incidents, digest, monitor):
         module.register(app)
     return app
 

@@ -52,6 +52,9 @@ def serve(
         dir_okay=False,
         help="dependencies.yaml or a Backstage catalog-info.yaml for incident suspects (docs/incidents.md).",
     ),
+    log_flush_seconds: float = typer.Option(
+        5.0, "--log-flush-seconds", min=0.05, help="Prediction log flush interval: the most a crash loses."
+    ),
 ) -> None:
     """Serve risk scores over HTTP (FastAPI on uvicorn); follows the champion and the store without restarts."""
     import uvicorn
@@ -80,6 +83,7 @@ def serve(
         refresh_seconds=refresh_seconds,
         tokens=tokens,
         dependencies=dependencies,
+        prediction_flush_seconds=log_flush_seconds,
     )
     if max_data_age_hours is not None:
         config = replace(config, max_data_age_hours=max_data_age_hours)

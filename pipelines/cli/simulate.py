@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from enum import StrEnum
 from pathlib import Path
@@ -42,10 +43,23 @@ def register(app: typer.Typer) -> None:
             "GitHub/LaunchDarkly/PagerDuty API records (gzip JSON) for their connectors.",
         ),  # fmt: skip
         start: str = typer.Option("2026-01-05", "--start", help="First day of the history (UTC, YYYY-MM-DD)."),
+        drift: str | None = typer.Option(
+            None, "--drift", help="Change the true hazard from --drift-at-day: toggles, shipping or squad."
+        ),
+        drift_at_day: int | None = typer.Option(None, "--drift-at-day", min=0, help="Day the drift starts (0: first)."),
     ) -> None:
         """Simulate deploy, toggle and incident history with a known ground truth."""
+        from features.simulation.drift import drifted_config
+
         console = Console()
         config = SimulationConfig(days=days, services=services, seed=seed, start=start)
+        if (drift is None) != (drift_at_day is None):
+            raise typer.BadParameter("--drift and --drift-at-day go together")
+        if drift is not None and drift_at_day is not None:
+            try:
+                config = drifted_config(config, drift, drift_at_day)
+            except ValueError as exc:
+                raise typer.BadParameter(str(exc)) from None
         expected = int(days * services * config.deploys_per_service_day)
         began = time.perf_counter()
         if expected > _BIG_RUN:
@@ -64,6 +78,10 @@ def register(app: typer.Typer) -> None:
             f"toggle-caused, {kinds.get('background', 0):,} background) and {len(sim.upcoming):,} upcoming deploys "
             f"in {time.perf_counter() - began:.1f} s"
         )
+        if config.hazard_change is not None:
+            truth = config.hazard_change.describe(start)  # type: ignore[attr-defined]
+            (out / GROUND_TRUTH_DIR / "drift.json").write_text(json.dumps(truth, indent=2))
+            console.print(f"drift:        {truth['kind']} from day {truth['at_day']} ({truth['at_iso']})")
         console.print(f"sources:      {sources}")
         console.print(f"upcoming:     {out / UPCOMING_FILE}")
         console.print(f"ground truth: {out / GROUND_TRUTH_DIR}/ (for evaluation only; not a source)")

@@ -247,6 +247,41 @@ def scheduled_digest(
     return report.as_dict()
 
 
+@flow(name="scheduled-monitor", persist_result=False)
+def scheduled_monitor(
+    home: str | None = None,
+    window_days: int = 28,
+    lookback_days: float = 180.0,
+    min_labels: int = 300,
+    auc_margin: float = 0.03,
+    ece_max: float = 0.05,
+    psi_max: float = 0.25,
+    retrain: bool = False,
+    retrain_window_days: float = 30.0,
+    model_name: str = "incident-risk",
+) -> dict[str, Any]:
+    """Judge the served model on matured outcomes (the daily monitoring deployment); ``retrain`` on an alarm.
+
+    A firing alarm does not fail the run: it emits the ``incident-risk.model.decay-alarm`` event and,
+    with ``retrain``, runs the training flow. Nothing to judge yet fails the run with the reason.
+    """
+    from dataclasses import replace
+
+    from models.monitoring.alarms import AlarmConfig
+    from models.monitoring.outcomes import WindowConfig
+    from pipelines.flows.monitor import MonitorError, MonitorOptions, run_monitor
+
+    settings = _settings(home)
+    alarm = AlarmConfig(window=replace(WindowConfig(), days=window_days), min_labels=min_labels,
+                        auc_margin=auc_margin, ece_max=ece_max, psi_max=psi_max)  # fmt: skip
+    options = MonitorOptions(lookback_days=lookback_days, alarm=alarm, retrain=retrain,
+                             retrain_window_days=retrain_window_days, model_name=model_name)  # fmt: skip
+    try:
+        return run_monitor(settings, options).as_dict()
+    except MonitorError as exc:
+        raise DeploymentFlowError(str(exc)) from None
+
+
 # --------------------------------------------------------------------------------------------
 # prefect.yaml
 

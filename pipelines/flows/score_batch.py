@@ -144,7 +144,7 @@ def load_context(settings: Settings, name: str, alias: str) -> ScoringContext:
 
 @task(name="score-deploys", cache_policy=NO_CACHE)
 def score_deploys(valid: pd.DataFrame, context: ScoringContext, advice: AdviceConfig | None = None) -> pd.DataFrame:
-    scores = score_frame(valid, context)
+    scores = score_frame(valid, context, with_features=True)
     if not len(valid):
         return with_advice(scores, [])
     found = advise_many(
@@ -183,6 +183,25 @@ def write_scores(scores: pd.DataFrame, out: Path, bundle: ModelBundle) -> None:
     else:
         table.to_parquet(tmp, index=False)
     tmp.replace(out)
+
+
+def log_batch(home: Path, scores: pd.DataFrame, valid: pd.DataFrame, bundle: ModelBundle, store_version: int) -> None:
+    """Every score of the batch into the prediction log (models/monitoring/predlog.py)."""
+    from features.pointintime.catalog import FEATURE_SET_VERSION
+    from models.monitoring.predlog import append_now, batch_records, predictions_dir
+
+    fsv = FEATURE_SET_VERSION  # the rows were computed by this code's feature set
+    info = bundle.info
+    records = batch_records(
+        scores,
+        valid,
+        caller="score-batch",
+        model_name=info.name,
+        model_version=info.version,
+        feature_set_version=fsv,
+        store_version=store_version,
+    )
+    append_now(predictions_dir(home), records)
 
 
 @task(name="log-summary", cache_policy=NO_CACHE)
@@ -246,7 +265,8 @@ def score_batch_flow(
     context = load_context(settings, model_name, alias)
     bundle = context.bundle
     scores = score_deploys(valid, context)
-    write_scores(scores, out, bundle)
+    log_batch(settings.home, scores, valid, bundle, context.store_version)
+    write_scores(scores.drop(columns="features", errors="ignore"), out, bundle)
     p = scores["probability"].to_numpy(dtype=np.float64)
     n_rejected = int(rejects["record"].nunique()) if len(rejects) else 0
     summary = BatchSummary(

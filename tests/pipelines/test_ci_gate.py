@@ -86,6 +86,10 @@ def test_local_gate_scores_like_the_service(url: str, home: Path) -> None:
     assert code == EXIT_OK
     local = json.loads(out)
     assert local["probability"] == remote["probability"] and local["factors"] == remote["factors"]
+    from models.monitoring.predlog import predictions_dir, read_predictions
+
+    logged = read_predictions(predictions_dir(home)).query("caller == 'gate'")
+    assert len(logged) >= 1 and logged["probability"].iloc[-1] == local["probability"]
 
 
 @pytest.mark.parametrize(
@@ -177,6 +181,11 @@ def test_score_batch_writes_scores_and_logs_a_summary(prefect_harness: None, hom
     ).tolist()
     run_data = MlflowClient().get_run(summary["run_id"]).data
     assert run_data.metrics["n_scored"] == 13 and run_data.params["model_name"] == NAME
+    from models.monitoring.predlog import predictions_dir, read_predictions
+
+    logged = read_predictions(predictions_dir(home)).query("caller == 'score-batch'")
+    assert len(logged) == 13 and logged["has_deploy_id"].sum() == 12  # "upcoming:14" was made up: a request
+    assert set(logged["probability"].round(12)) == set(scores["probability"].round(12))
 
 
 SATURDAY_NIGHT = ["--at", "2026-02-07T23:30:00Z"]

@@ -25,7 +25,7 @@ def _deployments() -> list[dict[str, Any]]:
 
 def test_prefect_yaml_declares_the_five_scheduled_deployments_and_each_validates():
     checks = validate_prefect_yaml(DEFAULT_PREFECT_FILE)
-    assert [c.problems for c in checks] == [[], [], [], [], []]
+    assert [c.problems for c in checks] == [[]] * len(checks)
     by_flow = {c.flow_name: c for c in checks}
     assert set(by_flow) == {
         "scheduled-ingest",
@@ -33,8 +33,11 @@ def test_prefect_yaml_declares_the_five_scheduled_deployments_and_each_validates
         "scheduled-score-batch",
         "scheduled-dora",
         "scheduled-digest",
+        "scheduled-monitor",
     }
     assert by_flow["scheduled-digest"].schedules == ["cron 0 8 * * 1 UTC"]  # Monday morning
+    assert by_flow["scheduled-monitor"].schedules == ["cron 30 1 * * * UTC"]  # daily, before the nightly train
+    assert by_flow["scheduled-monitor"].parameters["retrain"] is True
     assert all(c.work_pool == "incident-risk" and c.schedules for c in checks)
     assert by_flow["scheduled-ingest"].schedules == ["cron 5 * * * * UTC"]  # hourly
     assert by_flow["scheduled-train"].schedules == ["cron 30 2 * * * UTC"]  # nightly
@@ -75,7 +78,7 @@ def test_deploy_check_command_exit_codes(tmp_path: Path):
     runner = CliRunner()
     ok = runner.invoke(build_app(), ["deploy", "--check", "--file", str(DEFAULT_PREFECT_FILE)])
     assert ok.exit_code == 0, ok.output
-    assert ok.output.count("ok ") == 5
+    assert ok.output.count("ok ") == len(yaml.safe_load(DEFAULT_PREFECT_FILE.read_text())["deployments"])
     data = yaml.safe_load(DEFAULT_PREFECT_FILE.read_text())
     bad = copy.deepcopy(data)
     bad["deployments"][1]["parameters"]["workers"] = "many"

@@ -1,0 +1,299 @@
+"""Monitoring evidence on simulated drift: when the decay alarm fires, and whether retraining recovers.
+
+For each seed, two simulations that differ only by a change of the true hazard at ``--drift-day``
+(features/simulation/drift.py; the undrifted twin shares every random draw):
+
+1. A champion is trained on what was known at ``--train-day`` (``build_training_table`` as of
+   then, ``train``: time split, search, calibration) and scores every production deploy from
+   then on at its ship time: the prediction log an online service would have written.
+2. Each day the monitor runs as it would that day (``models.monitoring.assess``: labels as known
+   then, the last 28 days of matured predictions, drift against the training window) and the
+   first day the alarm fires is recorded. On the undrifted twin it must never fire.
+3. On the first alarm a challenger is trained on the last ``--window-days`` of matured deploys as
+   of that day (``--retrains N``: also weekly after it, as the daily deployment with ``retrain:
+   true`` does while the alarm fires), and the promotion gate compares it with the champion on the
+   challenger's own test period (the most recent out-of-sample rows); it replaces the champion
+   only when better. The stale model, the champion the gates kept and the oracle (the
+   simulator's true probabilities) are then scored on every deploy after the last retrain.
+
+    .venv/bin/python -m benchmarks.monitoring --seeds 0 1 2 --kind shipping
+    .venv/bin/python -m benchmarks.monitoring --seeds 0 --kind squad --days 240 --services 40
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+
+def _say(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _train_config() -> Any:
+    """A smaller search than the default (one linear, two tree candidates): the benchmark trains 2 models a run."""
+    from models.training.config import CandidateGrid, TrainConfig
+
+    return TrainConfig(
+        candidates=(
+            CandidateGrid("logreg", (("C", (0.1,)), ("class_weight", (None,)))),
+            CandidateGrid(
+                "hgb",
+                (
+                    ("learning_rate", (0.1,)),
+                    ("max_leaf_nodes", (7, 15)),
+                    ("max_iter", (150,)),
+                    ("min_samples_leaf", (40,)),
+                    ("l2_regularization", (1.0,)),
+                ),
+            ),
+        ),
+        n_splits=3,
+        permutation_repeats=1,
+        permutation_max_rows=2000,
+    )
+
+
+def _fit(history: Any, as_of: pd.Timestamp, window_days: float | None, config: Any) -> Any:
+    from features.labels.attribution import AttributionConfig
+    from features.pointintime.compute import FeatureConfig
+    from models.training.dataset import build_training_table
+    from models.training.train import train
+
+    table = build_training_table(history, AttributionConfig(), FeatureConfig(), as_of)
+    if window_days is not None:
+        t = pd.to_datetime(table.frame["created_at"], utc=True)
+        frame = table.frame[(t > as_of - pd.Timedelta(days=window_days)).to_numpy()].reset_index(drop=True)
+        table = replace(table, frame=frame)
+    return train(table, config, 0.2)
+
+
+def _bundle(result: Any, version: str) -> Any:
+    from models.scoring.context import ModelInfo, make_bundle
+
+    return make_bundle(result.model, ModelInfo("benchmark", version, metrics=dict(result.test_metrics)))
+
+
+def predictions_of(history: Any, labels: pd.DataFrame, bundle: Any, start: pd.Timestamp) -> pd.DataFrame:
+    """The log an online service would have written: every production deploy from ``start``, scored at ship time."""
+    from models.monitoring.predlog import records_frame
+    from models.scoring.context import make_scoring_context
+    from models.scoring.explain import batch_features
+
+    deploys = history.deploys
+    keep = (deploys["environment"].astype("string") == "production").to_numpy(dtype=bool) & (
+        pd.to_datetime(deploys["created_at"], utc=True) >= start
+    ).to_numpy()
+    entities = deploys[keep].reset_index(drop=True)
+    features, _ = batch_features(entities, make_scoring_context(bundle, history, 0, labels))
+    p = bundle.model.predict_proba(features)[:, 1]
+    bands = bundle.scorer.bands(p)
+    cols = list(bundle.scorer.features)
+    rows = features[cols].astype(object).where(features[cols].notna(), None).to_dict("records")
+    at = pd.to_datetime(entities["created_at"], utc=True)
+    records = [
+        {
+            "prediction_id": f"p{i}",
+            "logged_at": at.iloc[i],
+            "deploy_id": str(entities["deploy_id"].iloc[i]),
+            "has_deploy_id": True,
+            "commit_sha": entities["commit_sha"].iloc[i],
+            "service": entities["service"].iloc[i],
+            "squad": entities["squad"].iloc[i],
+            "tribe": entities["tribe"].iloc[i],
+            "author": entities["author"].iloc[i],
+            "planned_at": at.iloc[i],
+            "probability": float(p[i]),
+            "band": str(bands[i]),
+            "model_name": "benchmark",
+            "model_version": bundle.info.version,
+            "feature_set_version": "pit-1",
+            "store_version": 0,
+            "caller": "benchmark",
+            "features": json.dumps(rows[i], default=float),
+        }
+        for i in range(len(entities))
+    ]
+    return records_frame(records)
+
+
+def labels_as_of(final: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
+    """Labels as known at ``as_of``: a label final by then is the final label (that is what maturity means)."""
+    out = final.copy()
+    out["mature"] = (pd.to_datetime(out["matured_at"], utc=True) <= as_of).fillna(False)
+    return out
+
+
+def _auc(y: np.ndarray, p: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else math.nan
+
+
+def _retrain(args: argparse.Namespace, history: Any, final: pd.DataFrame, sim: Any, preds: pd.DataFrame,
+             champion: Any, first_alarm: int, day: Any, train_cfg: Any) -> dict[str, Any]:  # fmt: skip
+    """Retrain on the first alarm (and weekly after it, ``--retrains``), the gate deciding each time; then
+    score the stale model, the champion the gates kept and the oracle on every deploy after the last retrain."""
+    from models.registry.gate import decide, rescore
+    from models.scoring.context import make_scoring_context
+    from models.scoring.explain import batch_features
+
+    current, current_name, gates = champion, "stale", []
+    last = first_alarm
+    for k in range(args.retrains):
+        rday = first_alarm + 7 * k
+        if rday > args.days - 21:
+            break
+        challenger = _fit(history, day(rday), args.window_days, train_cfg)
+        test = challenger.test_frame
+        y_test = test["label"].to_numpy()
+        old, _ = rescore(current.model, test, y_test, test.get("effort"))
+        decision = decide(challenger.test_metrics, old, float(y_test.mean()), train_cfg.gate)
+        gates.append({"day": rday, "promote": decision.promote, "reason": decision.reason})
+        if decision.promote:
+            current, current_name = challenger, f"retrained day {rday}"
+        last = rday
+    after = preds[pd.to_datetime(preds["planned_at"], utc=True) > day(last)]
+    lab = final.set_index("deploy_id").reindex(after["deploy_id"].astype(str))
+    keep = (lab["eligible"].fillna(False) & lab["mature"].fillna(False)).to_numpy(dtype=bool)
+    ids = after["deploy_id"].astype(str).to_numpy()[keep]
+    y = lab["failed"].to_numpy(dtype=bool)[keep].astype(int)
+    stale_p = after["probability"].to_numpy()[keep]
+    sub = history.deploys.set_index("deploy_id").loc[ids].reset_index()
+    feats, _ = batch_features(sub, make_scoring_context(_bundle(current, "2"), history, 0, final))
+    kept_p = current.model.predict_proba(feats)[:, 1]
+    truth = sim.deploy_truth.set_index("deploy_id").loc[ids, "p_incident"].to_numpy()
+    oracle, stale, kept = _auc(y, truth), _auc(y, stale_p), _auc(y, kept_p)
+    _say(f"after retraining: oracle {oracle:.3f}, stale {stale:.3f}, {current_name} {kept:.3f}")
+    return {
+        "first_day": first_alarm,
+        "last_day": last,
+        "window_days": args.window_days,
+        "gates": gates,
+        "champion": current_name,
+        "eval_deploys": int(len(y)),
+        "eval_failures": int(y.sum()),
+        "oracle_auc": oracle,
+        "stale_auc": stale,
+        "champion_auc": kept,
+        "stale_share_of_oracle": stale / oracle,
+        "champion_share_of_oracle": kept / oracle,
+    }
+
+
+def run_one(args: argparse.Namespace, seed: int, kind: str | None) -> dict[str, Any]:
+    from features.labels.attribution import AttributionConfig, attribute
+    from features.simulation.drift import drifted_config
+    from features.simulation.simulator import SimulationConfig, simulate
+    from models.monitoring.alarms import AlarmConfig
+    from models.monitoring.assess import assess, reference_of
+    from models.monitoring.outcomes import WindowConfig
+    from models.scoring.context import make_scoring_context
+
+    config = SimulationConfig(days=args.days, services=args.services, seed=seed)
+    if kind is not None:
+        config = drifted_config(config, kind, args.drift_day)
+    began = time.perf_counter()
+    sim = simulate(config)
+    history = sim.history
+    start = pd.Timestamp(config.start, tz="UTC").floor("D")
+    day = lambda d: start + pd.Timedelta(days=d)  # noqa: E731
+    final = attribute(history, AttributionConfig()).deploy_labels
+    train_cfg = _train_config()
+    champion = _fit(history, day(args.train_day), None, train_cfg)
+    bundle = _bundle(champion, "1")
+    _say(f"seed {seed} {kind or 'no drift'}: champion test AUC {champion.test_metrics['roc_auc']:.3f}")
+    preds = predictions_of(history, final, bundle, day(args.train_day))
+    period = champion.split
+    reference = reference_of(
+        make_scoring_context(bundle, history, 0, final),
+        pd.Timestamp(period["train_start"]),
+        pd.Timestamp(period["train_end"]),
+    )
+    alarm_cfg = replace(AlarmConfig(), window=WindowConfig(max_windows=1, n_boot=args.n_boot))
+    daily = []
+    first_alarm: int | None = None
+    for d in range(args.train_day + args.first_check, args.days + 1, args.check_every):
+        as_of = day(d)
+        try:
+            a = assess(preds, labels_as_of(final, as_of), history.deploys, reference, alarm_cfg, as_of)
+        except ValueError:
+            continue
+        top = a.feature_psi.dropna(subset=["rank"])
+        daily.append(
+            {
+                "day": d,
+                "n": a.latest["n"],
+                "auc": a.latest["roc_auc"],
+                "auc_hi": a.latest["roc_auc_hi"],
+                "ece": a.latest["ece"],
+                "ece_lo": a.latest["ece_lo"],
+                "score_psi": a.score_psi,
+                "top_psi": float(top[top["rank"] <= alarm_cfg.top_features]["psi"].max()),
+                "firing": a.alarm.firing,
+                "reasons": list(a.alarm.reasons),
+            }
+        )
+        if a.alarm.firing and first_alarm is None:
+            first_alarm = d
+            _say(f"seed {seed} {kind or 'no drift'}: alarm on day {d}: {'; '.join(a.alarm.reasons)}")
+            if kind is None or not args.all_days:
+                break
+    out: dict[str, Any] = {
+        "seed": seed,
+        "kind": kind or "none",
+        "drift_day": args.drift_day if kind else None,
+        "champion_test_auc": champion.test_metrics["roc_auc"],
+        "first_alarm_day": first_alarm,
+        "days_after_change": None if first_alarm is None or kind is None else first_alarm - args.drift_day,
+        "false_alarm": first_alarm is not None and (kind is None or first_alarm < args.drift_day),
+        "days_checked": len(daily),
+        "daily": daily,
+    }
+    if first_alarm is not None and kind is not None:
+        out["retrain"] = _retrain(args, history, final, sim, preds, champion, first_alarm, day, train_cfg)
+    out["seconds"] = time.perf_counter() - began
+    return out
+
+
+def main() -> None:
+    from threadpoolctl import threadpool_limits
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--kind", default="shipping")
+    parser.add_argument("--days", type=int, default=300)
+    parser.add_argument("--services", type=int, default=60)
+    parser.add_argument("--train-day", type=int, default=120)
+    parser.add_argument("--drift-day", type=int, default=180)
+    parser.add_argument("--first-check", type=int, default=14, help="days after --train-day of the first check")
+    parser.add_argument("--window-days", type=float, default=60.0, help="the retrain's rolling window")
+    parser.add_argument("--retrains", type=int, default=1, help="retrain on the alarm and weekly after it, N times")
+    parser.add_argument("--n-boot", type=int, default=200)
+    parser.add_argument("--check-every", type=int, default=1, help="days between monitor runs")
+    parser.add_argument("--all-days", action="store_true", help="keep checking after the first alarm")
+    parser.add_argument("--only-drifted", action="store_true", help="skip the undrifted twin")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    results = []
+    with threadpool_limits(1):
+        for seed in args.seeds:
+            for kind in (args.kind,) if args.only_drifted else (None, args.kind):
+                results.append(run_one(args, seed, kind))
+    summary = [{k: v for k, v in r.items() if k != "daily"} for r in results]
+    print(json.dumps(summary, indent=2, default=str))
+    if args.out:
+        with open(args.out, "w") as handle:
+            json.dump(results, handle, indent=2, default=str)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""The decay alarm: documented, configurable thresholds on the latest window of matured predictions.
+
+Calibrated against undrifted simulations (benchmarks/monitoring.py, docs/monitoring.md): a plain
+"PSI above 0.25" rule fired on stable runs (a sampling wobble of a sparse feature is enough), so
+drift alone only warns. The alarm fires when
+
+- **auc**: the whole bootstrap interval of the window's ROC-AUC lies below the baseline AUC
+  minus ``auc_margin`` (the model ranks worse than when it was chosen, beyond noise); the
+  baseline is the champion's test AUC, or its AUC over its first live window when that is lower
+  (``assess.baseline_auc``), or
+- **calibration**: the whole interval of the window's ECE lies above ``ece_max`` (its
+  probabilities are off, beyond noise), or
+- **drift + degradation**: a top-``top_features`` feature or the score has PSI above ``psi_max``
+  and the whole AUC interval lies below the baseline AUC (a smaller but real loss;
+  ``drift_alone=True`` makes drift alone fire). A first version used the point AUC or ECE here
+  and false-fired on an undrifted simulation: a 28-day window's point AUC wobbles by +-0.05.
+
+and only with at least ``min_labels`` matured predictions and ``min_failures`` failures in the
+window; with fewer, nothing fires and the report says the window is too small.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from models.monitoring.outcomes import WindowConfig
+
+
+@dataclass(frozen=True)
+class AlarmConfig:
+    """The alarm's thresholds (see the module docstring for the rule)."""
+
+    window: WindowConfig = field(default_factory=WindowConfig)
+    min_labels: int = 300
+    min_failures: int = 20
+    auc_margin: float = 0.03
+    ece_max: float = 0.05
+    psi_max: float = 0.25
+    top_features: int = 5
+    drift_alone: bool = False
+
+    def as_params(self) -> dict[str, str]:
+        out = {k: str(v) for k, v in asdict(self).items() if k != "window"}
+        out.update({f"window.{k}": str(v) for k, v in asdict(self.window).items()})
+        return out
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    value: float
+    threshold: float
+    firing: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class AlarmReport:
+    """Every check with its value and threshold; ``firing`` when the decay alarm fires, and why."""
+
+    firing: bool
+    enough_labels: bool
+    checks: tuple[Check, ...]
+    reasons: tuple[str, ...]
+    warnings: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "firing": self.firing,
+            "enough_labels": self.enough_labels,
+            "reasons": list(self.reasons),
+            "warnings": list(self.warnings),
+            "checks": [asdict(c) for c in self.checks],
+        }
+
+
+def _finite(x: float) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def evaluate_alarm(
+    window: dict[str, float],
+    champion_auc: float,
+    feature_psi: pd.DataFrame,
+    score_psi: float,
+    config: AlarmConfig,
+) -> AlarmReport:
+    """The alarm on the latest window's metrics (``outcomes.window_metrics``) and drift (``drift.feature_drift``)."""
+    n, failures = window.get("n", 0.0), window.get("failures", 0.0)
+    enough = n >= config.min_labels and failures >= config.min_failures
+    floor = champion_auc - config.auc_margin if _finite(champion_auc) else math.nan
+    auc, auc_hi = window.get("roc_auc", math.nan), window.get("roc_auc_hi", math.nan)
+    ece, ece_lo = window.get("ece", math.nan), window.get("ece_lo", math.nan)
+    auc_fires = enough and _finite(auc_hi) and _finite(floor) and auc_hi < floor
+    ece_fires = enough and _finite(ece_lo) and ece_lo > config.ece_max
+    ranked = feature_psi.dropna(subset=["rank"]) if "rank" in feature_psi else feature_psi.iloc[:0]
+    top = ranked[ranked["rank"] <= config.top_features] if len(ranked) else feature_psi.head(config.top_features)
+    psis = dict(zip(top["feature"].astype(str), top["psi"].astype(float), strict=True))
+    drifted = [f"{name} PSI {v:.2f}" for name, v in psis.items() if _finite(v) and v > config.psi_max]
+    if _finite(score_psi) and score_psi > config.psi_max:
+        drifted.append(f"score PSI {score_psi:.2f}")
+    degraded = enough and _finite(auc_hi) and _finite(champion_auc) and auc_hi < champion_auc
+    drift_fires = bool(drifted) and (config.drift_alone or degraded)
+    top_psi = float(top["psi"].max()) if len(top) and top["psi"].notna().any() else math.nan
+    checks = (
+        Check("matured_labels", n, float(config.min_labels), not enough, f"{int(n)} labels, {int(failures)} failures"),
+        Check("auc", auc_hi, floor, auc_fires, f"AUC {auc:.3f} (interval up to {auc_hi:.3f}) vs floor {floor:.3f}"),
+        Check("calibration", ece_lo, config.ece_max, ece_fires, f"ECE {ece:.3f} (interval from {ece_lo:.3f})"),
+        Check("drift", max(top_psi, score_psi) if _finite(score_psi) else top_psi, config.psi_max, drift_fires,
+              "; ".join(drifted) or "no top feature or score beyond the PSI bound"),
+    )  # fmt: skip
+    reasons = tuple(c.detail for c in checks[1:] if c.firing)
+    warnings = []
+    if not enough:
+        warnings.append(f"window too small to judge: {int(n)} matured labels, {int(failures)} failures")
+    if drifted and not drift_fires:
+        warnings.append("drift without degradation: " + "; ".join(drifted))
+    return AlarmReport(bool(reasons), enough, checks, reasons, tuple(warnings))

@@ -1,0 +1,285 @@
+"""The monitor flow: logged predictions + matured labels -> metrics, drift, the decay alarm -> MLflow, event, retrain.
+
+Steps (Prefect tasks around ``models.monitoring``): read the prediction log, load the model that
+made the latest predictions from the registry, label the history as known now with that model's
+attribution config, ``assess`` (outcomes, rolling metrics, per-group calibration, drift, alarm),
+log everything to the MLflow experiment ``incident-risk-monitoring`` (metrics over time, tables,
+figures), emit a Prefect event when the alarm fires, and, when asked, run the training flow (the
+promotion gate then decides as usual). Nothing is written before the assessment is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from models.monitoring.alarms import AlarmConfig
+from models.monitoring.assess import Assessment, MonitorInputError, assess, reference_of
+from models.monitoring.predlog import predictions_dir, read_predictions
+from models.registry.artifacts import MODEL_NAME
+from models.scoring.context import ModelBundle
+from pipelines.settings import Settings
+
+EXPERIMENT = "incident-risk-monitoring"
+#: The event a firing alarm emits (automations can trigger on it).
+ALARM_EVENT = "incident-risk.model.decay-alarm"
+EXIT_OK, EXIT_ALARM, EXIT_CANNOT = 0, 3, 4
+
+
+class MonitorError(RuntimeError):
+    """The monitor cannot judge (no predictions, no matured labels, model gone): one line, exit code 4."""
+
+
+@dataclass(frozen=True)
+class MonitorOptions:
+    """What one monitor run looks at and how it judges."""
+
+    as_of: pd.Timestamp | None = None  # default: now
+    lookback_days: float = 180.0  # predictions logged in this many days before as_of are read
+    alarm: AlarmConfig = field(default_factory=AlarmConfig)
+    retrain: bool = False
+    retrain_window_days: float = 30.0  # training rows of the retrain: the recent regime (docs/benchmarks.md)
+    model_name: str = MODEL_NAME
+    experiment: str = EXPERIMENT
+
+
+@dataclass
+class MonitorOutcome:
+    """What the run found and did; ``exit_code`` 0 healthy, 3 alarm."""
+
+    model_name: str
+    model_version: str
+    summary: dict[str, Any]
+    firing: bool
+    run_id: str | None = None
+    retrain: dict[str, Any] | None = None
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_ALARM if self.firing else EXIT_OK
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "model": f"{self.model_name} v{self.model_version}",
+            "firing": self.firing,
+            "run_id": self.run_id,
+            "retrain": self.retrain,
+            **self.summary,
+        }
+
+    def render(self) -> str:
+        s = self.summary
+        w = s["latest_window"]
+        counts = s["predictions"]
+        lines = [
+            f"{self.model_name} v{self.model_version}: {'DECAY ALARM' if self.firing else 'healthy'} "
+            f"(as of {s['as_of']})",
+            f"predictions: {counts['matured']} matured, {counts['pending']} pending, {counts['unmatched']} unmatched",
+            f"latest window: {int(w['n'] or 0)} deploys, {int(w['failures'] or 0)} failures, AUC {_f(w['roc_auc'])} "
+            f"[{_f(w['roc_auc_lo'])}, {_f(w['roc_auc_hi'])}], ECE {_f(w['ece'])}, Brier {_f(w['brier'])}, "
+            f"recall@10% {_f(w['recall_at_10pct'])}; realised {_f(w['realised_rate'])} vs predicted "
+            f"{_f(w['predicted_rate'])}",
+            f"drift: score PSI {_f(s['score_psi'])}; "
+            + ", ".join(f"{k} {v:.2f}" for k, v in list(s["feature_psi"].items())[:5]),
+        ]
+        lines += [f"alarm: {r}" for r in s["alarm"]["reasons"]]
+        lines += [f"note: {r}" for r in s["alarm"]["warnings"]]
+        if self.retrain is not None:
+            lines.append(f"retrained: v{self.retrain['model_version']}, {self.retrain['reason']}")
+        if self.run_id:
+            lines.append(f"MLflow run {self.run_id} (experiment {EXPERIMENT})")
+        return "\n".join(lines)
+
+
+def _f(value: Any) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{value:.3f}"
+
+
+@task(name="read-predictions", cache_policy=NO_CACHE)
+def load_predictions(settings: Settings, as_of: pd.Timestamp, lookback_days: float, model_name: str) -> pd.DataFrame:
+    root = predictions_dir(settings.home)
+    frame = read_predictions(root, as_of - pd.Timedelta(days=lookback_days), as_of + pd.Timedelta(microseconds=1))
+    frame = frame[frame["model_name"].astype("string") == model_name].reset_index(drop=True)
+    if frame.empty:
+        raise MonitorError(f"no predictions of {model_name} logged under {root} yet: nothing to monitor")
+    return frame
+
+
+@task(name="load-model", cache_policy=NO_CACHE)
+def load_monitored_model(name: str, version: str) -> ModelBundle:
+    """The registered version that made the predictions; gone from the registry is a clear error."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from models.scoring.context import load_bundle
+
+    client = MlflowClient()
+    try:
+        return load_bundle(client, name, version)
+    except (MlflowException, OSError) as exc:
+        first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise MonitorError(
+            f"{name} v{version} made the latest predictions but cannot be loaded from the registry ({first})"
+        ) from None
+
+
+@task(name="assess", cache_policy=NO_CACHE)
+def assess_task(
+    settings: Settings, predictions: pd.DataFrame, bundle: ModelBundle, options: MonitorOptions, as_of: pd.Timestamp
+) -> Assessment:
+    from features.history.store import HistoryStore
+    from features.labels.attribution import attribute
+    from models.scoring.context import make_scoring_context
+
+    history = HistoryStore(settings.store_dir).read_history()
+    if history.deploys.empty:
+        raise MonitorError(f"the store at {settings.store_dir} holds no deploys: no outcomes to compare with")
+    labels = attribute(history, bundle.attribution_config, as_of).deploy_labels
+    period = bundle.metadata.get("training_period") or {}
+    start, end = (pd.Timestamp(period[k]) if period.get(k) else None for k in ("start", "end"))
+    store_version = HistoryStore(settings.store_dir).manifest().version
+    reference = reference_of(make_scoring_context(bundle, history, store_version, labels), start, end)
+    try:
+        return assess(predictions, labels, history.deploys, reference, options.alarm, as_of)
+    except MonitorInputError as exc:
+        raise MonitorError(str(exc)) from None
+
+
+def _metric_name(key: str) -> str:
+    return key.replace("@", "_at_")
+
+
+@task(name="log-monitoring", cache_policy=NO_CACHE)
+def log_assessment(a: Assessment, bundle: ModelBundle, options: MonitorOptions, settings: Settings) -> str:
+    """One MLflow run: latest metrics, the rolling metrics as a time series, tables and figures as artifacts."""
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    from models.monitoring import plots
+    from models.training.tracking import ensure_experiment
+
+    client = MlflowClient()
+    experiment = ensure_experiment(client, options.experiment, str(settings.artifact_root))
+    floor = bundle.info.metrics.get("roc_auc", math.nan) - options.alarm.auc_margin
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        (out / "summary.json").write_text(json.dumps(a.summary(), indent=2, default=str))
+        a.rolling.to_csv(out / "rolling_metrics.csv", index=False)
+        a.feature_psi.to_csv(out / "feature_drift.csv", index=False)
+        for group, table in a.groups.items():
+            table.to_csv(out / f"realised_vs_predicted_by_{group}.csv", index=False)
+        figures = out / "figures"
+        if "squad" in a.groups:
+            plots.save(plots.realised_vs_predicted(a.groups["squad"], "squad"), figures / "realised_vs_predicted.png")
+        plots.save(plots.drift_by_feature(a.feature_psi, a.score_psi, options.alarm.psi_max), figures / "drift.png")
+        champion_auc = bundle.info.metrics.get("roc_auc", math.nan)
+        plots.save(plots.auc_over_time(a.rolling, champion_auc, floor), figures / "auc_over_time.png")
+        tags = {
+            "run_kind": "monitoring",
+            "model_name": bundle.info.name,
+            "model_version": bundle.info.version,
+            "alarm": "firing" if a.alarm.firing else "ok",
+        }
+        with mlflow.start_run(
+            experiment_id=experiment.experiment_id, run_name=f"monitor v{bundle.info.version}", tags=tags
+        ) as run:
+            mlflow.log_params({"as_of": a.as_of.isoformat(), **options.alarm.as_params()})
+            latest = {f"latest_{_metric_name(k)}": v for k, v in a.latest.items() if math.isfinite(v)}
+            latest.update({f"count_{k}": float(v) for k, v in a.counts.items()})
+            latest.update({k: v for k, v in a.newcomers.items() if math.isfinite(v)})
+            if math.isfinite(a.score_psi):
+                latest["score_psi"] = a.score_psi
+            latest["alarm"] = float(a.alarm.firing)
+            mlflow.log_metrics(latest)
+            series = []
+            ends = pd.to_datetime(a.rolling["window_end"], utc=True)
+            for i, row in enumerate(a.rolling.itertuples(index=False)):
+                stamp = int(ends.iloc[i].timestamp() * 1000)
+                for key in ("roc_auc", "brier", "ece", "recall_at_10pct", "realised_rate", "predicted_rate", "n"):
+                    value = float(getattr(row, key))
+                    if math.isfinite(value):
+                        series.append(Metric(f"rolling_{key}", value, stamp, i))
+            for start in range(0, len(series), 900):
+                client.log_batch(run.info.run_id, metrics=series[start : start + 900])
+            mlflow.log_artifacts(str(out))
+            return str(run.info.run_id)
+
+
+#: The monitor's Prometheus textfile under the home (point node_exporter's textfile collector at it).
+TEXTFILE = "monitor.prom"
+
+
+def write_textfile(settings: Settings, a: Assessment, bundle: ModelBundle) -> Path:
+    """``<home>/monitor.prom``, written aside and renamed, so Prometheus alerts on the monitor too."""
+    import time
+
+    from models.monitoring.assess import prometheus_text
+
+    path = settings.home / TEXTFILE
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(prometheus_text(a, bundle.info.name, bundle.info.version, time.time()))
+    tmp.replace(path)
+    return path
+
+
+def emit_alarm(bundle: ModelBundle, a: Assessment) -> None:
+    """A Prefect event, so an automation (or a person watching the UI) can act on the alarm."""
+    from prefect.events import emit_event
+
+    emit_event(
+        event=ALARM_EVENT,
+        resource={
+            "prefect.resource.id": f"incident-risk.model.{bundle.info.name}.{bundle.info.version}",
+            "prefect.resource.name": f"{bundle.info.name} v{bundle.info.version}",
+        },
+        payload={"reasons": list(a.alarm.reasons), "as_of": a.as_of.isoformat(), **a.summary()["latest_window"]},
+    )
+
+
+def retrain(settings: Settings, window_days: float) -> dict[str, Any]:
+    """The training flow on the last ``window_days`` of matured deploys; its promotion gate keeps the champion
+    unless the retrain beats it on the recent out-of-sample period.
+
+    A short window learns the new regime: on the simulated drift a 30-day window recovered 94.7-95.9%
+    of the oracle AUC where 60 days, still holding pre-change rows, reached 92.7-94.0%.
+    """
+    from pipelines.flows.deployments import recent_training_table
+    from pipelines.flows.train import TrainOptions, run_training
+
+    options = TrainOptions(source=f"monitor: decay alarm, window={window_days:g}d")
+    table = recent_training_table(settings, options, window_days)
+    outcome = run_training(settings, options, progress=lambda _m: None, table=table)
+    return {"model_version": outcome.model_version, "promoted": outcome.promoted, "reason": outcome.reason}
+
+
+@flow(name="monitor", persist_result=False, validate_parameters=False)
+def monitor_flow(settings: Settings, options: MonitorOptions) -> MonitorOutcome:
+    """Assess the served model on matured outcomes, log it, and act on a decay alarm."""
+    as_of = options.as_of if options.as_of is not None else pd.Timestamp.now(tz="UTC")
+    predictions = load_predictions(settings, as_of, options.lookback_days, options.model_name)
+    version = str(predictions["model_version"].iloc[-1])  # the model that made the latest prediction
+    predictions = predictions[predictions["model_version"].astype("string") == version].reset_index(drop=True)
+    bundle = load_monitored_model(options.model_name, version)
+    assessment = assess_task(settings, predictions, bundle, options, as_of)
+    run_id = log_assessment(assessment, bundle, options, settings)
+    write_textfile(settings, assessment, bundle)
+    outcome = MonitorOutcome(bundle.info.name, version, assessment.summary(), assessment.alarm.firing, run_id)
+    if assessment.alarm.firing:
+        emit_alarm(bundle, assessment)
+        if options.retrain:
+            outcome.retrain = retrain(settings, options.retrain_window_days)
+    return outcome
+
+
+def run_monitor(settings: Settings, options: MonitorOptions | None = None) -> MonitorOutcome:
+    """Run the monitor flow; raises ``MonitorError`` when there is nothing to judge yet."""
+    return monitor_flow(settings, options or MonitorOptions())

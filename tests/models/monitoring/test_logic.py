@@ -1,0 +1,204 @@
+"""Outcomes join, rolling metrics, PSI and the alarm rule, on small synthetic frames."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from models.monitoring.alarms import AlarmConfig, evaluate_alarm
+from models.monitoring.drift import feature_drift, newcomer_share, psi_categorical, psi_numeric
+from models.monitoring.outcomes import (
+    MATURED,
+    PENDING,
+    UNMATCHED,
+    WindowConfig,
+    _auc,
+    join_outcomes,
+    matured,
+    realised_vs_predicted,
+    rolling_metrics,
+    window_metrics,
+)
+from models.monitoring.predlog import records_frame
+
+T0 = pd.Timestamp("2026-03-01", tz="UTC")
+
+
+def _pred(deploy_id: str, at: pd.Timestamp, p: float, **kw: object) -> dict:
+    return {
+        "prediction_id": deploy_id + str(at),
+        "logged_at": at,
+        "deploy_id": deploy_id,
+        "has_deploy_id": not deploy_id.startswith("request:"),
+        "service": "svc",
+        "squad": "sq",
+        "planned_at": at,
+        "probability": p,
+        "band": "low",
+        "model_name": "m",
+        "model_version": "1",
+        "features": "{}",
+        **kw,
+    }
+
+
+def _labels(rows: list[tuple[str, bool, bool]]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "deploy_id": [r[0] for r in rows],
+            "eligible": True,
+            "failed": [r[1] for r in rows],
+            "mature": [r[2] for r in rows],
+            "matured_at": T0,
+        }
+    )
+
+
+def _deploys(ids: list[str], shas: list[str | None]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "deploy_id": ids,
+            "service": "svc",
+            "environment": "production",
+            "commit_sha": shas,
+            "created_at": T0,
+        }
+    )
+
+
+def test_join_labels_matured_predictions_leaves_pending_and_unmatched_alone() -> None:
+    preds = records_frame(
+        [
+            _pred("d:1", T0, 0.1),
+            _pred("d:1", T0 + pd.Timedelta(hours=1), 0.3),  # re-scored: the latest counts
+            _pred("d:2", T0, 0.2),
+            _pred("d:9", T0, 0.2),
+            _pred("ci-run-7", T0, 0.4, commit_sha="abc"),  # the CI's own id, matched by service + sha
+            _pred("request:x", T0, 0.5),
+        ]
+    )
+    labels = _labels([("d:1", True, True), ("d:2", False, False), ("d:3", False, True)])
+    joined = join_outcomes(preds, labels, _deploys(["d:1", "d:2", "d:3"], [None, None, "abc"]))
+    by_id = joined.set_index("deploy_id")
+    assert len(joined) == 4  # one row per deploy id; request ids cannot be judged
+    assert by_id.loc["d:1", "outcome"] == MATURED and by_id.loc["d:1", "label"] == 1
+    assert by_id.loc["d:1", "probability"] == 0.3
+    assert by_id.loc["d:2", "outcome"] == PENDING and pd.isna(by_id.loc["d:2", "label"])
+    assert by_id.loc["d:9", "outcome"] == UNMATCHED
+    assert by_id.loc["ci-run-7", "outcome"] == MATURED and by_id.loc["ci-run-7", "matched_id"] == "d:3"
+    assert sorted(matured(joined)["label"].tolist()) == [0, 1]
+
+
+def test_rank_auc_equals_sklearn() -> None:
+    rng = np.random.default_rng(3)
+    y = (rng.random(400) < 0.2).astype(int)
+    p = np.round(rng.random(400) + 0.4 * y, 1)  # ties
+    assert _auc(y, p) == pytest.approx(roc_auc_score(y, p))
+    assert math.isnan(_auc(np.zeros(5, dtype=int), np.ones(5)))
+
+
+def _scored(n: int, auc_signal: float, seed: int = 0, start: pd.Timestamp = T0, days: int = 28) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < 0.15).astype(int)
+    p = np.clip(0.15 + auc_signal * (y - 0.15) + 0.08 * rng.standard_normal(n), 0.001, 0.999)
+    at = start + pd.to_timedelta(np.sort(rng.random(n)) * days, unit="D")
+    return pd.DataFrame({"label": y, "probability": p, "planned_at": at, "squad": np.where(y | (p > 0.2), "a", "b")})
+
+
+def test_window_metrics_have_intervals_around_the_point_estimate() -> None:
+    m = window_metrics(_scored(1500, 0.1), WindowConfig(n_boot=100))
+    assert m["n"] == 1500 and m["roc_auc_lo"] < m["roc_auc"] < m["roc_auc_hi"]
+    assert m["ece_lo"] <= m["ece"] + 1e-9 and 0 <= m["recall_at_10pct"] <= 1
+
+
+def test_rolling_windows_end_every_step_and_cover_the_period() -> None:
+    frame = _scored(3000, 0.1, days=70)
+    rolling = rolling_metrics(frame, WindowConfig(days=28, step_days=7, n_boot=10), end=T0 + pd.Timedelta(days=70))
+    assert len(rolling) == 10
+    assert (rolling["window_end"].diff().dropna() == pd.Timedelta(days=7)).all()
+    assert rolling["n"].iloc[-1] == pytest.approx(3000 * 28 / 70, rel=0.15)
+
+
+def test_realised_vs_predicted_flags_a_group_whose_rate_is_off() -> None:
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {
+            "squad": ["ok"] * 2000 + ["off"] * 2000,
+            "probability": 0.1,
+            "label": np.r_[(rng.random(2000) < 0.1), (rng.random(2000) < 0.2)].astype(int),
+        }
+    )
+    table = realised_vs_predicted(frame, "squad").set_index("squad")
+    assert table.loc["off", "miscalibrated"] and not table.loc["ok", "miscalibrated"]
+    assert table.loc["off", "gap"] == pytest.approx(0.1, abs=0.03)
+
+
+def test_psi_is_zero_on_the_same_distribution_and_large_on_a_shift() -> None:
+    rng = np.random.default_rng(0)
+    ref = rng.normal(0, 1, 5000)
+    assert psi_numeric(ref, rng.normal(0, 1, 5000)) < 0.02
+    assert psi_numeric(ref, rng.normal(1, 1, 5000)) > 0.25
+    with_missing = np.r_[rng.normal(0, 1, 2500), np.full(2500, np.nan)]
+    assert psi_numeric(ref, with_missing) > 1  # half missing is a new bin
+    assert psi_categorical(["a"] * 50 + ["b"] * 50, ["a"] * 50 + ["b"] * 50) == pytest.approx(0)
+    assert psi_categorical(["a"] * 90 + ["b"] * 10, ["a"] * 10 + ["b"] * 90) > 1
+    assert newcomer_share(["s1", "s2"], ["s1", "s3", "s3", None]) == 0.5
+
+
+def test_feature_drift_ranks_by_importance() -> None:
+    rng = np.random.default_rng(1)
+    ref = pd.DataFrame({"x": rng.normal(size=1000), "y": rng.normal(size=1000), "c": ["u"] * 1000})
+    cur = pd.DataFrame({"x": rng.normal(2, 1, 1000), "y": rng.normal(size=1000), "c": ["v"] * 1000})
+    out = feature_drift(ref, cur, ["x", "y"], ["c"], {"x": 0.5, "y": 0.9, "c": 0.1})
+    assert out.set_index("feature").loc["x", "rank"] == 2 and out["feature"].iloc[-1] == "y"
+
+
+def _window(auc: float, hi: float, ece: float = 0.01, ece_lo: float = 0.005, n: float = 2000.0) -> dict:
+    return {"n": n, "failures": 200.0, "roc_auc": auc, "roc_auc_hi": hi, "roc_auc_lo": auc - 0.03,
+            "ece": ece, "ece_lo": ece_lo}  # fmt: skip
+
+
+def _psi(value: float) -> pd.DataFrame:
+    return pd.DataFrame({"feature": ["x", "y"], "kind": "numeric", "psi": [value, 0.0], "rank": [1, 2]})
+
+
+def test_alarm_fires_when_the_whole_auc_interval_is_below_the_floor() -> None:
+    cfg = AlarmConfig()
+    fired = evaluate_alarm(_window(0.62, 0.66), 0.72, _psi(0.0), 0.0, cfg)
+    assert fired.firing and fired.reasons[0].startswith("AUC")
+    assert not evaluate_alarm(_window(0.66, 0.70), 0.72, _psi(0.0), 0.0, cfg).firing  # within noise
+
+
+def test_alarm_needs_enough_labels() -> None:
+    report = evaluate_alarm(_window(0.5, 0.55, n=100), 0.72, _psi(0.0), 0.0, AlarmConfig())
+    assert not report.firing and not report.enough_labels and "too small" in report.warnings[0]
+
+
+def test_drift_alone_only_warns_unless_configured() -> None:
+    healthy = _window(0.72, 0.75)
+    report = evaluate_alarm(healthy, 0.72, _psi(0.6), 0.0, AlarmConfig())
+    assert not report.firing and "drift without degradation" in report.warnings[0]
+    assert evaluate_alarm(healthy, 0.72, _psi(0.6), 0.0, AlarmConfig(drift_alone=True)).firing
+    slightly_worse = _window(0.69, 0.715)  # below the champion, above the floor: fires only with drift
+    assert not evaluate_alarm(slightly_worse, 0.72, _psi(0.1), 0.0, AlarmConfig()).firing
+    assert evaluate_alarm(slightly_worse, 0.72, _psi(0.6), 0.0, AlarmConfig()).firing
+    assert not evaluate_alarm(slightly_worse, 0.72, _psi(0.6).assign(rank=[9, 10]), 0.0, AlarmConfig()).firing
+
+
+def test_calibration_alarm_needs_the_whole_ece_interval_above_the_bound() -> None:
+    assert evaluate_alarm(_window(0.72, 0.75, ece=0.09, ece_lo=0.07), 0.72, _psi(0), 0.0, AlarmConfig()).firing
+    assert not evaluate_alarm(_window(0.72, 0.75, ece=0.06, ece_lo=0.03), 0.72, _psi(0), 0.0, AlarmConfig()).firing
+
+
+def test_the_baseline_is_the_lower_of_the_test_auc_and_the_first_live_window() -> None:
+    from models.monitoring.assess import baseline_auc
+
+    weak = _scored(2000, 0.05, seed=4)  # a live AUC well below a test AUC of 0.9
+    live = _auc(weak["label"].to_numpy(), weak["probability"].to_numpy())
+    assert baseline_auc(weak, 0.9, AlarmConfig()) == pytest.approx(live)
+    assert baseline_auc(weak, 0.55, AlarmConfig()) == 0.55
+    assert baseline_auc(weak.head(100), 0.9, AlarmConfig()) == 0.9  # too few labels: the test AUC
