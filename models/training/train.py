@@ -170,10 +170,7 @@ class _CandidateRun:
     def result(self) -> CandidateResult:
         kind, params = self.spec
         per_fold = self.fold_metrics
-        mean: dict[str, float] = {
-            m: float(np.nanmean([f[m] for f in per_fold])) if _any_finite(per_fold, m) else math.nan
-            for m in METRIC_KEYS
-        }
+        mean = _mean_metrics(per_fold)
         done = len(per_fold) == self.config.n_splits
         return CandidateResult(
             candidate_name(kind, params),
@@ -220,6 +217,8 @@ def search(
         return _halving_search(table, config, specs, report)
     if evaluate_all is not None:
         results = evaluate_all(table, config, specs)
+        if config.search == "halving":
+            results = _as_halving(results, config)
         for i, result in enumerate(results):
             report(i, result)
         return results
@@ -238,7 +237,8 @@ def _halving_search(
 ) -> list[CandidateResult]:
     """Successive halving over the time-ordered folds (models/training/halving.py), in spec order.
 
-    Runs in this process: the orchestrator's parallel ``evaluate_all`` runs the full grid instead.
+    Runs in this process; with the orchestrator's parallel ``evaluate_all`` the full grid runs and
+    ``_as_halving`` replays the rungs on it, so both give the same results.
     """
     runs = [_CandidateRun(table, config, spec) for spec in specs]
     results: dict[int, CandidateResult] = {}
@@ -252,6 +252,35 @@ def _halving_search(
 
     successive_halving(len(specs), config.n_splits, config.halving_factor, run_fold, on_stop)
     return [results[i] for i in range(len(specs))]
+
+
+def _as_halving(results: list[CandidateResult], config: TrainConfig) -> list[CandidateResult]:
+    """The halving search's results from a full grid run in parallel: the same survivors and choice.
+
+    A fold's score does not depend on which other candidates ran, so replaying the rungs on the
+    grid's fold scores drops the same candidates after the same folds as the sequential run does.
+    """
+    ran = successive_halving(
+        len(results),
+        config.n_splits,
+        config.halving_factor,
+        lambda i, k: _score(results[i].fold_metrics[k], config.selection_metric),
+    )
+    out = []
+    for i, result in enumerate(results):
+        folds = len(ran[i])
+        if folds == len(result.fold_metrics):
+            out.append(result)
+            continue
+        kept = result.fold_metrics[:folds]
+        out.append(CandidateResult(result.name, result.kind, result.params, kept, _mean_metrics(kept), result.seconds))
+    return out
+
+
+def _mean_metrics(per_fold: list[dict[str, float]]) -> dict[str, float]:
+    return {
+        m: float(np.nanmean([f[m] for f in per_fold])) if _any_finite(per_fold, m) else math.nan for m in METRIC_KEYS
+    }
 
 
 def _any_finite(rows: list[dict[str, float]], key: str) -> bool:

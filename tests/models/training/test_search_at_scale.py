@@ -11,7 +11,7 @@ from threadpoolctl import threadpool_limits
 from models.training.config import CandidateGrid, TrainConfig
 from models.training.estimators import RiskModel
 from models.training.halving import keep_count, rungs, successive_halving
-from models.training.train import LABEL, make_classifier, search, train
+from models.training.train import LABEL, evaluate_candidate, make_classifier, search, train
 from tests.helpers.synthetic import synthetic_table
 
 CONFIG = TrainConfig(
@@ -99,3 +99,17 @@ def test_threads_only_for_large_fits():
         TrainConfig(n_threads=0)
     with pytest.raises(ValueError, match="search"):
         TrainConfig(search="random")  # type: ignore[arg-type]
+
+
+def test_parallel_grid_replayed_as_halving_equals_the_sequential_halving_search():
+    table, _ = synthetic_table(1500, seed=8)
+    table = table.sorted()
+
+    def evaluate_all(t, config, specs):  # type: ignore[no-untyped-def]
+        return [evaluate_candidate(t, config, spec) for spec in specs]  # what a task runner returns
+
+    sequential = search(table, CONFIG)
+    parallel = search(table, CONFIG, evaluate_all=evaluate_all)
+    assert [(c.name, c.fold_metrics, c.mean_metrics, c.n_iter) for c in parallel] == [
+        (c.name, c.fold_metrics, c.mean_metrics, c.n_iter) for c in sequential
+    ]
