@@ -139,16 +139,27 @@ def candidate_specs(config: TrainConfig) -> list[CandidateSpec]:
     return [(g.kind, p) for g in config.candidates for p in g.expand()]
 
 
-class _CandidateRun:
-    """One candidate's folds as they are run (all at once, or rung by rung when halving)."""
+class _SearchData:
+    """What every candidate's folds read, built once per search (one feature frame, not one per candidate)."""
 
-    def __init__(self, table: TrainingTable, config: TrainConfig, spec: CandidateSpec) -> None:
+    def __init__(self, table: TrainingTable, config: TrainConfig) -> None:
         frame = table.frame
-        self.config, self.spec = config, spec
         self.X = frame[table.features]
         self.y = frame[LABEL].to_numpy(dtype=np.int64)
         self.effort = frame[EFFORT].to_numpy(dtype=np.float64, na_value=np.nan) if EFFORT in frame else None
         self.splits = rolling_origin_splits(len(frame), config.n_splits)
+
+
+class _CandidateRun:
+    """One candidate's folds as they are run (all at once, or rung by rung when halving)."""
+
+    def __init__(
+        self, table: TrainingTable, config: TrainConfig, spec: CandidateSpec, data: _SearchData | None = None
+    ) -> None:
+        frame = table.frame
+        data = data if data is not None else _SearchData(table, config)
+        self.config, self.spec = config, spec
+        self.X, self.y, self.effort, self.splits = data.X, data.y, data.effort, data.splits
         self.classifier = make_classifier(spec[0], spec[1], table, config)
         self.scores = np.full(len(frame), np.nan)
         self.folds = np.full(len(frame), -1, dtype=np.int64)
@@ -240,7 +251,8 @@ def _halving_search(
     Runs in this process; with the orchestrator's parallel ``evaluate_all`` the full grid runs and
     ``_as_halving`` replays the rungs on it, so both give the same results.
     """
-    runs = [_CandidateRun(table, config, spec) for spec in specs]
+    data = _SearchData(table, config)
+    runs = [_CandidateRun(table, config, spec, data) for spec in specs]
     results: dict[int, CandidateResult] = {}
 
     def run_fold(i: int, k: int) -> float:
