@@ -119,9 +119,11 @@ class TrainConfig:
     #: Boosting stops on each fold's validation period (HistGradientBoosting's ``early_stopping``,
     #: ``n_iter_no_change`` = 10); the final fit reuses the last fold's iteration count.
     early_stopping: bool = True
-    #: OpenMP/BLAS threads for a fit of at least ``threads_min_rows`` rows; smaller fits use one.
-    #: None: the cores this process may run on. Small fits gain nothing from threads, and on busy
-    #: shared cores threaded HistGradientBoosting spun and ran 30x slower on them in our measurements.
+    #: OpenMP threads for a boosting fit of at least ``threads_min_rows`` rows; everything else
+    #: (smaller fits, the linear model's BLAS, evaluation) uses one. None: the cores this process
+    #: may run on. Small fits gain nothing from threads; on busy shared cores threaded
+    #: HistGradientBoosting spun and ran 30x slower on them, and two BLAS threads made the linear
+    #: model's fits slower, not faster, in our measurements.
     n_threads: int | None = None
     threads_min_rows: int = 50_000
     gate: GateConfig = field(default_factory=GateConfig)
@@ -135,9 +137,9 @@ class TrainConfig:
         if self.n_threads is not None and self.n_threads < 1:
             raise ValueError(f"n_threads must be at least 1 (or None for every core), got {self.n_threads}")
 
-    def threads_for(self, n_rows: int) -> int:
-        """Threads for a fit on ``n_rows`` rows: ``n_threads`` (default: usable cores) when large, else one."""
-        if n_rows < self.threads_min_rows:
+    def threads_for(self, n_rows: int, kind: ModelKind = "hgb") -> int:
+        """Threads for a ``kind`` fit on ``n_rows`` rows: ``n_threads`` for large boosting fits, else one."""
+        if kind != "hgb" or n_rows < self.threads_min_rows:
             return 1
         return self.n_threads if self.n_threads is not None else usable_cores()
 

@@ -170,7 +170,7 @@ class _CandidateRun:
     def run_fold(self, k: int) -> dict[str, float]:
         started = time.perf_counter()
         tr, va = self.splits[k]
-        with threadpool_limits(limits=self.config.threads_for(len(tr))):
+        with threadpool_limits(limits=self.config.threads_for(len(tr), self.spec[0])):
             scores, self.n_iter = fold_scores(self.classifier, self.X, self.y, tr, va, self.config.early_stopping)
         self.scores[va], self.folds[va] = scores, k
         effort = None if self.effort is None else self.effort[va]
@@ -386,7 +386,7 @@ def train(
     ``progress``, if given, is called with one line of text per step; ``evaluate_all``, if given,
     runs the candidate search (e.g. in parallel) and must return what the sequential search would.
     """
-    with threadpool_limits(limits=config.threads_for(len(table.frame))):
+    with threadpool_limits(limits=1):  # boosting fits raise it (TrainConfig.threads_for)
         return _train(table, config, test_fraction, test_start, progress or (lambda _msg: None), evaluate_all)
 
 
@@ -432,7 +432,7 @@ def _train(
         high_share=config.high_share,
         medium_share=config.medium_share,
     )
-    with threadpool_limits(limits=config.threads_for(len(train_frame))):
+    with threadpool_limits(limits=config.threads_for(len(train_frame), chosen.kind)):
         # calibration from the search's out-of-fold scores of this candidate: no fold is refitted
         model.fit(train_frame[table.features], y_train, oof_scores=chosen.oof_scores, oof_folds=chosen.oof_folds)
     timings["fit"] = time.perf_counter() - started

@@ -94,6 +94,7 @@ def test_calibration_from_the_search_out_of_fold_scores_equals_recomputing_them(
 def test_threads_only_for_large_fits():
     config = TrainConfig(n_threads=2, threads_min_rows=1000)
     assert config.threads_for(999) == 1 and config.threads_for(1000) == 2
+    assert config.threads_for(10**6, "logreg") == 1  # BLAS threads slowed the linear model down
     assert TrainConfig().threads_for(10**7) >= 1
     with pytest.raises(ValueError, match="n_threads"):
         TrainConfig(n_threads=0)
