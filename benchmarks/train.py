@@ -9,12 +9,20 @@
     .venv/bin/python -m benchmarks.train --days 90 --services 20
     .venv/bin/python -m benchmarks.train --days 180 --services 60        # the larger simulation
     .venv/bin/python -m benchmarks.train --sample data/sample            # the demo sample instead
+
+With ``--baseline-tree DIR`` (a checkout of the previous code, e.g. ``git worktree add /tmp/base
+9997acd``) the same benchmark first runs in a subprocess of that tree, and the report adds the
+ratios of its step times to ours, measured minutes apart on the same machine. Peak RSS (this
+process; the baseline subprocess's from its rusage) is reported for both.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -32,7 +40,14 @@ def main() -> None:
     parser.add_argument("--sample", type=Path, default=None, help="ingest this sample's sources.yaml instead")
     parser.add_argument("--no-flow", action="store_true", help="skip the Prefect run")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--baseline-tree", type=Path, default=None, help="run the same benchmark in this checkout, first"
+    )
+    parser.add_argument("--threads", type=int, default=None, help="TrainConfig.n_threads (default: usable cores)")
+    parser.add_argument("--search", choices=("halving", "grid"), default="halving")
+    parser.add_argument("--no-early-stopping", action="store_true")
     args = parser.parse_args()
+    baseline = run_baseline(args) if args.baseline_tree is not None else None
 
     from pipelines.settings import prepare_runtime, resolve_settings
 
@@ -40,9 +55,47 @@ def main() -> None:
         settings = resolve_settings(Path(tmp) / "home")
         prepare_runtime(settings)
         report = run(settings, args)
+    report["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if baseline is not None:
+        report["baseline"] = baseline
+        report["speedup_vs_baseline"] = speedups(baseline, report)
     print(json.dumps(report, indent=2))
     if args.out is not None:
         args.out.write_text(json.dumps(report, indent=2))
+
+
+def run_baseline(args: argparse.Namespace) -> dict:
+    """The same benchmark (same data arguments) in a subprocess of the baseline checkout."""
+    tree = args.baseline_tree.resolve()
+    command = [sys.executable, "-m", "benchmarks.train", "--days", str(args.days), "--services", str(args.services)]
+    command += ["--seed", str(args.seed)]
+    if args.sample is not None:
+        command += ["--sample", str(args.sample.resolve())]
+    if args.no_flow:
+        command.append("--no-flow")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "baseline.json"
+        started = time.perf_counter()
+        env = {**os.environ, "PYTHONPATH": str(tree)}
+        subprocess.run([*command, "--out", str(out)], cwd=tree, env=env, check=True, stdout=subprocess.DEVNULL)
+        report = json.loads(out.read_text())
+    report["seconds_benchmark"] = time.perf_counter() - started
+    report["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    report["tree"] = str(tree)
+    return report
+
+
+def speedups(baseline: dict, ours: dict) -> dict[str, float]:
+    """Baseline seconds / our seconds for the totals and each step both runs report."""
+    out: dict[str, float] = {}
+    for key in ("seconds_train_plain", "seconds_run_training_no_prefect", "seconds_run_training_prefect"):
+        if baseline.get(key) and ours.get(key):
+            out[key] = baseline[key] / ours[key]
+    for step, seconds in ours.get("steps_no_prefect", {}).items():
+        before = baseline.get("steps_no_prefect", {}).get(step)
+        if before and seconds:
+            out[f"step {step}"] = before / seconds
+    return out
 
 
 def progress_printer(stage: str):  # type: ignore[no-untyped-def]
@@ -92,14 +145,16 @@ def run(settings, args) -> dict:  # type: ignore[no-untyped-def]
     report["seconds_data"] = time.perf_counter() - started
     say(f"{report['data']} committed to the store; building labels and features")
 
-    config = TrainConfig(seed=args.seed)
+    config = TrainConfig(
+        seed=args.seed, n_threads=args.threads, search=args.search, early_stopping=not args.no_early_stopping
+    )
     history = HistoryStore(settings.store_dir).read_history()
     started = time.perf_counter()
     table = build_training_table(history, AttributionConfig(), FeatureConfig())
     report["seconds_features"] = time.perf_counter() - started
     say(f"training table: {len(table.frame):,} labelled deploys")
     started = time.perf_counter()
-    with threadpool_limits(limits=config.n_threads):
+    with threadpool_limits(limits=config.threads_for(len(table.frame))):
         result = train(table, config, progress=progress_printer("train (plain functions)"))
     report["seconds_train_plain"] = time.perf_counter() - started
     y = result.test_frame["label"].to_numpy()
@@ -108,6 +163,9 @@ def run(settings, args) -> dict:  # type: ignore[no-untyped-def]
     report["excluded"] = table.excluded
     report["test_failure_rate"] = float(y.mean())
     report["chosen"] = result.chosen.name
+    report["chosen_n_iter"] = result.chosen.n_iter
+    report["threads"] = config.threads_for(len(table.frame))
+    report["fold_fits"] = sum(len(c.fold_metrics) for c in result.candidates)
     report["calibration"] = result.calibration
     report["test"] = result.test_metrics
     report["baselines"] = result.baseline_metrics

@@ -7,6 +7,7 @@ runs with equal configs and equal data give equal metrics.
 from __future__ import annotations
 
 import itertools
+import os
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -32,6 +33,9 @@ METRIC_KEYS: tuple[Metric, ...] = choices_of(Metric)  # type: ignore[assignment]
 Band = Literal["low", "medium", "high"]
 #: How the risk score is calibrated: chosen on held-out folds ("auto") or fixed.
 CalibrationMethod = Literal["auto", "isotonic", "sigmoid"]
+#: How candidates are searched: every candidate on every fold ("grid"), or successive halving
+#: over the time-ordered folds ("halving": losers of the early, cheap folds stop there).
+SearchStrategy = Literal["halving", "grid"]
 
 
 @dataclass(frozen=True)
@@ -111,18 +115,47 @@ class TrainConfig:
     #: Test rows sampled (seeded) for permutation importance; bounds its cost on large test periods.
     permutation_max_rows: int = 20_000
     min_train_rows: int = 50
-    #: OpenMP/BLAS threads while training. One by default: on shared or busy machines, threaded
-    #: HistGradientBoosting spins and ran 30x slower in our measurements; small models gain little.
-    n_threads: int = 1
+    #: "halving": every candidate runs the first ``n_splits - 2`` folds, then only the best
+    #: 1/``halving_factor`` (at least two) go on to each later fold; "grid": all folds for all.
+    search: SearchStrategy = "halving"
+    halving_factor: int = 3
+    #: Boosting stops on each fold's validation period (HistGradientBoosting's ``early_stopping``,
+    #: ``n_iter_no_change`` = 10); the final fit reuses the last fold's iteration count.
+    early_stopping: bool = True
+    #: OpenMP threads for a boosting fit of at least ``threads_min_rows`` rows; everything else
+    #: (smaller fits, the linear model's BLAS, evaluation) uses one. None: the cores this process
+    #: may run on. Small fits gain nothing from threads; on busy shared cores threaded
+    #: HistGradientBoosting spun and ran 30x slower on them, and two BLAS threads made the linear
+    #: model's fits slower, not faster, in our measurements.
+    n_threads: int | None = None
+    threads_min_rows: int = 50_000
     gate: GateConfig = field(default_factory=GateConfig)
 
     def __post_init__(self) -> None:
         check_choice("selection_metric", self.selection_metric, Metric)
         check_choice("calibration", self.calibration, CalibrationMethod)
+        check_choice("search", self.search, SearchStrategy)
+        if self.halving_factor < 2:
+            raise ValueError(f"halving_factor must be at least 2, got {self.halving_factor}")
+        if self.n_threads is not None and self.n_threads < 1:
+            raise ValueError(f"n_threads must be at least 1 (or None for every core), got {self.n_threads}")
+
+    def threads_for(self, n_rows: int, kind: ModelKind = "hgb") -> int:
+        """Threads for a ``kind`` fit on ``n_rows`` rows: ``n_threads`` for large boosting fits, else one."""
+        if kind != "hgb" or n_rows < self.threads_min_rows:
+            return 1
+        return self.n_threads if self.n_threads is not None else usable_cores()
 
     def as_params(self) -> dict[str, str]:
         """Flat ``section.key -> str`` for MLflow params (values stay readable, lists as text)."""
         return flatten(asdict(self))
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity, which containers and taskset narrow)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, str]:

@@ -115,7 +115,13 @@ class RiskClassifier(ClassifierMixin, BaseEstimator):
             self.numeric_, self.categorical_ = list(numeric), list(categorical)
         return num, cat
 
-    def fit(self, X: Any, y: Any) -> RiskClassifier:
+    def fit(self, X: Any, y: Any, X_val: Any = None, y_val: Any = None) -> RiskClassifier:
+        """Fit preprocessing and estimator on (X, y).
+
+        With ``X_val``/``y_val`` (a later, time-ordered validation period) a boosting estimator
+        stops early on that period's loss, HistGradientBoosting's own ``early_stopping`` with
+        ``n_iter_no_change``; other estimators ignore them.
+        """
         if y is None:
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None")
         num, cat = self._validated(X, reset=True)
@@ -138,8 +144,19 @@ class RiskClassifier(ClassifierMixin, BaseEstimator):
             onehot = OneHotArray(self.min_frequency, self.max_categories)
             self.categorical_step_ = onehot.fit(cat) if cat.shape[1] else None
             self.estimator_ = clone(base)
-        self.estimator_.fit(self._design(num, cat), y)
+        if self.tree_ and X_val is not None and y_val is not None:
+            val = self._design(*self._validated(X_val, reset=False))
+            self.estimator_.set_params(early_stopping=True)
+            self.estimator_.fit(self._design(num, cat), y, X_val=val, y_val=column_or_1d(y_val))
+        else:
+            self.estimator_.fit(self._design(num, cat), y)
         return self
+
+    @property
+    def n_iter_(self) -> int | None:
+        """Boosting iterations of the fitted estimator (None for a linear model)."""
+        check_is_fitted(self, "estimator_")
+        return int(self.estimator_.n_iter_) if self.tree_ else None
 
     def _design(self, num: np.ndarray, cat: np.ndarray) -> np.ndarray:
         parts = [num if self.numeric_step_ is None else self.numeric_step_.transform(num)]
@@ -220,6 +237,24 @@ def rolling_origin_splits(n: int, n_splits: int) -> list[tuple[np.ndarray, np.nd
     return [(tr, va) for tr, va in TimeSeriesSplit(n_splits=n_splits).split(np.zeros(n))]
 
 
+def fold_scores(
+    classifier: RiskClassifier, X: Any, y: np.ndarray, tr: np.ndarray, va: np.ndarray, early_stopping: bool = False
+) -> tuple[np.ndarray, int | None]:
+    """Scores of the validation rows ``va`` from a clone fitted on the earlier rows ``tr``.
+
+    With ``early_stopping`` a boosting model stops on the validation period's loss; its iteration
+    count is returned (None otherwise) so the final fit can reuse it. A training part with one
+    class scores its prior.
+    """
+    Xtr = X.iloc[tr] if isinstance(X, pd.DataFrame) else np.asarray(X)[tr]
+    Xva = X.iloc[va] if isinstance(X, pd.DataFrame) else np.asarray(X)[va]
+    if len(np.unique(y[tr])) < 2:
+        return np.full(len(va), float(np.mean(y[tr]))), None
+    validation = (Xva, y[va]) if early_stopping else (None, None)
+    fitted = clone(classifier).fit(Xtr, y[tr], *validation)
+    return fitted.predict_proba(Xva)[:, 1], fitted.n_iter_ if early_stopping else None
+
+
 def out_of_fold_scores(
     classifier: RiskClassifier, X: Any, y: np.ndarray, n_splits: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -232,12 +267,7 @@ def out_of_fold_scores(
     scores = np.full(n, np.nan)
     folds = np.full(n, -1, dtype=np.int64)
     for k, (tr, va) in enumerate(rolling_origin_splits(n, n_splits)):
-        Xtr = X.iloc[tr] if isinstance(X, pd.DataFrame) else np.asarray(X)[tr]
-        Xva = X.iloc[va] if isinstance(X, pd.DataFrame) else np.asarray(X)[va]
-        if len(np.unique(y[tr])) < 2:
-            scores[va] = float(np.mean(y[tr]))
-        else:
-            scores[va] = clone(classifier).fit(Xtr, y[tr]).predict_proba(Xva)[:, 1]
+        scores[va] = fold_scores(classifier, X, y, tr, va)[0]
         folds[va] = k
     return scores, folds
 
@@ -305,7 +335,12 @@ class RiskModel(ClassifierMixin, BaseEstimator):
         self.medium_share = medium_share
         self.metadata = metadata
 
-    def fit(self, X: Any, y: Any) -> RiskModel:
+    def fit(self, X: Any, y: Any, oof_scores: Any = None, oof_folds: Any = None) -> RiskModel:
+        """Calibrate on rolling-origin out-of-fold scores, then refit the classifier on all rows.
+
+        ``oof_scores``/``oof_folds`` (as ``out_of_fold_scores`` returns them, e.g. kept from the
+        search for this very classifier) skip recomputing the folds: the search already paid for them.
+        """
         if y is None:
             raise ValueError("RiskModel requires y to be passed, but the target y is None")
         if not isinstance(X, pd.DataFrame):
@@ -320,7 +355,11 @@ class RiskModel(ClassifierMixin, BaseEstimator):
             raise ValueError("high_share and medium_share must be shares that sum to at most 1")
         t = (y == classes[1]).astype(np.int64)
         base = self.classifier if self.classifier is not None else RiskClassifier()
-        scores, folds = out_of_fold_scores(base, X, t, self.n_splits)
+        if oof_scores is None or oof_folds is None:
+            scores, folds = out_of_fold_scores(base, X, t, self.n_splits)
+        else:
+            scores, folds = np.asarray(oof_scores, dtype=np.float64), np.asarray(oof_folds, dtype=np.int64)
+            check_consistent_length(scores, folds, t)
         method, losses, reason = choose_calibration(scores, t, folds, self.calibration, self.min_isotonic_positives)
         have = folds >= 0
         self.calibrator_ = ScoreCalibrator(method).fit(scores[have], t[have])

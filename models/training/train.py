@@ -19,8 +19,9 @@ from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
 from models.training.config import METRIC_KEYS, ModelKind, TrainConfig
-from models.training.estimators import RiskClassifier, RiskModel, out_of_fold_scores
+from models.training.estimators import RiskClassifier, RiskModel, fold_scores, rolling_origin_splits
 from models.training.evaluation import LOWER_IS_BETTER, evaluate, metrics_by_group, permutation_importance
+from models.training.halving import successive_halving
 from models.training.split import ID, TIME, Split, time_split
 from models.training.transformers import signed_log1p
 
@@ -97,7 +98,13 @@ def make_classifier(
 
 @dataclass(frozen=True)
 class CandidateResult:
-    """A candidate's rolling-origin validation: metrics per fold and their mean."""
+    """A candidate's rolling-origin validation: metrics per fold run and their mean.
+
+    A candidate dropped by successive halving has fewer ``fold_metrics`` than ``n_splits`` and no
+    out-of-fold scores. A finished one keeps its out-of-fold scores (``oof_scores``, NaN before
+    the first validation block, ``oof_folds`` -1 there) so calibration reuses them, and, for
+    boosting with early stopping, the iteration count of its last fold (``n_iter``).
+    """
 
     name: str
     kind: ModelKind
@@ -105,6 +112,9 @@ class CandidateResult:
     fold_metrics: list[dict[str, float]]
     mean_metrics: dict[str, float]
     seconds: float
+    n_iter: int | None = None
+    oof_scores: np.ndarray | None = field(default=None, repr=False, compare=False)
+    oof_folds: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 def candidate_name(kind: str, params: dict[str, Any]) -> str:
@@ -129,27 +139,69 @@ def candidate_specs(config: TrainConfig) -> list[CandidateSpec]:
     return [(g.kind, p) for g in config.candidates for p in g.expand()]
 
 
-def evaluate_candidate(table: TrainingTable, config: TrainConfig, spec: CandidateSpec) -> CandidateResult:
-    """One candidate's rolling-origin validation; a pure function of its inputs, so it can run anywhere."""
-    kind, params = spec
-    with threadpool_limits(limits=config.n_threads):
-        started = time.perf_counter()
+class _SearchData:
+    """What every candidate's folds read, built once per search (one feature frame, not one per candidate)."""
+
+    def __init__(self, table: TrainingTable, config: TrainConfig) -> None:
         frame = table.frame
-        y = frame[LABEL].to_numpy(dtype=np.int64)
-        effort = frame[EFFORT].to_numpy(dtype=np.float64, na_value=np.nan) if EFFORT in frame else None
-        clf = make_classifier(kind, params, table, config)
-        scores, folds = out_of_fold_scores(clf, frame[table.features], y, config.n_splits)
-        per_fold = []
-        for k in range(config.n_splits):
-            rows = folds == k
-            per_fold.append(evaluate(y[rows], scores[rows], None if effort is None else effort[rows]))
-        mean: dict[str, float] = {
-            m: float(np.nanmean([f[m] for f in per_fold])) if _any_finite(per_fold, m) else math.nan
-            for m in METRIC_KEYS
-        }
+        self.X = frame[table.features]
+        self.y = frame[LABEL].to_numpy(dtype=np.int64)
+        self.effort = frame[EFFORT].to_numpy(dtype=np.float64, na_value=np.nan) if EFFORT in frame else None
+        self.splits = rolling_origin_splits(len(frame), config.n_splits)
+
+
+class _CandidateRun:
+    """One candidate's folds as they are run (all at once, or rung by rung when halving)."""
+
+    def __init__(
+        self, table: TrainingTable, config: TrainConfig, spec: CandidateSpec, data: _SearchData | None = None
+    ) -> None:
+        frame = table.frame
+        data = data if data is not None else _SearchData(table, config)
+        self.config, self.spec = config, spec
+        self.X, self.y, self.effort, self.splits = data.X, data.y, data.effort, data.splits
+        self.classifier = make_classifier(spec[0], spec[1], table, config)
+        self.scores = np.full(len(frame), np.nan)
+        self.folds = np.full(len(frame), -1, dtype=np.int64)
+        self.fold_metrics: list[dict[str, float]] = []
+        self.n_iter: int | None = None
+        self.seconds = 0.0
+
+    def run_fold(self, k: int) -> dict[str, float]:
+        started = time.perf_counter()
+        tr, va = self.splits[k]
+        with threadpool_limits(limits=self.config.threads_for(len(tr), self.spec[0])):
+            scores, self.n_iter = fold_scores(self.classifier, self.X, self.y, tr, va, self.config.early_stopping)
+        self.scores[va], self.folds[va] = scores, k
+        effort = None if self.effort is None else self.effort[va]
+        self.fold_metrics.append(evaluate(self.y[va], scores, effort))
+        self.seconds += time.perf_counter() - started
+        return self.fold_metrics[-1]
+
+    def result(self) -> CandidateResult:
+        kind, params = self.spec
+        per_fold = self.fold_metrics
+        mean = _mean_metrics(per_fold)
+        done = len(per_fold) == self.config.n_splits
         return CandidateResult(
-            candidate_name(kind, params), kind, params, per_fold, mean, time.perf_counter() - started
+            candidate_name(kind, params),
+            kind,
+            params,
+            list(per_fold),
+            mean,
+            self.seconds,
+            n_iter=self.n_iter if done else None,
+            oof_scores=self.scores if done else None,
+            oof_folds=self.folds if done else None,
         )
+
+
+def evaluate_candidate(table: TrainingTable, config: TrainConfig, spec: CandidateSpec) -> CandidateResult:
+    """One candidate's rolling-origin validation on every fold; a pure function, so it can run anywhere."""
+    run = _CandidateRun(table, config, spec)
+    for k in range(config.n_splits):
+        run.run_fold(k)
+    return run.result()
 
 
 def search(
@@ -164,14 +216,20 @@ def search(
     say = progress or (lambda _msg: None)
 
     def report(i: int, result: CandidateResult) -> None:
+        folds = len(result.fold_metrics)
+        stopped = f", stopped after {folds}/{config.n_splits} folds" if folds < config.n_splits else ""
         say(
             f"candidate {i + 1}/{len(specs)} {result.name}: "
             f"{config.selection_metric}={result.mean_metrics.get(config.selection_metric, math.nan):.4f} "
-            f"({result.seconds:.1f} s)"
+            f"({result.seconds:.1f} s{stopped})"
         )
 
+    if config.search == "halving" and evaluate_all is None:
+        return _halving_search(table, config, specs, report)
     if evaluate_all is not None:
         results = evaluate_all(table, config, specs)
+        if config.search == "halving":
+            results = _as_halving(results, config)
         for i, result in enumerate(results):
             report(i, result)
         return results
@@ -182,15 +240,76 @@ def search(
     return results
 
 
+def _halving_search(
+    table: TrainingTable,
+    config: TrainConfig,
+    specs: list[CandidateSpec],
+    report: Callable[[int, CandidateResult], None],
+) -> list[CandidateResult]:
+    """Successive halving over the time-ordered folds (models/training/halving.py), in spec order.
+
+    Runs in this process; with the orchestrator's parallel ``evaluate_all`` the full grid runs and
+    ``_as_halving`` replays the rungs on it, so both give the same results.
+    """
+    data = _SearchData(table, config)
+    runs = [_CandidateRun(table, config, spec, data) for spec in specs]
+    results: dict[int, CandidateResult] = {}
+
+    def run_fold(i: int, k: int) -> float:
+        return _score(runs[i].run_fold(k), config.selection_metric)
+
+    def on_stop(i: int, _folds: int) -> None:
+        results[i] = runs[i].result()
+        report(i, results[i])
+
+    successive_halving(len(specs), config.n_splits, config.halving_factor, run_fold, on_stop)
+    return [results[i] for i in range(len(specs))]
+
+
+def _as_halving(results: list[CandidateResult], config: TrainConfig) -> list[CandidateResult]:
+    """The halving search's results from a full grid run in parallel: the same survivors and choice.
+
+    A fold's score does not depend on which other candidates ran, so replaying the rungs on the
+    grid's fold scores drops the same candidates after the same folds as the sequential run does.
+    """
+    ran = successive_halving(
+        len(results),
+        config.n_splits,
+        config.halving_factor,
+        lambda i, k: _score(results[i].fold_metrics[k], config.selection_metric),
+    )
+    out = []
+    for i, result in enumerate(results):
+        folds = len(ran[i])
+        if folds == len(result.fold_metrics):
+            out.append(result)
+            continue
+        kept = result.fold_metrics[:folds]
+        out.append(CandidateResult(result.name, result.kind, result.params, kept, _mean_metrics(kept), result.seconds))
+    return out
+
+
+def _mean_metrics(per_fold: list[dict[str, float]]) -> dict[str, float]:
+    return {
+        m: float(np.nanmean([f[m] for f in per_fold])) if _any_finite(per_fold, m) else math.nan for m in METRIC_KEYS
+    }
+
+
 def _any_finite(rows: list[dict[str, float]], key: str) -> bool:
     return any(not math.isnan(r[key]) for r in rows)
 
 
 def select(results: list[CandidateResult], metric: str) -> CandidateResult:
-    """The best candidate by mean validation ``metric``; ties go to the earlier (simpler) candidate."""
+    """The best candidate by mean validation ``metric``; ties go to the earlier (simpler) candidate.
+
+    Only candidates that ran the most folds compete (successive halving's survivors): a mean over
+    fewer, earlier folds is not comparable.
+    """
     if not results:
         raise ValueError("no candidates to select from")
-    best = max(range(len(results)), key=lambda i: (_score(results[i].mean_metrics, metric), -i))
+    most = max(len(r.fold_metrics) for r in results)
+    finished = [i for i, r in enumerate(results) if len(r.fold_metrics) == most]
+    best = max(finished, key=lambda i: (_score(results[i].mean_metrics, metric), -i))
     return results[best]
 
 
@@ -268,7 +387,7 @@ def train(
     ``progress``, if given, is called with one line of text per step; ``evaluate_all``, if given,
     runs the candidate search (e.g. in parallel) and must return what the sequential search would.
     """
-    with threadpool_limits(limits=config.n_threads):
+    with threadpool_limits(limits=1):  # boosting fits raise it (TrainConfig.threads_for)
         return _train(table, config, test_fraction, test_start, progress or (lambda _msg: None), evaluate_all)
 
 
@@ -304,15 +423,22 @@ def _train(
     say(f"chosen {chosen.name}")
 
     started = time.perf_counter()
+    # early stopping's iteration count (last fold) carried into the final fit of boosting
+    params = chosen.params if chosen.n_iter is None else {**chosen.params, "max_iter": chosen.n_iter}
     model = RiskModel(
-        make_classifier(chosen.kind, chosen.params, table, config),
+        make_classifier(chosen.kind, params, table, config),
         calibration=config.calibration,
         n_splits=config.n_splits,
         min_isotonic_positives=config.min_isotonic_positives,
         high_share=config.high_share,
         medium_share=config.medium_share,
-    ).fit(train_frame[table.features], y_train)
+    )
+    with threadpool_limits(limits=config.threads_for(len(train_frame), chosen.kind)):
+        # calibration from the search's out-of-fold scores of this candidate: no fold is refitted
+        model.fit(train_frame[table.features], y_train, oof_scores=chosen.oof_scores, oof_folds=chosen.oof_folds)
     timings["fit"] = time.perf_counter() - started
+    if chosen.n_iter is not None:
+        say(f"final fit: {chosen.n_iter} boosting iterations (early stopping on the last fold)")
     say(f"calibration: {model.calibration_reason_}")
 
     started = time.perf_counter()

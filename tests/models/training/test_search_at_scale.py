@@ -1,0 +1,116 @@
+"""Issue 17's search and fit internals: successive halving, early stopping, calibration reuse, threads."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_limits
+
+from models.training.config import CandidateGrid, TrainConfig
+from models.training.estimators import RiskModel
+from models.training.halving import keep_count, rungs, successive_halving
+from models.training.train import LABEL, evaluate_candidate, make_classifier, search, train
+from tests.helpers.synthetic import synthetic_table
+
+CONFIG = TrainConfig(
+    candidates=(
+        CandidateGrid("logreg", (("C", (0.001, 0.1, 1.0)),)),
+        CandidateGrid("hgb", (("max_iter", (400,)), ("learning_rate", (0.3,)), ("max_leaf_nodes", (7, 15)))),
+    ),
+    n_splits=4,
+    permutation_repeats=1,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    with threadpool_limits(limits=1):
+        yield
+
+
+def test_rungs_run_the_cheap_early_folds_for_all_and_one_later_fold_per_rung():
+    assert rungs(4) == [[0, 1], [2], [3]]
+    assert rungs(2) == [[0], [1]]
+    assert [keep_count(n, 3) for n in (10, 4, 2, 1)] == [4, 2, 2, 1]
+
+
+def test_halving_drops_losing_candidates_early_and_keeps_the_best():
+    quality = [0.60, 0.70, 0.55, 0.72, 0.50, 0.65]  # candidate 3 is best on every fold
+    calls: list[tuple[int, int]] = []
+    stopped: dict[int, int] = {}
+
+    def run_fold(i: int, k: int) -> float:
+        calls.append((i, k))
+        return quality[i] + 0.01 * k
+
+    scores = successive_halving(len(quality), 4, 3, run_fold, lambda i, n: stopped.update({i: n}))
+    assert len(scores[3]) == 4 and len(scores[1]) == 4  # the two best run every fold
+    assert all(len(scores[i]) == 2 for i in (0, 2, 4, 5))  # the rest stop after the cheap rung
+    assert stopped == {i: len(scores[i]) for i in range(len(quality))}
+    assert len(calls) == 6 * 2 + 2 + 2  # versus 24 for the full grid
+    assert successive_halving(len(quality), 4, 3, lambda i, k: quality[i] + 0.01 * k) == scores  # deterministic
+
+
+def test_halving_search_keeps_the_grid_search_winner_and_is_deterministic():
+    table, _ = synthetic_table(2000, seed=4)
+    table = table.sorted()
+    halving = search(table, CONFIG)
+    grid = search(table, replace(CONFIG, search="grid"))
+    finished = [c for c in halving if len(c.fold_metrics) == CONFIG.n_splits]
+    assert 2 <= len(finished) < len(halving)
+    assert sum(len(c.fold_metrics) for c in halving) < sum(len(c.fold_metrics) for c in grid)
+    best = max(grid, key=lambda c: c.mean_metrics["roc_auc"])
+    assert best.name in {c.name for c in finished}
+    assert [c.mean_metrics for c in search(table, CONFIG)] == [c.mean_metrics for c in halving]
+
+
+def test_early_stopping_iteration_count_is_carried_into_the_final_fit():
+    table, _ = synthetic_table(2000, seed=4)
+    hgb_only = replace(CONFIG, candidates=(CONFIG.candidates[1],))
+    result = train(table, hgb_only)
+    assert result.chosen.n_iter is not None and result.chosen.n_iter < 400  # stopped before max_iter
+    assert result.model.classifier_.estimator_.max_iter == result.chosen.n_iter
+    assert not result.model.classifier_.estimator_.early_stopping  # the final fit has no stopping split
+    assert result.model.classifier_.estimator_.n_iter_ == result.chosen.n_iter
+
+
+def test_calibration_from_the_search_out_of_fold_scores_equals_recomputing_them():
+    table, _ = synthetic_table(1500, seed=6)
+    config = replace(CONFIG, early_stopping=False)
+    result = train(table, config)
+    train_frame = table.sorted().frame.iloc[: result.n_train]
+    y = train_frame[LABEL].to_numpy()
+    fresh = RiskModel(make_classifier(result.chosen.kind, result.chosen.params, table, config), n_splits=4).fit(
+        train_frame[table.features], y
+    )
+    np.testing.assert_allclose(fresh.oof_scores_, result.model.oof_scores_)
+    np.testing.assert_allclose(
+        fresh.predict_proba(result.test_frame[table.features]), result.model.predict_proba(result.test_frame)
+    )
+
+
+def test_threads_only_for_large_fits():
+    config = TrainConfig(n_threads=2, threads_min_rows=1000)
+    assert config.threads_for(999) == 1 and config.threads_for(1000) == 2
+    assert config.threads_for(10**6, "logreg") == 1  # BLAS threads slowed the linear model down
+    assert TrainConfig().threads_for(10**7) >= 1
+    with pytest.raises(ValueError, match="n_threads"):
+        TrainConfig(n_threads=0)
+    with pytest.raises(ValueError, match="search"):
+        TrainConfig(search="random")  # type: ignore[arg-type]
+
+
+def test_parallel_grid_replayed_as_halving_equals_the_sequential_halving_search():
+    table, _ = synthetic_table(1500, seed=8)
+    table = table.sorted()
+
+    def evaluate_all(t, config, specs):  # type: ignore[no-untyped-def]
+        return [evaluate_candidate(t, config, spec) for spec in specs]  # what a task runner returns
+
+    sequential = search(table, CONFIG)
+    parallel = search(table, CONFIG, evaluate_all=evaluate_all)
+    assert [(c.name, c.fold_metrics, c.mean_metrics, c.n_iter) for c in parallel] == [
+        (c.name, c.fold_metrics, c.mean_metrics, c.n_iter) for c in sequential
+    ]
