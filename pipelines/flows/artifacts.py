@@ -251,7 +251,7 @@ def high_risk_events(summary: BatchSummary, scores: pd.DataFrame, limit: int = M
 
 
 def decay_event(
-    metric: str, value: float, baseline: float, window: str, details: dict[str, Any] | None = None
+    metric: str, value: float | None, baseline: float | None, window: str, details: dict[str, Any] | None = None
 ) -> EventSpec:
     """``monitor.decay-alarm``: the champion's live ``metric`` fell to ``value`` against ``baseline``."""
     return EventSpec(
@@ -385,7 +385,7 @@ def record_scoring(summary: BatchSummary, scores: pd.DataFrame, experiment_id: s
 
 
 def emit_decay_alarm(
-    metric: str, value: float, baseline: float, window: str, details: dict[str, Any] | None = None
+    metric: str, value: float | None, baseline: float | None, window: str, details: dict[str, Any] | None = None
 ) -> None:
     """For the monitor flow: the event a retraining automation listens to (docs/automations.md)."""
     if in_flow_run():

@@ -262,7 +262,7 @@ def scheduled_monitor(
 ) -> dict[str, Any]:
     """Judge the served model on matured outcomes (the daily monitoring deployment); ``retrain`` on an alarm.
 
-    A firing alarm does not fail the run: it emits the ``incident-risk.model.decay-alarm`` event and,
+    A firing alarm does not fail the run: it emits the ``incident-risk.monitor.decay-alarm`` event and,
     with ``retrain``, runs the training flow. Nothing to judge yet fails the run with the reason.
     """
     from dataclasses import replace

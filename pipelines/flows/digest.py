@@ -28,6 +28,7 @@ from models.notify.digest import DigestConfig, build_digests, digest_messages, l
 from models.notify.sender import Message, SendError, SlackSender
 from models.scoring.context import ModelBundle, champion_version, load_bundle, make_scoring_context
 from models.scoring.explain import score_frame
+from pipelines.flows.artifacts import publish_summary
 from pipelines.settings import Settings
 
 EXPERIMENT = "incident-risk-digest"
@@ -157,16 +158,34 @@ def digest_flow(
         for i, m in enumerate(messages):
             name = f"{i:03d}-{_safe_name(m.channel)}.json"
             (folder / name).write_text(json.dumps(m.as_dict(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    if dry_run:
-        return report
-    sender = SlackSender(notify.slack)
-    for m in messages:
-        try:
-            sender.post(m)
-            report.sent += 1
-        except SendError as exc:
-            report.failed.append(f"{m.channel}: {exc}")
+    if not dry_run:
+        sender = SlackSender(notify.slack)
+        for m in messages:
+            try:
+                sender.post(m)
+                report.sent += 1
+            except SendError as exc:
+                report.failed.append(f"{m.channel}: {exc}")
+    publish_summary(
+        "digest-summary",
+        digest_markdown(report, dry_run),
+        "the weekly risk digest",
+        [{"channel": m.channel} for m in messages],
+    )
     return report
+
+
+def digest_markdown(report: DigestReport, dry_run: bool) -> str:
+    """The Prefect UI's summary of a digest run: the week, how many messages went where, what failed."""
+    fate = "written, not sent (dry run)" if dry_run else f"{report.sent} sent, {len(report.failed)} failed"
+    lines = [
+        f"# Weekly risk digest, week of {report.week_start}",
+        "",
+        f"{len(report.messages)} messages: {fate}. Champion scores {'included' if report.scored else 'not available'}.",
+        f"MLflow run: `{report.run_id}` (experiment `{EXPERIMENT}`)." if report.run_id else "",
+    ]
+    lines += [f"- failed: {f}" for f in report.failed]
+    return "\n".join(lines)
 
 
 def _tracking_uri() -> str:

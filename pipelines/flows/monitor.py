@@ -26,11 +26,10 @@ from models.monitoring.assess import Assessment, MonitorInputError, assess, refe
 from models.monitoring.predlog import predictions_dir, read_predictions
 from models.registry.artifacts import MODEL_NAME
 from models.scoring.context import ModelBundle
+from pipelines.flows.artifacts import publish_summary
 from pipelines.settings import Settings
 
 EXPERIMENT = "incident-risk-monitoring"
-#: The event a firing alarm emits (automations can trigger on it).
-ALARM_EVENT = "incident-risk.model.decay-alarm"
 EXIT_OK, EXIT_ALARM, EXIT_CANNOT = 0, 3, 4
 
 
@@ -232,17 +231,36 @@ def write_textfile(settings: Settings, a: Assessment, bundle: ModelBundle) -> Pa
 
 
 def emit_alarm(bundle: ModelBundle, a: Assessment) -> None:
-    """A Prefect event, so an automation (or a person watching the UI) can act on the alarm."""
-    from prefect.events import emit_event
+    """The decay-alarm event (``pipelines.flows.artifacts.DECAY_ALARM``) a retraining automation listens to
+    (docs/automations.md); the first firing check names the metric, its value and threshold."""
+    from pipelines.flows.artifacts import emit_decay_alarm
 
-    emit_event(
-        event=ALARM_EVENT,
-        resource={
-            "prefect.resource.id": f"incident-risk.model.{bundle.info.name}.{bundle.info.version}",
-            "prefect.resource.name": f"{bundle.info.name} v{bundle.info.version}",
+    check = next((c for c in a.alarm.checks if c.firing), None)
+    finite = lambda v: float(v) if v is not None and math.isfinite(v) else None  # noqa: E731
+    emit_decay_alarm(
+        metric=check.name if check else "alarm",
+        value=finite(check.value) if check else None,
+        baseline=finite(check.threshold) if check else None,
+        window=f"up to {a.as_of.isoformat()}",
+        details={
+            "model_version": bundle.info.version,
+            "reasons": list(a.alarm.reasons),
+            **a.summary()["latest_window"],
         },
-        payload={"reasons": list(a.alarm.reasons), "as_of": a.as_of.isoformat(), **a.summary()["latest_window"]},
     )
+
+
+def monitor_markdown(outcome: MonitorOutcome) -> str:
+    """The Prefect UI's summary of a monitor run: the verdict first, then the latest window's metrics."""
+    alarm = outcome.summary.get("alarm", {})
+    verdict = "**decay alarm**: " + "; ".join(alarm.get("reasons", [])) if outcome.firing else "no alarm"
+    latest = outcome.summary.get("latest_window", {})
+    rows = "\n".join(f"| {k} | {'' if v is None else round(v, 4)} |" for k, v in latest.items())
+    lines = [f"# Monitor: {outcome.model_name} v{outcome.model_version}", "", verdict, "", "| metric | latest window |"]
+    lines += ["|---|---|", rows, "", f"MLflow run: `{outcome.run_id}` (experiment `{EXPERIMENT}`)."]
+    if outcome.retrain:
+        lines.append(f"Retrain: {outcome.retrain}")
+    return "\n".join(lines)
 
 
 def retrain(settings: Settings, window_days: float) -> dict[str, Any]:
@@ -277,6 +295,7 @@ def monitor_flow(settings: Settings, options: MonitorOptions) -> MonitorOutcome:
         emit_alarm(bundle, assessment)
         if options.retrain:
             outcome.retrain = retrain(settings, options.retrain_window_days)
+    publish_summary("monitor-summary", monitor_markdown(outcome), "the champion judged on matured outcomes")
     return outcome
 
 

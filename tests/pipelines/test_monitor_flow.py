@@ -114,12 +114,23 @@ def test_a_decayed_model_fires_the_alarm_emits_and_retrains(
     write_records(predictions_dir(inverted), log.to_dict("records"))
     calls: list[str] = []
     monkeypatch.setattr(monitor, "retrain", lambda settings, days: calls.append(f"{settings.home} {days}") or {"ok": 1})
+    import pipelines.flows.artifacts as artifacts
+
+    events: list[artifacts.EventSpec] = []
+    summaries: list[tuple[str, str]] = []
+    monkeypatch.setattr(artifacts, "emit", events.append)
+    monkeypatch.setattr(monitor, "publish_summary", lambda key, markdown, *a, **k: summaries.append((key, markdown)))
     ten_days = AlarmConfig(window=WindowConfig(days=10), min_labels=50, min_failures=5)
     options = monitor.MonitorOptions(model_name=NAME, alarm=ten_days, retrain=True)
     outcome = monitor.run_monitor(resolve_settings(inverted), options)
     assert outcome.firing and outcome.exit_code == 3
     assert any(r.startswith("AUC") for r in outcome.summary["alarm"]["reasons"])
     assert calls == [f"{inverted.resolve()} 30.0"] and outcome.retrain == {"ok": 1}
+    # the one decay-alarm event the documented retraining automation listens to (docs/automations.md)
+    assert [e.event for e in events] == [artifacts.DECAY_ALARM]
+    assert events[0].payload["model_version"] == outcome.model_version and events[0].payload["reasons"]
+    ((key, markdown),) = summaries
+    assert key == "monitor-summary" and "**decay alarm**" in markdown and "Retrain" in markdown
 
 
 @pytest.mark.flow
