@@ -114,6 +114,12 @@ def alert_message(payload: Mapping[str, Any], author: str | None, owner: Owner, 
         bk.section(f"*Top factors*\n{factors or '_none stood out_'}"),
         bk.section("*Stacks on*\n" + ("\n".join(lines) if lines else "_no recent flag flips or open incidents_")),
     ]
+    safer = [
+        f"• {bk.escape(a['detail'])}: {float(a['probability']):.0%} ({float(a['change']):+.0%})"
+        for a in payload.get("advice") or []
+    ]
+    if safer:
+        blocks.append(bk.section("*Safer ways to ship the same change* (docs/advice.md)\n" + "\n".join(safer)))
     actions = bk.buttons(
         [
             ("Deploy", links.deploy(service, deploy_id, payload.get("commit_sha"))),
@@ -156,12 +162,28 @@ class Alerts:
         )
         self._teams: tuple[pd.DataFrame, pd.DataFrame, dict[str, str]] | None = None  # per catalog frame
 
-    def offer(self, history: History, payload: Mapping[str, Any], author: str | None, commit_sha: str | None) -> bool:
-        """Queue the alert of a score when the rule fires; returns at once (True when queued)."""
+    def offer(
+        self,
+        history: History,
+        payload: Mapping[str, Any],
+        author: str | None,
+        commit_sha: str | None,
+        advice: Callable[[], list[dict[str, Any]]] | None = None,
+    ) -> bool:
+        """Queue the alert of a score when the rule fires; returns at once (True when queued).
+
+        ``advice``, when the score did not carry it, is computed by the sender thread, off the request path.
+        """
         if not self.config.rule.fires(str(payload["band"]), float(payload["probability"])):
             return False
         data = {**payload, "commit_sha": commit_sha}
-        return self.sender.submit(deploy_key(payload, commit_sha), lambda: self.build(history, data, author))
+
+        def build() -> Message:
+            if advice is not None and "advice" not in data:
+                data["advice"] = advice()
+            return self.build(history, data, author)
+
+        return self.sender.submit(deploy_key(payload, commit_sha), build)
 
     def owner(self, history: History, payload: Mapping[str, Any]) -> Owner:
         """Squad, tribe and channel: the catalog first, then the teams the score used."""

@@ -319,6 +319,14 @@ def create_app(config: ServiceConfig, state: ScoringState | None = None, notify:
     state.on_swap(advice_events.prepare)  # built in the refresh thread, before requests ask for advice
     metrics.data_age.set_function(lambda: _data_age_seconds(state.snapshot))
     stop = threading.Event()
+
+    def _alert_advice(snap: ScoringContext, deploy: DeployIn, payload: dict[str, Any]) -> Callable[[], Any]:
+        """The alert's advice, computed by the alert sender only when the alert is built (never per request)."""
+        at = pd.Timestamp(payload["scored_for"])
+        return lambda: advice_payload(
+            snap, deploy.to_deploy(at), float(payload["probability"]), config.advice, advice_events
+        )
+
     plog_dir = config.prediction_log_dir or predictions_dir(config.store_dir.parent)
     plog = PredictionLog(plog_dir, config.prediction_flush_seconds) if config.log_predictions else None
 
@@ -381,7 +389,7 @@ def create_app(config: ServiceConfig, state: ScoringState | None = None, notify:
         if plog is not None:
             plog.add(log_record(snap, deploy, payload, "/v1/score"))
         if alerts is not None:
-            alerts.offer(snap.history, payload, deploy.author, deploy.commit_sha)
+            alerts.offer(snap.history, payload, deploy.author, deploy.commit_sha, _alert_advice(snap, deploy, payload))
         return json_response(payload)
 
     @app.post("/v1/score/batch", response_model=BatchOut, dependencies=protected, responses=_ERRORS)
@@ -398,7 +406,7 @@ def create_app(config: ServiceConfig, state: ScoringState | None = None, notify:
             if plog is not None:
                 plog.add(log_record(snap, d, s, "/v1/score/batch"))
             if alerts is not None:
-                alerts.offer(snap.history, s, d.author, d.commit_sha)
+                alerts.offer(snap.history, s, d.author, d.commit_sha, _alert_advice(snap, d, s))
         return json_response({"scores": scores})
 
     @app.get(

@@ -87,6 +87,30 @@ def test_message_names_service_author_probability_factors_stack_and_links(histor
     ]
 
 
+def test_the_alert_carries_the_advice_computed_off_the_request_path(history: Any) -> None:
+    """Advice is built by the sender thread when the alert is (never for scores that do not alert)."""
+    asked: list[str] = []
+    advice = [{"action": "next_business_morning", "detail": "ship at the next business morning",
+               "probability": 0.21, "change": -0.21}]  # fmt: skip
+
+    def advise() -> list[dict[str, Any]]:
+        asked.append("advice")
+        return advice
+
+    recorder = Recorder()
+    alerts = Alerts(NotifyConfig(), poster=recorder)
+    at = history.deploys["created_at"].max().isoformat()
+    service = str(history.deploys["service"].iloc[0])
+    assert not alerts.offer(history, _payload(service, at, band="low", probability=0.01), "ada", None, advise)
+    assert alerts.offer(history, _payload(service, at), "ada", None, advise)
+    assert alerts.flush() and asked == ["advice"]
+    (msg,) = recorder.messages
+    text = str(msg.blocks)
+    assert "Safer ways to ship" in text and "ship at the next business morning: 21% (-21%)" in text
+    assert check_message(msg.as_dict()) == []
+    alerts.close()
+
+
 def test_hostile_text_stays_within_block_kit_limits() -> None:
     many = [{"feature": f"f<{i}>|&", "value": "x" * 400, "contribution": 0.1, "direction": "up"} for i in range(40)]
     payload = _payload("s" * 300, "2026-02-01T00:00:00+00:00", factors=many, deploy_id="<script>|x")
