@@ -29,6 +29,7 @@ from models.scoring.suspects import (
     load_dependencies,
     suspects,
 )
+from models.serving.schemas import _ERRORS, ErrorOut
 from models.serving.state import ScoringState
 
 log = logging.getLogger("incident_risk.service")
@@ -88,6 +89,10 @@ class SuspectContexts:
             except Exception as exc:  # keep the previous context; /v1/incidents answers 503 until one exists
                 self.error = f"{type(exc).__name__}: {exc}"
                 log.warning("suspects context not rebuilt: %s", self.error)
+
+
+#: The service's errors plus 404: an unknown incident or service (named in ``detail``).
+_SUSPECT_ERRORS: dict[int | str, dict[str, Any]] = {**_ERRORS, 404: {"model": ErrorOut}}
 
 
 def _bad(exc: SuspectsError, prefix: Sequence[str] = ("body",)) -> HTTPException:
@@ -155,7 +160,7 @@ def incidents_router(state: ScoringState, protected: Sequence[Any], dependencies
     def json_response(payload: Any) -> Response:
         return Response(_JSON.dump_json(payload), media_type="application/json")
 
-    @router.post("/v1/incidents/suspects")
+    @router.post("/v1/incidents/suspects", responses=_SUSPECT_ERRORS)
     async def incident_suspects_route(body: SuspectsIn) -> Response:
         """Rank the recent changes that may have caused an incident: a share each, plus "no recent change"."""
         ctx = current()
@@ -167,7 +172,7 @@ def incidents_router(state: ScoringState, protected: Sequence[Any], dependencies
         except SuspectsError as exc:
             raise _bad(exc) from None
 
-    @router.post("/v1/webhooks/pagerduty")
+    @router.post("/v1/webhooks/pagerduty", responses=_SUSPECT_ERRORS)
     async def pagerduty_webhook(payload: Any = Body(...)) -> Response:
         """A PagerDuty v3 ``incident.triggered`` webhook: answers with the suspects; the incident is not stored."""
         incident = parse_pagerduty(payload)

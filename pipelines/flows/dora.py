@@ -65,31 +65,33 @@ def log_dora_trends(metrics: pd.DataFrame, attribution: Attribution, settings: S
 
     One function for the demo and the scheduled DORA deployment, so both leave the same run behind.
     """
-    import mlflow
     from mlflow.tracking import MlflowClient
 
     from models.training.tracking import ensure_experiment
 
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    # the client API on the settings' URI: never MLflow's process-wide tracking URI, which would
+    # redirect every later MLflow call of this process
     client = MlflowClient(settings.mlflow_tracking_uri)
     experiment = ensure_experiment(client, DORA_EXPERIMENT, str(settings.artifact_root))
-    with (
-        mlflow.start_run(
-            experiment_id=experiment.experiment_id, run_name=f"dora-by-{by}-{period}", tags={"run_kind": "dora"}
-        ) as run,
-        tempfile.TemporaryDirectory() as tmp,
-    ):
-        mlflow.log_params({"by": by, "period": period})
-        csv_path = Path(tmp) / "dora.csv"
-        csv_path.write_text(to_csv(metrics))
-        plot_path = Path(tmp) / "dora_trends.png"
-        if len(metrics):
-            plot_trends(metrics, plot_path, period)
-            mlflow.log_artifact(str(plot_path))
-        mlflow.log_artifact(str(csv_path))
+    run = client.create_run(experiment.experiment_id, tags={"run_kind": "dora"}, run_name=f"dora-by-{by}-{period}")
+    run_id = str(run.info.run_id)
+    status = "FAILED"
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            client.log_param(run_id, "by", by)
+            client.log_param(run_id, "period", period)
+            csv_path = Path(tmp) / "dora.csv"
+            csv_path.write_text(to_csv(metrics))
+            plot_path = Path(tmp) / "dora_trends.png"
+            if len(metrics):
+                plot_trends(metrics, plot_path, period)
+                client.log_artifact(run_id, str(plot_path))
+            client.log_artifact(run_id, str(csv_path))
         counted = attribution.deploy_labels.query("eligible & mature")["failed"]
-        totals = {"deployments": float(metrics["deployments"].sum()) if len(metrics) else 0.0}
+        client.log_metric(run_id, "deployments", float(metrics["deployments"].sum()) if len(metrics) else 0.0)
         if len(counted):
-            totals["change_failure_rate"] = float(counted.mean())
-        mlflow.log_metrics(totals)
-        return str(run.info.run_id)
+            client.log_metric(run_id, "change_failure_rate", float(counted.mean()))
+        status = "FINISHED"
+    finally:
+        client.set_terminated(run_id, status=status)
+    return run_id

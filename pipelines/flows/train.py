@@ -146,7 +146,9 @@ def _steps(
         tracked: TrackedRun = timed("mlflow", log_or_fail, result, context, progress, run_id)
         timed("publish", record_training, tracked, result, table, context, store_dir)  # MLflow story, Prefect artifacts
     except BaseException:
-        _tracked(lambda: fail_training_run(run_id), progress)
+        # best effort: a locked or unreachable tracking store must not hide why the training stopped
+        with contextlib.suppress(Exception):
+            _tracked(lambda: fail_training_run(run_id), progress)
         raise
     doc = tracked.metrics_json(result)
     if options.metrics_out is not None:

@@ -281,7 +281,8 @@ def test_whole_chain_runs_against_mlflow_and_prefect_servers(stack: Stack):
         service = str(upcoming["service"].iloc[0])
         scored = cli(
             stack, "score", "--url", f"http://127.0.0.1:{port}", "--service", service, "--lines-added", "120",
-            "--lines-deleted", "30", "--files", "7", "--json", "--fail-closed", ok=(0, 3),
+            "--lines-deleted", "30", "--files", "7", "--at", str(upcoming["created_at"].iloc[0]), "--json",
+            "--fail-closed", ok=(0, 3),  # planned right after the history ends: not stale, so never exit 4
         )  # fmt: skip
         answer = json.loads(scored.stdout)
         assert 0 <= answer["probability"] <= 1 and str(answer["model"]["version"]) == version
@@ -308,7 +309,7 @@ def test_whole_chain_runs_against_mlflow_and_prefect_servers(stack: Stack):
 
     api = stack.api_url
     deployments = {d["name"]: d for d in httpx.post(f"{api}/deployments/filter", json={}, timeout=30).json()}
-    assert set(deployments) == {"hourly", "nightly", "every-15-minutes", "weekly", "monday-digest"}
+    assert set(deployments) == {"hourly", "nightly", "every-15-minutes", "weekly", "monday-digest", "daily"}
     assert all(d["schedules"] and d["work_pool_name"] == "incident-risk" for d in deployments.values())
     assert deployments["nightly"]["parameters"]["window_days"] == 180
     states = {}
@@ -323,4 +324,4 @@ def test_whole_chain_runs_against_mlflow_and_prefect_servers(stack: Stack):
         assert _pg("SELECT count(*) FROM runs", stack.backends.mlflow_db, fetch=True)[0][0] >= 2
         assert _pg("SELECT count(*) FROM model_versions", stack.backends.mlflow_db, fetch=True)[0][0] == 1
         assert _pg("SELECT count(*) FROM flow_run", stack.backends.prefect_db, fetch=True)[0][0] >= 4
-        assert _pg("SELECT count(*) FROM deployment", stack.backends.prefect_db, fetch=True)[0][0] == 5
+        assert _pg("SELECT count(*) FROM deployment", stack.backends.prefect_db, fetch=True)[0][0] == 6

@@ -49,8 +49,10 @@ def test_api_never_answers_5xx(app) -> None:  # type: ignore[no-untyped-def]
     operations = [result.ok() for result in schema.get_all_operations()]
     assert {op.path for op in operations} >= {"/v1/score", "/v1/score/batch", "/v1/model", "/readyz"}
     for operation in operations:
-        # Negative data needs something to break: only the POST operations take input.
-        modes = [GenerationMode.POSITIVE] + ([GenerationMode.NEGATIVE] if operation.method.upper() == "POST" else [])
+        # Negative data needs something to break: only the POST operations take input, and the PagerDuty
+        # webhook declares any JSON as its body (its handler refuses other shapes: test_incidents.py).
+        takes_schema = operation.method.upper() == "POST" and operation.path != "/v1/webhooks/pagerduty"
+        modes = [GenerationMode.POSITIVE] + ([GenerationMode.NEGATIVE] if takes_schema else [])
         for mode in modes:
 
             @given(case=operation.as_strategy(generation_mode=mode))

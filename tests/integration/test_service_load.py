@@ -132,8 +132,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, int]
 
 def test_bounded_load_has_no_errors_and_no_memory_growth(server: tuple[int, int]) -> None:
     port, pid = server
-    ok, errors = hammer(port, 1000, 8, time_limit=60)
-    assert (ok, errors) == (1000, 0)
+    # warm-up past several prediction-log flushes: Arrow's memory pool and the log buffer reach their
+    # steady size here, so what the measured run adds is growth, not the first flushes' working set
+    ok, errors = hammer(port, 6000, 8, time_limit=120)
+    assert (ok, errors) == (6000, 0)
     before = rss_kib(pid)
     ok, errors = hammer(port, 20_000, 8, time_limit=240)
     after = rss_kib(pid)
