@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal, get_args
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -33,7 +33,7 @@ from models.scoring.upcoming import _SIZE_COLUMNS, UpcomingDeploy
 MINUTE_US = 60_000_000
 
 #: Every action kind, in the order candidates are built.
-ACTIONS = (
+Action = Literal[
     "next_business_morning",
     "after_flips_settle",
     "after_incident_resolved",
@@ -41,7 +41,8 @@ ACTIONS = (
     "split",
     "behind_toggle",
     "different_author",
-)
+]
+ACTIONS: tuple[Action, ...] = get_args(Action)
 #: Offered unless configured otherwise: the kinds the simulator confirmed (docs/advice.md).
 DEFAULT_ACTIONS = ("next_business_morning",)
 
@@ -276,24 +277,16 @@ def _waits(
                 f"ship after the {n} recent flip(s) settle ({config.settle_minutes} min quiet)",
                 int(recent.max()) + settle,
             )
-    if "after_incident_resolved" in config.actions and service in events.incidents.times:
-        created, end = events.incidents.times[service], events.incidents.values[service]
-        open_ = (created < t) & (end > t)
-        if open_.any():
-            later(
-                "after_incident_resolved",
-                "ship after the service's open incident is resolved",
-                int(end[open_].max()) + MINUTE_US,
-            )
-    if "after_deploy_in_flight" in config.actions and service in events.deploys.times:
-        created, end = events.deploys.times[service], events.deploys.values[service]
-        flying = (created < t) & (end > t)
-        if flying.any():
-            later(
-                "after_deploy_in_flight",
-                "do not stack: ship after the deploy in flight finishes",
-                int(end[flying].max()) + MINUTE_US,
-            )
+    waits = (
+        ("after_incident_resolved", "ship after the service's open incident is resolved", events.incidents),
+        ("after_deploy_in_flight", "do not stack: ship after the deploy in flight finishes", events.deploys),
+    )
+    for kind, detail, spans in waits:  # ship one minute after the last span open at t ends
+        if kind in config.actions and service in spans.times:
+            created, end = spans.times[service], spans.values[service]
+            open_ = (created < t) & (end > t)
+            if open_.any():
+                later(kind, detail, int(end[open_].max()) + MINUTE_US)
     return out
 
 

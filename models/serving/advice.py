@@ -7,25 +7,17 @@ are built once per snapshot, in the refresh thread when the snapshot swaps, neve
 from __future__ import annotations
 
 import threading
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, Field
 
-from models.scoring.advice import AdviceConfig, AdviceIndex, advise, build_advice_index
+from models.scoring.advice import Action, AdviceConfig, AdviceIndex, advise, build_advice_index
 from models.scoring.context import ScoringContext
 from models.scoring.upcoming import UpcomingDeploy
 
 
 class AdviceOut(BaseModel):
-    action: Literal[
-        "next_business_morning",
-        "after_flips_settle",
-        "after_incident_resolved",
-        "after_deploy_in_flight",
-        "split",
-        "behind_toggle",
-        "different_author",
-    ]
+    action: Action
     detail: str = Field(description="What to do, in words")
     probability: float = Field(description="The model's probability for the deploy changed by the action")
     change: float = Field(description="probability minus the deploy's score (negative: lower risk)")
