@@ -187,6 +187,9 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=180)
     parser.add_argument("--services", type=int, default=60)
     parser.add_argument("--quick", action="store_true", help="Smaller counts (a smoke run, not for the record).")
+    parser.add_argument(
+        "--no-prediction-log", dest="prediction_log", action="store_false", help="Serve with the prediction log off."
+    )
     args = parser.parse_args()
     scale = 0.2 if args.quick else 1.0
 
@@ -211,7 +214,15 @@ def main() -> None:
     procs: list[subprocess.Popen] = []
     try:
         ours = subprocess.Popen(
-            [sys.executable, "-c", LAUNCH, "serve", "--port", str(port_ours)],
+            [
+                sys.executable,
+                "-c",
+                LAUNCH,
+                "serve",
+                "--port",
+                str(port_ours),
+                *(() if args.prediction_log else ("--no-log-predictions",)),
+            ],  # fmt: skip
             env=env,
             cwd=_ROOT,
             stdout=subprocess.DEVNULL,

@@ -55,6 +55,11 @@ def serve(
     log_flush_seconds: float = typer.Option(
         5.0, "--log-flush-seconds", min=0.05, help="Prediction log flush interval: the most a crash loses."
     ),
+    log_predictions: bool = typer.Option(
+        True,
+        "--log-predictions/--no-log-predictions",
+        help="Record every score in the prediction log (docs/monitoring.md); off, the monitor has nothing to judge.",
+    ),
 ) -> None:
     """Serve risk scores over HTTP (FastAPI on uvicorn); follows the champion and the store without restarts."""
     import uvicorn
@@ -84,6 +89,7 @@ def serve(
         tokens=tokens,
         dependencies=dependencies,
         prediction_flush_seconds=log_flush_seconds,
+        log_predictions=log_predictions,
     )
     if max_data_age_hours is not None:
         config = replace(config, max_data_age_hours=max_data_age_hours)
