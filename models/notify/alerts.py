@@ -16,8 +16,8 @@ from typing import Any
 import pandas as pd
 
 from features.history.ownership import service_teams, squad_channels
-from features.history.schema import History
-from features.pointintime.compute import FLIP_ACTIONS, MISSING_CATEGORY
+from features.history.schema import FLIP_ACTIONS, History
+from features.pointintime.compute import MISSING_CATEGORY
 from models.notify import blocks as bk
 from models.notify.config import NotifyConfig
 from models.notify.sender import BackgroundSender, Message, Outcome, Poster, SlackSender

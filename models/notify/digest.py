@@ -19,10 +19,9 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from features.history.schema import History
+from features.history.schema import FLIP_ACTIONS, History
 from features.labels.attribution import Attribution
 from features.labels.dora import UNKNOWN, DoraConfig, dora_metrics
-from features.pointintime.compute import FLIP_ACTIONS
 from models.notify import blocks as bk
 from models.notify.config import Links, Routing
 from models.notify.sender import Message

@@ -24,8 +24,8 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pandas as pd
 
-from features.history.schema import History
-from features.pointintime.compute import FLIP_ACTIONS, EntityArrays, FeatureConfig, compute_features
+from features.history.schema import FLIP_ACTIONS, History
+from features.pointintime.compute import EntityArrays, FeatureConfig, compute_features
 from models.scoring.compiled import FastScorer, _model_extras
 from models.scoring.context import FeatureIndex, _entity_row
 from models.scoring.upcoming import _SIZE_COLUMNS, UpcomingDeploy
