@@ -58,6 +58,7 @@ SOURCES_YAML = """sources:
       created_at: commitdate
     timestamp_format: "%Y/%m/%d %H:%M"
     timezone: {timezone}
+    time_bounds: {{not_before: 1990-01-01}}  # the projects' histories start in the late 1990s
     label: bug
     extra_features: [{metrics}]
     defaults:
