@@ -248,26 +248,35 @@ def _record_champion(
     client.set_registered_model_tag(name, LOG_TAG, json.dumps(log))
 
 
-def gate_and_alias(
-    client: MlflowClient,
-    ver: str,
+@dataclass(frozen=True)
+class Comparison:
+    """The gate's verdict on a challenger against a champion, before any alias moves."""
+
+    decision: GateDecision
+    champion_metrics: dict[str, float] | None
+    note: str
+    period: ComparisonPeriod | None = None
+    challenger_compared: dict[str, float] | None = None
+
+
+def judge(
+    champion: ChampionInfo,
     challenger_metrics: dict[str, float],
     test_frame: pd.DataFrame,
     y: np.ndarray,
     effort: np.ndarray | None,
     gate: GateConfig,
-    name: str = MODEL_NAME,
     challenger_scores: np.ndarray | None = None,
     challenger_train_end: pd.Timestamp | None = None,
-) -> GateOutcome:
-    """Alias ``ver`` as challenger, compare it with the champion out of sample, maybe promote.
+) -> Comparison:
+    """Compare the challenger with ``champion`` out of sample and decide, without touching the registry.
 
     Both are scored on the test deploys after the later of the two training ends: the champion
     may have been trained on the start of the challenger's test period (a retrain with an earlier
     ``--test-start``), and re-scoring it there would favour it. ``challenger_scores`` are the
-    challenger's test-period probabilities (default: ``challenger_metrics`` as they are).
+    challenger's test-period probabilities (default: ``challenger_metrics`` as they are). Plain, so
+    a benchmark replaying many retrains gates them exactly as ``gate_and_alias`` does.
     """
-    champion = current_champion(client, name)
     champion_metrics, note = None, champion.note
     compared, period, no_common = None, None, ""
     if champion.model is not None:
@@ -289,6 +298,25 @@ def gate_and_alias(
     if champion_metrics is not None and period is not None:  # say which deploys the comparison used
         where = f"on {period.n} test deploys after {period.after}"
         decision = GateDecision(decision.promote, f"{decision.reason} ({where})")
+    return Comparison(decision, champion_metrics, note, period, compared)
+
+
+def gate_and_alias(
+    client: MlflowClient,
+    ver: str,
+    challenger_metrics: dict[str, float],
+    test_frame: pd.DataFrame,
+    y: np.ndarray,
+    effort: np.ndarray | None,
+    gate: GateConfig,
+    name: str = MODEL_NAME,
+    challenger_scores: np.ndarray | None = None,
+    challenger_train_end: pd.Timestamp | None = None,
+) -> GateOutcome:
+    """Alias ``ver`` as challenger, compare it with the champion out of sample (``judge``), maybe promote."""
+    champion = current_champion(client, name)
+    c = judge(champion, challenger_metrics, test_frame, y, effort, gate, challenger_scores, challenger_train_end)
+    decision, period = c.decision, c.period
     client.set_registered_model_alias(name, CHALLENGER, ver)
     client.set_model_version_tag(name, ver, "gate_decision", "promote" if decision.promote else "reject")
     client.set_model_version_tag(name, ver, "gate_reason", decision.reason[:4000])
@@ -299,7 +327,7 @@ def gate_and_alias(
     if decision.promote:
         stack, log = _history(client, name)
         _record_champion(client, name, ver, "gate", decision.reason, [*stack, ver], log)
-    return GateOutcome(ver, decision, champion.version, champion_metrics, note, period, compared)
+    return GateOutcome(ver, decision, champion.version, c.champion_metrics, c.note, period, c.challenger_compared)
 
 
 def promote(

@@ -12,6 +12,7 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 from models.registry.artifacts import CHAMPION, MODEL_NAME, load_model
+from models.registry.gate import ChampionInfo, judge
 from models.training.config import CandidateGrid, GateConfig, TrainConfig
 from models.training.evaluation import evaluate
 from models.training.tracking import RunContext, log_training, runs_table
@@ -59,8 +60,17 @@ def test_champion_is_rescored_only_after_its_training_end(table, home: Path) -> 
     out_of_sample = evaluate(y[after], champion.predict_proba(test[after])[:, 1])
     assert in_sample["roc_auc"] > out_of_sample["roc_auc"] + 0.02  # the bias the gate must not reward
 
+    # the plain verdict (what benchmarks/monitoring.py gates with) is the one the registry records
+    effort = test["effort"].to_numpy(dtype=np.float64, na_value=np.nan) if "effort" in test else None
+    verdict = judge(
+        ChampionInfo(first.outcome.version, champion, ""), challenger.test_metrics, test, y, effort,
+        challenger.config.gate, challenger.test_scores, pd.Timestamp(challenger.split["train_end"]),
+    )  # fmt: skip
+
     second = log_training(challenger, _context(home))
     outcome = second.outcome
+    assert verdict.decision == outcome.decision and verdict.period == outcome.comparison
+    assert verdict.champion_metrics == outcome.champion_metrics
     assert outcome.comparison is not None and outcome.comparison.n == int(after.sum())
     assert pd.Timestamp(outcome.comparison.after) == champion_end
     assert pd.Timestamp(outcome.comparison.start) > champion_end
