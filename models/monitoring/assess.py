@@ -18,6 +18,7 @@ import pandas as pd
 
 from models.monitoring.alarms import AlarmConfig, AlarmReport, evaluate_alarm
 from models.monitoring.drift import feature_drift, newcomer_share, psi_numeric
+from models.monitoring.onset import degradation_onset
 from models.monitoring.outcomes import _auc, join_outcomes, matured, outcome_counts, per_group, rolling_metrics
 from models.monitoring.predlog import feature_rows
 from models.scoring.context import ScoringContext
@@ -93,6 +94,8 @@ class Assessment:
     latest: dict[str, float]
     alarm: AlarmReport
     extra: dict[str, Any] = field(default_factory=dict)
+    #: When the ranking got worse (``onset.degradation_onset``), placed only when the alarm fires.
+    onset: pd.Timestamp | None = None
 
     def summary(self) -> dict[str, Any]:
         """A JSON-friendly digest (what the CLI prints with --json and the MLflow run keeps)."""
@@ -105,6 +108,7 @@ class Assessment:
             "feature_psi": dict(zip(top["feature"].astype(str), top["psi"].astype(float).tolist(), strict=True)),
             "newcomers": self.newcomers,
             "alarm": self.alarm.as_dict(),
+            "degradation_onset": None if self.onset is None else self.onset.isoformat(),
             **self.extra,
         }
 
@@ -150,7 +154,12 @@ def assess(
     baseline = baseline_auc(done, reference.champion_auc, config)
     alarm = evaluate_alarm(latest, baseline, fpsi, score_psi, config)
     extra = {"champion_test_auc": reference.champion_auc, "baseline_auc": baseline}
-    return Assessment(as_of, counts, joined, rolling, per_group(done), fpsi, score_psi, newcomers, latest, alarm, extra)
+    onset = None
+    if alarm.firing:  # a retrain learns from the onset on (pipelines/flows/monitor.py)
+        y, p = done["label"].to_numpy(dtype=np.int64), done["probability"].to_numpy(dtype=np.float64)
+        onset = degradation_onset(done["planned_at"], y, p)
+    groups = per_group(done)
+    return Assessment(as_of, counts, joined, rolling, groups, fpsi, score_psi, newcomers, latest, alarm, extra, onset)
 
 
 def baseline_auc(done: pd.DataFrame, champion_auc: float, config: AlarmConfig) -> float:
