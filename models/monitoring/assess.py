@@ -18,7 +18,7 @@ import pandas as pd
 
 from models.monitoring.alarms import AlarmConfig, AlarmReport, evaluate_alarm
 from models.monitoring.drift import feature_drift, newcomer_share, psi_numeric
-from models.monitoring.onset import degradation_onset
+from models.monitoring.onset import OnsetConfig, degradation_onset
 from models.monitoring.outcomes import _auc, join_outcomes, matured, outcome_counts, per_group, rolling_metrics
 from models.monitoring.predlog import feature_rows
 from models.scoring.context import ScoringContext
@@ -157,7 +157,8 @@ def assess(
     onset = None
     if alarm.firing:  # a retrain learns from the onset on (pipelines/flows/monitor.py)
         y, p = done["label"].to_numpy(dtype=np.int64), done["probability"].to_numpy(dtype=np.float64)
-        onset = degradation_onset(done["planned_at"], y, p)
+        sides = OnsetConfig(min_side=config.min_labels, min_side_failures=config.min_failures)  # a window's worth
+        onset = degradation_onset(done["planned_at"], y, p, sides)
     groups = per_group(done)
     return Assessment(as_of, counts, joined, rolling, groups, fpsi, score_psi, newcomers, latest, alarm, extra, onset)
 

@@ -20,7 +20,8 @@ import pandas as pd
 
 @dataclass(frozen=True)
 class OnsetConfig:
-    """Each side of the change holds at least ``min_side`` matured predictions and ``min_side_failures`` failures."""
+    """Each side of the change holds at least ``min_side`` matured predictions and ``min_side_failures`` failures
+    (``assess`` passes the alarm's ``min_labels`` and ``min_failures``: as much as one judged window)."""
 
     min_side: int = 300
     min_side_failures: int = 20
