@@ -26,7 +26,12 @@ def monitor(
     ece_max: float = typer.Option(0.05, "--ece-max", min=0.0, help="Calibration error bound."),
     psi_max: float = typer.Option(0.25, "--psi-max", min=0.0, help="PSI bound on top features and the score."),
     retrain: bool = typer.Option(False, "--retrain", help="On an alarm, run the training flow (the gate decides)."),
-    retrain_window_days: float = typer.Option(30.0, "--retrain-window-days", min=1, help="Days the retrain learns."),
+    retrain_window_days: float = typer.Option(
+        30.0, "--retrain-window-days", min=1, help="Days the retrain learns at least."
+    ),
+    retrain_from_onset: bool = typer.Option(
+        True, "--retrain-from-onset/--retrain-fixed-window", help="Learn back to the degradation's onset."
+    ),
     model: str = typer.Option("incident-risk", "--model", help="Registered model name."),
     json_out: bool = typer.Option(False, "--json", help="Print the assessment as JSON."),
 ) -> None:
@@ -44,7 +49,7 @@ def monitor(
         raise typer.Exit(2) from None
     from models.monitoring.alarms import AlarmConfig
     from models.monitoring.outcomes import WindowConfig
-    from pipelines.flows.monitor import EXIT_CANNOT, MonitorError, MonitorOptions, run_monitor
+    from pipelines.flows.monitor import EXIT_CANNOT, MonitorError, MonitorOptions, RetrainConfig, run_monitor
 
     alarm = AlarmConfig(
         window=replace(WindowConfig(), days=window_days),
@@ -58,7 +63,7 @@ def monitor(
         lookback_days=lookback_days,
         alarm=alarm,
         retrain=retrain,
-        retrain_window_days=retrain_window_days,
+        retraining=RetrainConfig(window_days=retrain_window_days, from_onset=retrain_from_onset),
         model_name=model,
     )
     try:

@@ -29,6 +29,7 @@ from pipelines.flows.runners import RunnerConfig, RunnerKind
 from pipelines.settings import Settings, prepare_runtime, resolve_settings
 
 if TYPE_CHECKING:
+    from features.history.schema import History
     from models.training.train import TrainingTable
     from pipelines.flows.train import TrainOptions
 
@@ -87,19 +88,32 @@ def recent_rows(frame: pd.DataFrame, window_days: float, end: pd.Timestamp | Non
     return frame[(created > start) & (created <= stop)].reset_index(drop=True)
 
 
-@task(name="recent-training-table", cache_policy=NO_CACHE, persist_result=False)
-def recent_training_table(settings: Settings, options: TrainOptions, window_days: float) -> TrainingTable:
-    """The store's training table cut to the rolling window (rows only; features use all history)."""
+def window_table(table: TrainingTable, window_days: float) -> TrainingTable:
+    """``table`` cut to its last ``window_days`` of rows (``recent_rows``); an empty cut is a ``TrainingError``."""
     from models.training.train import TrainingTable
-    from pipelines.flows.train import TrainingError, load_history, make_table
+    from pipelines.flows.train import TrainingError
 
-    table = make_table(load_history(settings.store_dir), options)
     frame = recent_rows(table.frame, window_days)
     if frame.empty:
-        raise TrainingError(f"no training rows in the last {window_days} days")
+        raise TrainingError(f"no training rows in the last {window_days:g} days")
     return TrainingTable(
         frame, table.numeric, table.categorical, table.excluded, table.label_rule, table.feature_set_version
     )
+
+
+def recent_table(history: History, options: TrainOptions, window_days: float) -> TrainingTable:
+    """The training table of ``history`` cut to its last ``window_days`` of rows (features use all history)."""
+    from pipelines.flows.train import make_table
+
+    return window_table(make_table(history, options), window_days)
+
+
+@task(name="recent-training-table", cache_policy=NO_CACHE, persist_result=False)
+def recent_training_table(settings: Settings, options: TrainOptions, window_days: float) -> TrainingTable:
+    """The store's training table cut to the rolling window (rows only; features use all history)."""
+    from pipelines.flows.train import load_history
+
+    return recent_table(load_history(settings.store_dir), options, window_days)
 
 
 def _max_lag(hours: float | None) -> pd.Timedelta | None:
@@ -258,6 +272,7 @@ def scheduled_monitor(
     psi_max: float = 0.25,
     retrain: bool = False,
     retrain_window_days: float = 30.0,
+    retrain_from_onset: bool = True,
     model_name: str = "incident-risk",
 ) -> dict[str, Any]:
     """Judge the served model on matured outcomes (the daily monitoring deployment); ``retrain`` on an alarm.
@@ -269,13 +284,16 @@ def scheduled_monitor(
 
     from models.monitoring.alarms import AlarmConfig
     from models.monitoring.outcomes import WindowConfig
-    from pipelines.flows.monitor import MonitorError, MonitorOptions, run_monitor
+    from pipelines.flows.monitor import MonitorError, MonitorOptions, RetrainConfig, run_monitor
 
+    if not retrain_window_days > 0:
+        raise DeploymentFlowError(f"retrain_window_days must be positive, got {retrain_window_days}")
     settings = _settings(home)
     alarm = AlarmConfig(window=replace(WindowConfig(), days=window_days), min_labels=min_labels,
                         auc_margin=auc_margin, ece_max=ece_max, psi_max=psi_max)  # fmt: skip
+    retraining = RetrainConfig(window_days=retrain_window_days, from_onset=retrain_from_onset)
     options = MonitorOptions(lookback_days=lookback_days, alarm=alarm, retrain=retrain,
-                             retrain_window_days=retrain_window_days, model_name=model_name)  # fmt: skip
+                             retraining=retraining, model_name=model_name)  # fmt: skip
     try:
         return run_monitor(settings, options).as_dict()
     except MonitorError as exc:

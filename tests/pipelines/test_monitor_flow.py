@@ -112,8 +112,13 @@ def test_a_decayed_model_fires_the_alarm_emits_and_retrains(
     late = (planned > planned.min() + pd.Timedelta(days=18)).to_numpy()
     log.loc[late, "probability"] = 1.0 - log.loc[late, "probability"]  # the ranking turns upside down
     write_records(predictions_dir(inverted), log.to_dict("records"))
-    calls: list[str] = []
-    monkeypatch.setattr(monitor, "retrain", lambda settings, days: calls.append(f"{settings.home} {days}") or {"ok": 1})
+    calls: list[tuple[str, float, pd.Timestamp | None]] = []
+
+    def fake_retrain(settings, config, as_of, onset):
+        calls.append((str(settings.home), config.window_days, onset))
+        return {"ok": 1}
+
+    monkeypatch.setattr(monitor, "retrain", fake_retrain)
     import pipelines.flows.artifacts as artifacts
 
     events: list[artifacts.EventSpec] = []
@@ -125,7 +130,11 @@ def test_a_decayed_model_fires_the_alarm_emits_and_retrains(
     outcome = monitor.run_monitor(resolve_settings(inverted), options)
     assert outcome.firing and outcome.exit_code == 3
     assert any(r.startswith("AUC") for r in outcome.summary["alarm"]["reasons"])
-    assert calls == [f"{inverted.resolve()} 30.0"] and outcome.retrain == {"ok": 1}
+    ((where, days, onset),) = calls
+    assert where == str(inverted.resolve()) and days == 30.0 and outcome.retrain == {"ok": 1}
+    # the retrain is told when the ranking turned: within a few days of the inversion
+    assert onset is not None and abs(onset - (planned.min() + pd.Timedelta(days=18))) < pd.Timedelta(days=3)
+    assert outcome.summary["degradation_onset"] == onset.isoformat()
     # the one decay-alarm event the documented retraining automation listens to (docs/automations.md)
     assert [e.event for e in events] == [artifacts.DECAY_ALARM]
     assert events[0].payload["model_version"] == outcome.model_version and events[0].payload["reasons"]

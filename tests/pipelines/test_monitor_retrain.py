@@ -1,0 +1,43 @@
+"""Which rows the monitor's retrain learns from: the latest window, back to the degradation's onset."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from models.training.config import TrainConfig
+from models.training.train import TrainingTable
+from pipelines.flows.deployments import window_table
+from pipelines.flows.monitor import RetrainConfig, retrain_options
+from pipelines.flows.train import TrainingError
+
+LATEST = pd.Timestamp("2026-09-01", tz="UTC")
+
+
+def test_the_window_reaches_back_to_the_onset_within_its_bounds() -> None:
+    config = RetrainConfig()  # 30 days at least, back to the onset, at most 90
+    days_before = lambda d: LATEST - pd.Timedelta(days=d)  # noqa: E731
+    assert config.days(LATEST, None) == 30.0  # no onset placed: the latest 30 days
+    assert config.days(LATEST, days_before(10)) == 30.0  # a recent change: still 30 days (enough rows)
+    assert config.days(LATEST, days_before(48)) == 48.0  # weeks after it: every row since the change
+    assert config.days(LATEST, days_before(200)) == 90.0  # bounded
+    assert RetrainConfig(from_onset=False).days(LATEST, days_before(48)) == 30.0
+    assert RetrainConfig(window_days=120).days(LATEST, days_before(48)) == 120.0  # the least window wins
+    with pytest.raises(ValueError, match="positive"):
+        RetrainConfig(window_days=0)
+
+
+def test_window_table_keeps_the_latest_rows_and_refuses_an_empty_cut() -> None:
+    times = pd.date_range(end=LATEST, periods=100, freq="D")
+    frame = pd.DataFrame({"deploy_id": range(100), "created_at": times, "x": range(100), "label": [0, 1] * 50})
+    table = TrainingTable(frame, ("x",), (), {}, "rule", "v")
+    cut = window_table(table, RetrainConfig().days(LATEST, LATEST - pd.Timedelta(days=48)))
+    assert len(cut.frame) == 48 and cut.numeric == ("x",) and cut.label_rule == "rule"
+    with pytest.raises(TrainingError, match="no training rows"):
+        window_table(TrainingTable(frame.iloc[:0], ("x",), (), {}, "rule", "v"), 30)
+
+
+def test_the_retrain_trains_as_the_product_does_with_labels_as_of_the_monitor() -> None:
+    options = retrain_options(LATEST, "monitor: test")
+    assert options.as_of == LATEST and options.source == "monitor: test"
+    assert options.train == TrainConfig()  # the default training config, no reduced search
