@@ -3,20 +3,23 @@
 For each seed, two simulations that differ only by a change of the true hazard at ``--drift-day``
 (features/simulation/drift.py; the undrifted twin shares every random draw):
 
-1. A champion is trained on what was known at ``--train-day`` (``build_training_table`` as of
-   then, ``train``: time split, search, calibration) and scores every production deploy from
-   then on at its ship time: the prediction log an online service would have written.
+1. A champion is trained on what was known at ``--train-day`` as the nightly deployment would
+   (``recent_table``, its 180-day window, ``fit_models`` with the default ``TrainConfig``) and
+   scores every production deploy from then on at its ship time: the prediction log an online
+   service would have written.
 2. Each day the monitor runs as it would that day (``models.monitoring.assess``: labels as known
    then, the last 28 days of matured predictions, drift against the training window) and the
    first day the alarm fires is recorded. On the undrifted twin it must never fire.
-3. On the first alarm a challenger is trained on the last ``--window-days`` of matured deploys as
-   of that day (``--retrains N``: also weekly after it, as the daily deployment with ``retrain:
-   true`` does while the alarm fires), and the promotion gate compares it with the champion on the
-   challenger's own test period (the most recent out-of-sample rows); it replaces the champion
-   only when better. The stale model, the champion the gates kept and the oracle (the
-   simulator's true probabilities) are then scored on every deploy after the last retrain.
+3. On the first alarm a challenger is trained exactly as the monitor's retrain trains it
+   (``retrain_options``, ``retrain_table``: at least ``--window-days`` of matured deploys, back to
+   the degradation's onset unless ``--fixed-window``; ``fit_models``), and ``--retrains N``: also
+   weekly after it, as the daily deployment with ``retrain: true`` does while the alarm fires. The
+   promotion gate's own ``judge`` compares it with the champion on the test deploys after both
+   training ends; it replaces the champion only when better. The stale model, the champion the
+   gates kept and the oracle (the simulator's true probabilities) are then scored on every
+   deploy after the last retrain.
 
-    .venv/bin/python -m benchmarks.monitoring --seeds 0 1 2 --kind shipping
+    .venv/bin/python -m benchmarks.monitoring --seeds 0 1 2 --retrains 4 --check-every 2 --window-days 30
     .venv/bin/python -m benchmarks.monitoring --seeds 0 --kind squad --days 240 --services 40
 """
 
@@ -38,42 +41,22 @@ def _say(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def _train_config() -> Any:
-    """A smaller search than the default (one linear, two tree candidates): the benchmark trains 2 models a run."""
-    from models.training.config import CandidateGrid, TrainConfig
-
-    return TrainConfig(
-        candidates=(
-            CandidateGrid("logreg", (("C", (0.1,)), ("class_weight", (None,)))),
-            CandidateGrid(
-                "hgb",
-                (
-                    ("learning_rate", (0.1,)),
-                    ("max_leaf_nodes", (7, 15)),
-                    ("max_iter", (150,)),
-                    ("min_samples_leaf", (40,)),
-                    ("l2_regularization", (1.0,)),
-                ),
-            ),
-        ),
-        n_splits=3,
-        permutation_repeats=1,
-        permutation_max_rows=2000,
-    )
+#: The nightly deployment's rolling window (``scheduled_train``): the champion is what it would have trained.
+NIGHTLY_WINDOW_DAYS = 180.0
 
 
-def _fit(history: Any, as_of: pd.Timestamp, window_days: float | None, config: Any) -> Any:
-    from features.labels.attribution import AttributionConfig
-    from features.pointintime.compute import FeatureConfig
-    from models.training.dataset import build_training_table
-    from models.training.train import train
+def _stamped(result: Any) -> Any:
+    """The model records its training period as the registry's copy does, so the gate (``judge``) reads it."""
+    period = {"start": result.split["train_start"], "end": result.split["train_end"]}
+    result.model.set_params(metadata={**(result.model.metadata or {}), "training_period": period})
+    return result
 
-    table = build_training_table(history, AttributionConfig(), FeatureConfig(), as_of)
-    if window_days is not None:
-        t = pd.to_datetime(table.frame["created_at"], utc=True)
-        frame = table.frame[(t > as_of - pd.Timedelta(days=window_days)).to_numpy()].reset_index(drop=True)
-        table = replace(table, frame=frame)
-    return train(table, config, 0.2)
+
+def _fit(table: Any, options: Any) -> Any:
+    """``fit_models``: the training flow's search, calibration and test period, the default ``TrainConfig``."""
+    from pipelines.flows.train import fit_models
+
+    return _stamped(fit_models(table, options, lambda _m: None))
 
 
 def _bundle(result: Any, version: str) -> Any:
@@ -139,12 +122,17 @@ def _auc(y: np.ndarray, p: np.ndarray) -> float:
 
 
 def _retrain(args: argparse.Namespace, history: Any, final: pd.DataFrame, sim: Any, preds: pd.DataFrame,
-             champion: Any, first_alarm: int, day: Any, train_cfg: Any) -> dict[str, Any]:  # fmt: skip
+             champion: Any, first_alarm: int, day: Any, reference: Any, alarm_cfg: Any) -> dict[str, Any]:  # fmt: skip
     """Retrain on the first alarm (and weekly after it, ``--retrains``), the gate deciding each time; then
     score the stale model, the champion the gates kept and the oracle on every deploy after the last retrain."""
-    from models.registry.gate import decide, rescore
+    from models.monitoring.assess import assess
+    from models.registry.gate import ChampionInfo, judge
     from models.scoring.context import make_scoring_context
     from models.scoring.explain import batch_features
+    from models.training.train import EFFORT, LABEL
+    from pipelines.flows.monitor import RetrainConfig, retrain_options, retrain_table
+
+    retraining = RetrainConfig(window_days=args.window_days, from_onset=not args.fixed_window)
 
     current, current_name, gates = champion, "stale", []
     last = first_alarm
@@ -152,12 +140,38 @@ def _retrain(args: argparse.Namespace, history: Any, final: pd.DataFrame, sim: A
         rday = first_alarm + 7 * k
         if rday > args.days - 21:
             break
-        challenger = _fit(history, day(rday), args.window_days, train_cfg)
+        options = retrain_options(day(rday))
+        # the onset as the monitor would place it that day (None when the stale model's alarm is quiet)
+        onset = assess(preds, labels_as_of(final, day(rday)), history.deploys, reference, alarm_cfg, day(rday)).onset
+        table = retrain_table(history, options, retraining, onset)
+        challenger = _fit(table, options)
         test = challenger.test_frame
-        y_test = test["label"].to_numpy()
-        old, _ = rescore(current.model, test, y_test, test.get("effort"))
-        decision = decide(challenger.test_metrics, old, float(y_test.mean()), train_cfg.gate)
-        gates.append({"day": rday, "promote": decision.promote, "reason": decision.reason})
+        y_test = test[LABEL].to_numpy(dtype=np.int64)
+        effort = test[EFFORT].to_numpy(dtype=np.float64, na_value=np.nan) if EFFORT in test else None
+        verdict = judge(
+            ChampionInfo(current_name, current.model, ""),
+            challenger.test_metrics,
+            test,
+            y_test,
+            effort,
+            options.train.gate,
+            challenger.test_scores,
+            pd.Timestamp(challenger.split["train_end"]),
+        )
+        decision = verdict.decision
+        gates.append(
+            {
+                "day": rday,
+                "promote": decision.promote,
+                "reason": decision.reason,
+                "onset": None if onset is None else str(onset),
+                "rows_from": str(pd.to_datetime(table.frame["created_at"], utc=True).min()),
+                "train_rows": challenger.n_train,
+                "test_rows": challenger.n_test,
+                "chosen": challenger.chosen.name,
+            }
+        )
+        _say(f"retrain day {rday}: onset {onset}, {challenger.n_train} rows; {decision.reason}")
         if decision.promote:
             current, current_name = challenger, f"retrained day {rday}"
         last = rday
@@ -177,6 +191,7 @@ def _retrain(args: argparse.Namespace, history: Any, final: pd.DataFrame, sim: A
         "first_day": first_alarm,
         "last_day": last,
         "window_days": args.window_days,
+        "from_onset": retraining.from_onset,
         "gates": gates,
         "champion": current_name,
         "eval_deploys": int(len(y)),
@@ -197,6 +212,8 @@ def run_one(args: argparse.Namespace, seed: int, kind: str | None) -> dict[str, 
     from models.monitoring.assess import assess, reference_of
     from models.monitoring.outcomes import WindowConfig
     from models.scoring.context import make_scoring_context
+    from pipelines.flows.deployments import recent_table
+    from pipelines.flows.train import TrainOptions
 
     config = SimulationConfig(days=args.days, services=args.services, seed=seed)
     if kind is not None:
@@ -207,8 +224,8 @@ def run_one(args: argparse.Namespace, seed: int, kind: str | None) -> dict[str, 
     start = pd.Timestamp(config.start, tz="UTC").floor("D")
     day = lambda d: start + pd.Timedelta(days=d)  # noqa: E731
     final = attribute(history, AttributionConfig()).deploy_labels
-    train_cfg = _train_config()
-    champion = _fit(history, day(args.train_day), None, train_cfg)
+    nightly = TrainOptions(as_of=day(args.train_day))
+    champion = _fit(recent_table(history, nightly, NIGHTLY_WINDOW_DAYS), nightly)
     bundle = _bundle(champion, "1")
     _say(f"seed {seed} {kind or 'no drift'}: champion test AUC {champion.test_metrics['roc_auc']:.3f}")
     preds = predictions_of(history, final, bundle, day(args.train_day))
@@ -259,7 +276,7 @@ def run_one(args: argparse.Namespace, seed: int, kind: str | None) -> dict[str, 
         "daily": daily,
     }
     if first_alarm is not None and kind is not None:
-        out["retrain"] = _retrain(args, history, final, sim, preds, champion, first_alarm, day, train_cfg)
+        out["retrain"] = _retrain(args, history, final, sim, preds, champion, first_alarm, day, reference, alarm_cfg)
     out["seconds"] = time.perf_counter() - began
     return out
 
@@ -275,7 +292,8 @@ def main() -> None:
     parser.add_argument("--train-day", type=int, default=120)
     parser.add_argument("--drift-day", type=int, default=180)
     parser.add_argument("--first-check", type=int, default=14, help="days after --train-day of the first check")
-    parser.add_argument("--window-days", type=float, default=60.0, help="the retrain's rolling window")
+    parser.add_argument("--window-days", type=float, default=30.0, help="the retrain's least window")
+    parser.add_argument("--fixed-window", action="store_true", help="retrain on --window-days only, not from the onset")
     parser.add_argument("--retrains", type=int, default=1, help="retrain on the alarm and weekly after it, N times")
     parser.add_argument("--n-boot", type=int, default=200)
     parser.add_argument("--check-every", type=int, default=1, help="days between monitor runs")
