@@ -29,7 +29,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from pydantic import TypeAdapter
 
 from features.pointintime.catalog import FEATURE_SET_VERSION
-from models.monitoring.predlog import PredictionLog, prediction_record, predictions_dir
+from models.monitoring.predlog import PredictionLog, PredictionRecord, prediction_record, predictions_dir
 from models.notify.alerts import Alerts
 from models.notify.config import NotifyConfig
 from models.scoring.advice import AdviceConfig
@@ -261,7 +261,7 @@ def score_payload(
     return out
 
 
-def log_record(snap: ScoringContext, deploy: DeployIn, payload: dict[str, Any], caller: str) -> dict[str, Any]:
+def log_record(snap: ScoringContext, deploy: DeployIn, payload: dict[str, Any], caller: str) -> PredictionRecord:
     """The prediction-log row of one score (squad and tribe filled from the store as the score did)."""
     teams = snap.index.teams.get(deploy.service)
     fsv = FEATURE_SET_VERSION  # the row was computed by this code's feature set

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import math
 import time
 from pathlib import Path
 
@@ -48,19 +48,22 @@ def test_a_record_carries_the_score_the_model_and_the_feature_row() -> None:
         teams=("payments-otter", "payments"),
         feature_set_version="pit-1",
     )
-    assert set(rec) == set(COLUMNS)
-    assert rec["deploy_id"] == "deploys:42" and rec["has_deploy_id"]
-    assert (rec["squad"], rec["tribe"], rec["author"]) == ("payments-otter", "payments", "ada.lovelace")
-    assert rec["model_version"] == "3" and rec["feature_set_version"] == "pit-1" and rec["store_version"] == 7
-    row = records_frame([rec]).iloc[0]  # times and the feature row are converted when written
-    assert json.loads(row["features"]) == {"lines_added": 5.0, "gap": None, "squad": "payments-otter"}
+    assert rec.deploy_id == "deploys:42" and rec.has_deploy_id
+    assert (rec.squad, rec.tribe, rec.author) == ("payments-otter", "payments", "ada.lovelace")
+    assert rec.model_version == "3" and rec.feature_set_version == "pit-1" and rec.store_version == 7
+    assert isinstance(rec.logged_at, int) and rec.planned_at == 1772445600 * 10**6  # primitives until the flush
+    frame = records_frame([rec])
+    assert list(frame.columns) == list(COLUMNS)
+    row = frame.iloc[0]
+    features = feature_rows(frame).iloc[0]
+    assert features["lines_added"] == 5.0 and math.isnan(features["gap"]) and features["squad"] == "payments-otter"
     assert row["planned_at"] == pd.Timestamp("2026-03-02T10:00:00Z") and row["logged_at"].tzname() == "UTC"
 
 
 def test_a_score_without_deploy_id_gets_a_request_id() -> None:
     a, b = _record(1), _record(1)
-    assert a["deploy_id"].startswith("request:") and not a["has_deploy_id"]
-    assert a["deploy_id"] != b["deploy_id"]
+    assert a.deploy_id.startswith("request:") and not a.has_deploy_id
+    assert a.deploy_id != b.deploy_id and a.prediction_id != b.prediction_id
 
 
 def test_written_records_read_back_partitioned_by_day_and_filtered_by_time(tmp_path: Path) -> None:
@@ -140,9 +143,10 @@ def test_batch_records_keep_real_deploy_ids_and_treat_made_up_ones_as_requests()
     )
     out = batch_records(scores, deploys, caller="score-batch", model_name="m", model_version="2",
                         feature_set_version="pit-1", store_version=3)  # fmt: skip
-    assert [r["has_deploy_id"] for r in out] == [True, False]
-    assert out[0]["deploy_id"] == "deploys:7" and out[1]["deploy_id"].startswith("request:")
-    assert out[0]["squad"] == "s1" and out[1]["squad"] is None and out[0]["commit_sha"] == "c1"
+    assert [r.has_deploy_id for r in out] == [True, False]
+    assert out[0].deploy_id == "deploys:7" and out[1].deploy_id.startswith("request:")
+    assert out[0].squad == "s1" and out[1].squad is None and out[0].commit_sha == "c1"
+    assert out[0].planned_at == 1772445600 * 10**6 and out[0].features == (("x",), (1.0,))
 
 
 @pytest.mark.parametrize("n", [0])
