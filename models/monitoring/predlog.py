@@ -485,8 +485,8 @@ def read_predictions(root: Path, start: pd.Timestamp | None = None, end: pd.Time
 
 
 def feature_rows(predictions: pd.DataFrame) -> pd.DataFrame:
-    """The logged feature rows as columns (one row per prediction, same index): numbers as floats
-    (NaN where a row has no value), categories as text (None where a row has none)."""
+    """The logged feature rows as columns (one row per prediction, same index): numbers as floats,
+    categories as text, missing (NaN) where a row has no such feature (another model's row)."""
     columns: dict[str, np.ndarray] = {}
     for name, kind in (("numeric_features", NUMERIC_FEATURES), ("categorical_features", CATEGORICAL_FEATURES)):
         if name in predictions:
