@@ -64,7 +64,7 @@ def serve(
     """Serve risk scores over HTTP (FastAPI on uvicorn); follows the champion and the store without restarts."""
     import uvicorn
 
-    from models.serving.app import ServiceConfig, create_app
+    from models.serving.app import ServiceConfig, create_app, use_system_allocator
     from models.serving.auth import load_tokens
 
     settings = resolve_settings(home)
@@ -98,6 +98,7 @@ def serve(
         f"Slack alerts {'on, ' + notify.slack.mode if notify.slack.enabled else 'off'})",
         file=sys.stderr,
     )
+    use_system_allocator()  # freed memory goes back: no RSS growth from the prediction log's flushes
     uvicorn.run(
         create_app(config, notify=notify),
         host=host,

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from models.monitoring.alarms import AlarmConfig
 from models.monitoring.outcomes import WindowConfig
-from models.monitoring.predlog import predictions_dir, read_predictions, write_records
+from models.monitoring.predlog import feature_rows, predictions_dir, read_predictions, write_records
 from models.serving.app import ServiceConfig, create_app
 from pipelines.settings import resolve_settings
 from tests.helpers.scoring import fitted, register, simulated, write_store
@@ -65,7 +65,7 @@ def test_the_service_logged_every_score_at_shutdown(served: tuple[Path, str]) ->
     assert len(log) == len(production) and set(log["deploy_id"]) == set(production["deploy_id"])
     assert (log["caller"] == "/v1/score/batch").all() and (log["model_version"] == version).all()
     assert log["squad"].notna().all() and log["feature_set_version"].notna().all()
-    assert json.loads(log["features"].iloc[0])["lines_added"] >= 0
+    assert feature_rows(log)["lines_added"].iloc[0] >= 0 and feature_rows(log)["service"].notna().all()
 
 
 @pytest.mark.flow
