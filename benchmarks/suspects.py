@@ -3,24 +3,31 @@
 Per seed, on a ``features.simulation.simulator`` history (whose ``incident_truth`` names the deploy
 or flip behind every change-caused incident):
 
-1. a champion (``hgb``) is trained on the deploys matured by the cutoff (the first two thirds of
-   the days), and the suspect model (lag densities, background rate, flip priors, rollback ratio)
-   is learned from the history before the cutoff only;
-2. every incident after the cutoff is asked about as it opens (``as_of`` = its time: no rollback
-   known yet), through ``models.scoring.suspects`` exactly as the service does;
+1. a champion (``hgb``, or ``--kind logreg``; ``--train-max`` keeps only the latest matured deploys)
+   is trained on the deploys matured by the cutoff (the first two thirds of the days), and the suspect
+   model (lag densities, background rate, flip priors, rollback ratio) is learned from the history
+   before the cutoff only;
+2. every incident after the cutoff (or a seeded random ``--sample``) is asked about as it opens
+   (``as_of`` = its time: no rollback known yet), through ``models.scoring.suspects`` exactly as the
+   service does;
 3. top-1, top-3 and mean reciprocal rank of the true cause among change-caused incidents, against
    baselines computed in the same run on the same incidents: "latest change of the service"
-   (deploy or flip), "latest production deploy of the service", and DevLake's rule as the project
-   ships it (``AttributionConfig.devlake()``: latest production deploy before the incident in the
-   whole project); plus ablations (no prior, no lag shape) and the question asked 1 h after the
-   incident opened (rollbacks by then are known);
-4. background incidents: share whose top answer is "no recent change".
+   (deploy or flip; deploys at their finish, and with deploys still rolling out counted), "latest
+   production deploy of the service", and DevLake's rule as the project ships it
+   (``AttributionConfig.devlake()``: latest production deploy before the incident in the whole
+   project); ablations (no prior, no lag shape, deploys counted from their finish, asked 1 h later,
+   squad-mates as dependencies); and oracle rows from the simulator's truth: its true risk as prior,
+   its true risk and lag law (own service), and the Bayes ceiling (true risk, lag laws and second
+   incidents on squad-mates);
+4. background incidents: per method, the share whose top answer is "no recent change".
 
-Latency: ``POST /v1/incidents/suspects`` in process (TestClient) on the seed-0 180 x 60 history
-(the committed sample is that simulation), after one warm-up pass over the questions.
+Latency: ``POST /v1/incidents/suspects`` in process (TestClient) on the first seed's history, after
+one warm-up pass over the questions. Each seed's peak RSS and run facts are printed (and saved).
 
     .venv/bin/python benchmarks/suspects.py                       # 180 days, 60 services, seeds 0-2
-    .venv/bin/python benchmarks/suspects.py --seeds 1 --days 60   # quick
+    .venv/bin/python benchmarks/suspects.py --deploys-per-service-day 6 --no-latency --save out6/
+    .venv/bin/python benchmarks/suspects.py --days 180 --services 4000 --seeds 1 --no-latency \
+        --train-max 200000 --sample 3000 --save out1m/                                     # ~1.07M deploys
     .venv/bin/python benchmarks/suspects.py --first-seed 1 --seeds 1 --no-latency --save out/   # seeds apart,
     .venv/bin/python benchmarks/suspects.py --aggregate out/                                   # then together
 """
