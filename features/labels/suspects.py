@@ -9,17 +9,22 @@ kind. At the incident's time the share of each source is its intensity over the 
     share(c) = prior(c) * f_kind(lag_c) * scope(c) * rollback(c) / (b + sum of the terms)
     share(no recent change) = b / (same)
 
-``f`` per change kind is learned from the lags of the history's explicit links (incidents naming
-their cause), with rollback lags as a fallback; ``b`` from the incidents that had no change of
-their service within the lag density's 99th percentile, over the service-hours that were equally
-quiet. Everything here is a pure function of the canonical tables and an ``Attribution``.
+A deploy is a candidate from the moment it **started** reaching production (``started_at``, else
+``created_at``; ``SuspectConfig.deploy_time``): an incident that opens while a deploy is still rolling
+out is that deploy's doing as often as any, and the lag of a cause counts from when it began acting.
+``f`` per change kind is learned from the lags, measured from that same time, of the history's explicit
+links (incidents naming their cause) **on the cause's own service** (a cause named by an incident of
+another service reaches it later, through the dependency: it would widen the own-service density),
+with rollback lags as a fallback; ``b`` from the incidents that had no change of their service within
+the lag density's 99th percentile, over the service-hours that were equally quiet. Everything here is
+a pure function of the canonical tables and an ``Attribution``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -32,6 +37,9 @@ from features.labels.dependencies import Dependencies, depends_on
 KINDS = ("deploy", "toggle")
 #: The answer when the background explains the incident best.
 NO_RECENT_CHANGE = "no recent change"
+#: When a deploy becomes a candidate and its lag starts: "started" (``started_at``, else ``created_at``) or
+#: "finished" (``finished_at``, else ``created_at``: attribution's and DevLake's convention).
+DeployTime = Literal["started", "finished"]
 _HOUR = pd.Timedelta(hours=1)
 
 
@@ -45,6 +53,9 @@ class SuspectConfig:
         (own service = 1).
     min_lag_samples: explicit links a kind needs for its own lag density; fewer borrow the pooled one.
     smoothing: pseudo-count pulling a flip action's failure share toward all flips'.
+    deploy_time: when a deploy becomes a candidate and its lag starts. "started" (default) keeps a deploy
+        still rolling out when the incident opens among the suspects; "finished" is attribution's convention
+        (such a deploy is then no candidate at all).
     """
 
     lookback: pd.Timedelta = pd.Timedelta(hours=72)
@@ -52,6 +63,7 @@ class SuspectConfig:
     dependency_weight: float = 0.3
     min_lag_samples: int = 30
     smoothing: float = 20.0
+    deploy_time: DeployTime = "started"
 
     def __post_init__(self) -> None:
         if self.lookback <= pd.Timedelta(0):
@@ -60,6 +72,8 @@ class SuspectConfig:
             raise ValueError("top must be at least 1")
         if not 0.0 < self.dependency_weight <= 1.0:
             raise ValueError("dependency_weight must be within (0, 1]")
+        if self.deploy_time not in ("started", "finished"):
+            raise ValueError(f"deploy_time must be 'started' or 'finished', got {self.deploy_time!r}")
 
 
 @dataclass(frozen=True)
@@ -142,17 +156,41 @@ def _hours(delta: pd.Series) -> np.ndarray:
     return np.asarray(delta.dt.total_seconds().to_numpy(dtype=np.float64) / 3600.0)
 
 
-def _lag_densities(links: pd.DataFrame, config: SuspectConfig) -> dict[str, LagDensity]:
-    explicit = links[links["method"].eq("explicit") & links["lag"].notna()]
-    explicit = explicit[explicit["lag"] > pd.Timedelta(0)]
+def own_service_lags(links: pd.DataFrame, changes: pd.DataFrame, incidents: pd.DataFrame) -> pd.DataFrame:
+    """The explicit links whose cause is a change of the incident's own service: change_kind, lag (hours, from the
+    change's time in ``changes``, so the same clock the ranking uses; only positive lags)."""
+    explicit = links[links["method"].eq("explicit") & links["incident_id"].notna()]
+    if explicit.empty:
+        return pd.DataFrame({"change_kind": pd.Series(dtype=object), "lag": pd.Series(dtype=np.float64)})
+    ch = changes.drop_duplicates("change_id")
+    ch = ch.set_index(ch["change_id"].astype("string"))
+    inc = incidents.drop_duplicates("incident_id")
+    inc = inc.set_index(inc["incident_id"].astype("string"))
+    ids = pd.Index(explicit["change_id"].astype("string"))
+    incident_ids = pd.Index(explicit["incident_id"].astype("string"))
+    change_service = ch["service"].astype("string").reindex(ids).reset_index(drop=True)
+    incident_service = inc["service"].astype("string").reindex(incident_ids).reset_index(drop=True)
+    opened = inc["created_at"].reindex(incident_ids).to_numpy(dtype="datetime64[us]")
+    changed = ch["time"].reindex(ids).to_numpy(dtype="datetime64[us]")
+    lag = (opened - changed).astype("timedelta64[us]").astype(np.float64) / 3.6e9
+    lag[np.isnat(opened) | np.isnat(changed)] = np.nan
+    own = change_service.eq(incident_service).fillna(False).to_numpy(dtype=bool)
+    keep = own & np.isfinite(lag) & (lag > 0)
+    return pd.DataFrame({"change_kind": explicit["change_kind"].to_numpy()[keep], "lag": lag[keep]})
+
+
+def _lag_densities(
+    links: pd.DataFrame, changes: pd.DataFrame, incidents: pd.DataFrame, config: SuspectConfig
+) -> dict[str, LagDensity]:
+    own = own_service_lags(links, changes, incidents)
     rollback = links[links["method"].eq("rollback") & links["lag"].notna() & (links["lag"] > pd.Timedelta(0))]
-    pooled = _hours(explicit["lag"])
+    pooled = own["lag"].to_numpy(dtype=np.float64)
     out: dict[str, LagDensity] = {}
     for kind in KINDS:
-        own = _hours(explicit.loc[explicit["change_kind"].eq(kind), "lag"])
+        mine = own.loc[own["change_kind"].eq(kind), "lag"].to_numpy(dtype=np.float64)
         rb = _hours(rollback.loc[rollback["change_kind"].eq(kind), "lag"])
-        if len(own) >= config.min_lag_samples:
-            out[kind] = LagDensity.fit(own, "explicit")
+        if len(mine) >= config.min_lag_samples:
+            out[kind] = LagDensity.fit(mine, "explicit")
         elif len(pooled) >= config.min_lag_samples:
             out[kind] = LagDensity.fit(pooled, "pooled")
         elif len(rb) >= config.min_lag_samples:
@@ -162,9 +200,12 @@ def _lag_densities(links: pd.DataFrame, config: SuspectConfig) -> dict[str, LagD
     return out
 
 
-def change_times(history: History, environment: str = "production") -> pd.DataFrame:
-    """Every change that reached ``environment``: kind, id, service, time (deploy finish, else creation), who,
-    url, action; flips with no environment count (flag tools that report none act on production)."""
+def change_times(
+    history: History, environment: str = "production", deploy_time: DeployTime = "started"
+) -> pd.DataFrame:
+    """Every change that reached ``environment``: kind, id, service, time (a deploy's start, or its finish with
+    ``deploy_time="finished"``; else its creation), who, url, action; flips with no environment count (flag tools
+    that report none act on production)."""
     d = history.deploys
     dep = d[
         d["status"].isin(SHIPPED_STATUSES).fillna(False).to_numpy(dtype=bool)
@@ -182,7 +223,7 @@ def change_times(history: History, environment: str = "production") -> pd.DataFr
                 "change_kind": "deploy",
                 "change_id": dep["deploy_id"].astype("string"),
                 "service": dep["service"].astype("string"),
-                "time": dep["finished_at"].fillna(dep["created_at"]),
+                "time": dep[f"{deploy_time}_at"].fillna(dep["created_at"]),
                 "who": dep["author"].astype("string"),
                 "url": dep["url"].astype("string"),
                 "action": np.where(rollback.to_numpy(dtype=bool), "rollback", "deploy"),
@@ -278,12 +319,12 @@ def learn_suspect_model(
     config = config or SuspectConfig()
     links = attribution.links
     end = attribution.as_of if attribution.as_of is not None else pd.Timestamp.now(tz="UTC")
-    lags = _lag_densities(links, config)
-    quiet_after = max(d.quantile(0.99) for d in lags.values())
-    changes = change_times(history, environment)
+    changes = change_times(history, environment, config.deploy_time)
     changes = changes[changes["time"] < end]
     inc = history.incidents
     inc = inc[(inc["environment"].isna() | inc["environment"].eq(environment)).fillna(False).to_numpy(dtype=bool)]
+    lags = _lag_densities(links, changes, inc, config)
+    quiet_after = max(d.quantile(0.99) for d in lags.values())
     times = pd.concat([changes["time"], inc["created_at"]]).dropna()
     start = times.min() if len(times) else end - pd.Timedelta(days=1)
     rate, n_quiet, quiet_hours = _background_rate(changes, inc, quiet_after, start, end)
@@ -298,6 +339,7 @@ def learn_suspect_model(
             "quiet_incidents": n_quiet,
             "quiet_service_hours": quiet_hours,
             "learned_until": end.isoformat(),
+            "deploy_time": config.deploy_time,
         },
     )
 

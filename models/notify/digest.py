@@ -3,15 +3,16 @@
 Pure functions of the history, its attribution and the champion's scores of the week's deploys:
 deploys, change failure rate and time to restore against the previous weeks' average; predicted
 failures (the sum of the scores) against realised ones (attributed, mature or not); the riskiest
-deploys and what happened to them; the incidents and their top suspects; toggle debt (stale
-enabled flags, the oldest of them, the flags flipped most). ``digest_message`` turns one into
-Block Kit; the flow (pipelines/flows/digest.py) adds the chart, MLflow and Slack.
+deploys and what happened to them; the incidents and what caused them (the cause an incident names,
+else the suspects model's ranking, the one ordering the live question and the API give: no second
+ordering here); toggle debt (stale enabled flags, the oldest of them, the flags flipped most).
+``digest_message`` turns one into Block Kit; the flow (pipelines/flows/digest.py) adds the chart, MLflow and Slack.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -25,6 +26,7 @@ from features.labels.dora import UNKNOWN, DoraConfig, dora_metrics
 from models.notify import blocks as bk
 from models.notify.config import Links, Routing
 from models.notify.sender import Message
+from models.scoring.suspects import SuspectContext, SuspectsError, incident_suspects
 
 Level = Literal["squad", "tribe"]
 WEEK = pd.Timedelta(days=7)
@@ -73,7 +75,7 @@ class TeamDigest:
     realised: int  # of those, attributed failures so far
     immature: int  # of those, still inside the attribution window
     riskiest: pd.DataFrame  # deploy_id, service, author, probability, band, failed, incident
-    incidents: pd.DataFrame  # incident_id, title, severity, service, url, suspects (list of str)
+    incidents: pd.DataFrame  # incident_id, title, severity, service, url, suspects (list of str: incident_causes)
     toggle_debt: dict[str, Any]  # stale_enabled, oldest (flag, since), most_flipped [(flag, n)]
     squads: list[dict[str, Any]] = field(default_factory=list)  # tribe roll-up: one line per squad
     trend_weeks: int = 4
@@ -101,31 +103,75 @@ def _trend(metrics: pd.DataFrame, group: str, config: DigestConfig) -> dict[str,
     return out
 
 
-def _suspects(attribution: Attribution, history: History, incident_ids: pd.Series, k: int) -> dict[str, list[str]]:
-    """incident -> its top suspects: explicit causes first, then the closest changes in time."""
+#: What an incident of the week shows when it names no cause and there is no ranking (no champion).
+NO_RANKING = "suspects not ranked (no champion)"
+
+
+def rank_incidents(
+    ctx: SuspectContext, incident_ids: Iterable[str], as_of: pd.Timestamp, k: int
+) -> dict[str, dict[str, Any]]:
+    """The suspects model's answer (``incident_suspects``, as the API gives it) for each incident, asked at ``as_of``
+    (the week's end: rollbacks by then count); incidents it cannot rank (no service, not production) are left out."""
+    out: dict[str, dict[str, Any]] = {}
+    for incident_id in incident_ids:
+        try:
+            out[str(incident_id)] = incident_suspects(ctx, str(incident_id), top=k, as_of=as_of)
+        except SuspectsError:
+            continue
+    return out
+
+
+def _change_name(kind: str, change: str, deploys: pd.DataFrame, toggles: pd.DataFrame) -> str:
+    if kind == "deploy" and change in deploys.index:
+        d = deploys.loc[change]
+        who = f" by {d['author']}" if isinstance(d["author"], str) else ""
+        return f"deploy {change} of {d['service']}{who}"
+    if kind == "toggle" and change in toggles.index:
+        t = toggles.loc[change]
+        return f"flag {t['flag_key']} {t['action']}"
+    return f"{kind} {change}"
+
+
+def incident_causes(
+    attribution: Attribution,
+    history: History,
+    incident_ids: pd.Series,
+    answers: Mapping[str, Mapping[str, Any]] | None,
+    k: int,
+) -> dict[str, list[str]]:
+    """incident -> what the digest says about its cause.
+
+    A cause the incident names (an explicit link) is a record, not a guess: it is shown alone. An incident marked
+    not change-related says so. Otherwise the suspects model's answer (``answers``, from ``rank_incidents``) in its
+    own order, "no recent change" placed by its share: the digest never orders suspects itself. No answer (no
+    champion): ``NO_RANKING``."""
     links = attribution.links
-    links = links[links["incident_id"].isin(incident_ids)].copy()
-    if links.empty:
-        return {}
-    links["explicit"] = links["method"].eq("explicit")
-    links = links.sort_values(["incident_id", "explicit", "lag"], ascending=[True, False, True], kind="stable")
+    named = links[links["method"].eq("explicit") & links["incident_id"].isin(incident_ids)]
     deploys = history.deploys.set_index("deploy_id")
     toggles = history.toggle_events.set_index("event_id")
+    inc = history.incidents.drop_duplicates("incident_id")
+    marked = inc.set_index("incident_id")["not_change_related"].astype("boolean").fillna(False)
     out: dict[str, list[str]] = {}
-    for incident_id, group in links.groupby("incident_id", sort=False):
-        names = []
-        for r in group.head(k).to_dict("records"):
-            kind, change, method = r["change_kind"], r["change_id"], r["method"]
-            if kind == "deploy" and change in deploys.index:
-                d = deploys.loc[change]
-                who = f" by {d['author']}" if isinstance(d["author"], str) else ""
-                names.append(f"deploy {change} of {d['service']}{who} ({method})")
-            elif kind == "toggle" and change in toggles.index:
-                t = toggles.loc[change]
-                names.append(f"flag {t['flag_key']} {t['action']} ({method})")
-            else:
-                names.append(f"{kind} {change} ({method})")
-        out[str(incident_id)] = names
+    for incident_id in incident_ids:
+        key = str(incident_id)
+        mine = named[named["incident_id"].eq(incident_id)]
+        if len(mine):
+            r = mine.iloc[0]
+            out[key] = [f"{_change_name(r['change_kind'], r['change_id'], deploys, toggles)} (named by the incident)"]
+        elif bool(marked.get(incident_id, False)):
+            out[key] = ["marked not change-related"]
+        elif answers is not None and key in answers:
+            answer = answers[key]
+            items = [
+                (float(sx["share"]), _change_name(sx["change_kind"], sx["change_id"], deploys, toggles))
+                for sx in answer["suspects"][:k]
+            ]
+            background = float(answer["background_share"])
+            at = next((i for i, (share, _) in enumerate(items) if background >= share), len(items))
+            items.insert(at, (background, "no recent change"))
+            out[key] = [f"{name} ({share:.0%})" for share, name in items[: k + 1]]
+        else:
+            out[key] = [NO_RANKING]
     return out
 
 
@@ -153,12 +199,18 @@ def toggle_debt(toggles: pd.DataFrame, end: pd.Timestamp, start: pd.Timestamp, s
 
 
 def build_digests(
-    history: History, attribution: Attribution, scores: pd.DataFrame | None, config: DigestConfig
+    history: History,
+    attribution: Attribution,
+    scores: pd.DataFrame | None,
+    config: DigestConfig,
+    suspects: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[TeamDigest]:
     """A digest per squad with activity in the week, and one per tribe rolling its squads up.
 
     ``scores``: deploy_id, probability, band of the week's deploys (None: no champion, so no
-    predictions). Squads are the deploys' (catalog ownership applied when the history was read).
+    predictions). ``suspects``: the suspects model's answer per incident (``rank_incidents``; None: no
+    champion, so incidents naming no cause show none). Squads are the deploys' (catalog ownership applied
+    when the history was read).
     """
     start, end = config.week_start, config.week_end
     teams = _teams(history)
@@ -183,8 +235,8 @@ def build_digests(
     inc = history.incidents[(history.incidents["created_at"] >= start) & (history.incidents["created_at"] < end)].copy()
     inc["squad"] = inc["service"].map(teams["squad"]).fillna(UNKNOWN)
     inc["tribe"] = inc["service"].map(teams["tribe"]).fillna(UNKNOWN)
-    suspects = _suspects(attribution, history, inc["incident_id"], config.suspects)
-    inc["suspects"] = [suspects.get(str(i), []) for i in inc["incident_id"]]
+    causes = incident_causes(attribution, history, inc["incident_id"], suspects, config.suspects)
+    inc["suspects"] = [causes.get(str(i), []) for i in inc["incident_id"]]
     tog = history.toggle_events.copy()
     tog["squad"] = tog["service"].map(teams["squad"]).fillna(UNKNOWN)
     tog["tribe"] = tog["service"].map(teams["tribe"]).fillna(UNKNOWN)
@@ -303,7 +355,7 @@ def digest_message(d: TeamDigest, channel: str, chart_url: str | None, links: Li
         sev = r["severity"] if isinstance(r["severity"], str) else "no severity"
         url = r["url"] if isinstance(r["url"], str) else None
         title = bk.link(url, r["title"] if isinstance(r["title"], str) else r["incident_id"])
-        suspects = "; ".join(bk.escape(s) for s in r["suspects"]) or "no suspect linked"
+        suspects = "; ".join(bk.escape(s) for s in r["suspects"]) or NO_RANKING
         incidents.append(f"• {title} ({sev}, {bk.escape(r['service'])}): {suspects}")
     blocks.append(bk.section("*Incidents and top suspects*\n" + ("\n".join(incidents) or "_no incidents this week_")))
     debt = d.toggle_debt

@@ -135,7 +135,9 @@ def build_suspect_context(
         index=index,
         scorer=scorer,
         model=model,
-        changes=ChangeIndex.build(change_times(history), rollbacks_of(att, history)),
+        changes=ChangeIndex.build(
+            change_times(history, deploy_time=model.config.deploy_time), rollbacks_of(att, history)
+        ),
         deploys=history.deploys.set_index(history.deploys["deploy_id"].astype("string"), drop=False),
         incidents=inc.set_index(inc["incident_id"].astype("string"), drop=False),
         services=frozenset(str(s) for s in services.unique()),

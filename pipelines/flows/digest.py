@@ -22,12 +22,21 @@ from prefect.cache_policies import NO_CACHE
 from features.history.ownership import squad_channels
 from features.history.schema import History
 from features.history.store import HistoryStore
-from features.labels.attribution import AttributionConfig, attribute, data_end
+from features.labels.attribution import Attribution, AttributionConfig, attribute, data_end
 from models.notify.config import Links, NotifyConfig
-from models.notify.digest import DigestConfig, build_digests, digest_messages, last_full_week, plot_digest
+from models.notify.digest import (
+    WEEK,
+    DigestConfig,
+    build_digests,
+    digest_messages,
+    last_full_week,
+    plot_digest,
+    rank_incidents,
+)
 from models.notify.sender import Message, SendError, SlackSender
 from models.scoring.context import ModelBundle, champion_version, load_bundle, make_scoring_context
 from models.scoring.explain import score_frame
+from models.scoring.suspects import build_suspect_context
 from pipelines.flows.artifacts import publish_summary
 from pipelines.settings import Settings
 
@@ -85,6 +94,18 @@ def score_week(history: History, bundle: ModelBundle, start: pd.Timestamp) -> pd
     return score_frame(week, context)[["deploy_id", "probability", "band"]]
 
 
+@task(name="rank-week-suspects", cache_policy=NO_CACHE)
+def rank_week_suspects(
+    history: History, bundle: ModelBundle, attribution: Attribution, start: pd.Timestamp, k: int
+) -> dict[str, dict[str, Any]]:
+    """The suspects model's answer for each of the week's incidents, as the API would give it at the week's end."""
+    context = make_scoring_context(bundle, history, store_version=0)
+    ctx = build_suspect_context(history, context.index, bundle.scorer, attribution)
+    inc = history.incidents
+    week = inc[(inc["created_at"] >= start) & (inc["created_at"] < start + WEEK)]
+    return rank_incidents(ctx, week["incident_id"].astype(str), start + WEEK, k)
+
+
 def _champion(model_name: str, alias: str) -> ModelBundle | None:
     from mlflow import MlflowClient
 
@@ -139,7 +160,9 @@ def digest_flow(
     bundle = _champion(model_name, alias)
     attribution = attribute(history, bundle.attribution_config if bundle else AttributionConfig())
     scores = score_week(history, bundle, start) if bundle else None
-    digests = build_digests(history, attribution, scores, DigestConfig(start))
+    config = DigestConfig(start)
+    answers = rank_week_suspects(history, bundle, attribution, start, config.suspects) if bundle else None
+    digests = build_digests(history, attribution, scores, config, answers)
     week = start.strftime("%Y-%m-%d")
     with tempfile.TemporaryDirectory() as tmp:
         chart = Path(out_dir) / f"digest-{week}.png" if out_dir else Path(tmp) / f"digest-{week}.png"

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from features.history.store import HistoryStore
 from models.notify.config import NotifyConfig, SlackConfig
+from models.notify.digest import NO_RANKING
 from pipelines.flows.digest import EXPERIMENT, run_digest
 from pipelines.settings import resolve_settings
 from tests.helpers.scoring import fitted, register, simulated, write_store
@@ -35,6 +36,8 @@ def test_digest_sends_one_message_per_squad_and_tribe_and_logs_the_chart(prefect
         notify = NotifyConfig(slack=SlackConfig(token=TOKEN, base_url=slack.api_url))
         report = run_digest(settings, notify, week_start=WEEK, model_name=NAME, out_dir=stocked / "out")
         assert report.scored and report.sent == len(report.messages) and not report.failed
+        # with a champion, incidents naming no cause carry the suspects model's ranking
+        assert NO_RANKING not in json.dumps(report.messages) and "no recent change (" in json.dumps(report.messages)
         assert len(slack.messages) == len(report.messages) and slack.problems == []
     catalog = HistoryStore(stocked / "store").read_history().catalog
     groups = catalog[catalog["kind"] == "group"]

@@ -272,3 +272,66 @@ def test_change_times_and_rollbacks_from_history(sim) -> None:  # type: ignore[n
     rolled = ix.rolled_back_at < np.iinfo(np.int64).max
     assert rolled.sum() == len(set(rb.index) & set(changes.loc[changes["change_kind"].eq("deploy"), "change_id"]))
     assert (ix.rolled_back_at[rolled] >= ix.time[rolled]).all()
+
+
+# --------------------------------------------------------------------------------------------
+# When a deploy becomes a candidate, and whose lags teach the density
+
+
+def test_a_deploy_still_rolling_out_is_a_suspect_from_its_start(sim) -> None:  # type: ignore[no-untyped-def]
+    h = sim.history
+    started = change_times(h)
+    finished = change_times(h, deploy_time="finished")
+    d = h.deploys.set_index(h.deploys["deploy_id"].astype("string"))
+    dep = started[started["change_kind"].eq("deploy")].set_index("change_id")["time"]
+    assert dep.eq(d["started_at"].fillna(d["created_at"]).reindex(dep.index)).all()
+    fin = finished[finished["change_kind"].eq("deploy")].set_index("change_id")["time"]
+    assert fin.eq(d["finished_at"].fillna(d["created_at"]).reindex(fin.index)).all()
+    assert (fin >= dep.reindex(fin.index)).all()
+    # an incident between a deploy's start and its finish: a candidate only on the start clock
+    row = d[d["finished_at"].notna() & d["status"].eq("success") & d["environment"].eq("production")].iloc[0]
+    at = int((row["started_at"] + (row["finished_at"] - row["started_at"]) / 2).value // 1000)
+    lookback = 72 * 3600 * US
+    on_start = ChangeIndex.build(started)
+    on_finish = ChangeIndex.build(finished)
+    assert row["deploy_id"] in set(on_start.change_id[on_start.window(row["service"], at, lookback)[0]])
+    assert row["deploy_id"] not in set(on_finish.change_id[on_finish.window(row["service"], at, lookback)[0]])
+    with pytest.raises(ValueError, match="deploy_time"):
+        SuspectConfig(deploy_time="merged")  # type: ignore[arg-type]
+
+
+def test_lag_density_learns_from_own_service_causes_on_the_ranking_clock() -> None:
+    changes = pd.DataFrame(
+        {
+            "change_kind": ["deploy", "deploy", "toggle"],
+            "change_id": pd.array(["d-own", "d-other", "t-own"], dtype="string"),
+            "service": pd.array(["a", "b", "a"], dtype="string"),
+            "time": pd.Series([T0, T0, T0 + pd.Timedelta(minutes=10)]).dt.as_unit("us"),
+        }
+    )
+    incidents = pd.DataFrame(
+        {
+            "incident_id": pd.array(["i-1", "i-2", "i-3", "i-4"], dtype="string"),
+            "service": pd.array(["a", "a", "a", "a"], dtype="string"),
+            "created_at": pd.Series(
+                [T0 + pd.Timedelta(minutes=30), T0 + pd.Timedelta(hours=3), T0 + pd.Timedelta(minutes=40), T0]
+            ).dt.as_unit("us"),
+        }
+    )
+    links = pd.DataFrame(
+        {
+            "incident_id": pd.array(["i-1", "i-2", "i-3", "i-4", None], dtype="string"),
+            "change_kind": ["deploy", "deploy", "toggle", "deploy", "deploy"],
+            "change_id": pd.array(["d-own", "d-other", "t-own", "d-own", "d-own"], dtype="string"),
+            "method": ["explicit", "explicit", "explicit", "explicit", "rollback"],
+            # the attribution's lag (from the deploy's finish) is not the one used
+            "lag": pd.to_timedelta(["25min", "175min", "30min", "-5min", "20min"]),
+        }
+    )
+    from features.labels.suspects import own_service_lags
+
+    own = own_service_lags(links, changes, incidents)
+    # i-2 names a change of another service (it reached 'a' through a dependency), i-4 has no positive lag
+    assert list(own["change_kind"]) == ["deploy", "toggle"]
+    assert own["lag"].tolist() == pytest.approx([0.5, 0.5])
+    assert own_service_lags(links.iloc[0:0], changes, incidents).empty

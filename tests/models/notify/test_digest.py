@@ -13,7 +13,20 @@ from features.labels.attribution import AttributionConfig, attribute
 from features.simulation.simulator import SimulationConfig, simulate
 from models.notify.blocks import check_message
 from models.notify.config import Links, Routing
-from models.notify.digest import DigestConfig, build_digests, digest_messages, last_full_week, toggle_debt
+from models.notify.digest import (
+    NO_RANKING,
+    WEEK,
+    DigestConfig,
+    build_digests,
+    digest_messages,
+    incident_causes,
+    last_full_week,
+    rank_incidents,
+    toggle_debt,
+)
+from models.scoring.context import ModelInfo, build_feature_index, make_bundle
+from models.scoring.suspects import build_suspect_context
+from tests.helpers.scoring import FEATURES, fitted
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +74,48 @@ def test_incidents_of_the_week_carry_suspects(world: Any) -> None:
     _, _, week, _, digests = world
     rows = pd.concat([d.incidents for d in digests if d.level == "squad"])
     assert len(rows) and rows["suspects"].map(len).gt(0).any()
+    # no champion: a named cause still shows, the rest say they were not ranked (no second ordering here)
+    lines = [x for xs in rows["suspects"] for x in xs]
+    assert set(lines) - {NO_RANKING, "marked not change-related"} <= {x for x in lines if "named by the incident" in x}
+
+
+def test_the_digest_orders_suspects_as_the_suspects_model_does(world: Any) -> None:
+    sim, attribution, week, scores, _ = world
+    h = sim.history
+    bundle = make_bundle(fitted("logreg"), ModelInfo("t", "1"), {"feature_config": None})
+    ctx = build_suspect_context(
+        h, build_feature_index(h, attribution.deploy_labels, FEATURES), bundle.scorer, attribution
+    )
+    inc = h.incidents[(h.incidents["created_at"] >= week) & (h.incidents["created_at"] < week + WEEK)]
+    answers = rank_incidents(ctx, inc["incident_id"], week + WEEK, 3)
+    assert set(answers) == set(inc["incident_id"])
+    causes = incident_causes(attribution, h, inc["incident_id"], answers, 3)
+    named = set(attribution.links.loc[attribution.links["method"].eq("explicit"), "incident_id"])
+    marked = set(h.incidents.loc[h.incidents["not_change_related"].fillna(False).astype(bool), "incident_id"])
+    ranked = [i for i in inc["incident_id"] if i not in named and i not in marked]
+    assert ranked and any(i in named for i in inc["incident_id"])
+    for incident_id in inc["incident_id"]:
+        lines = causes[incident_id]
+        if incident_id in named:
+            assert len(lines) == 1 and lines[0].endswith("(named by the incident)")
+            continue
+        if incident_id in marked:
+            assert lines == ["marked not change-related"]
+            continue
+        answer = answers[incident_id]
+        flag_key = h.toggle_events.set_index("event_id")["flag_key"]
+        expected = [
+            (x["share"], x["change_id"] if x["change_kind"] == "deploy" else flag_key[x["change_id"]])
+            for x in answer["suspects"][:3]
+        ]
+        expected.append((answer["background_share"], "recent"))  # "no recent change"
+        expected.sort(key=lambda e: -e[0])  # the answer's own order, the background placed by its share
+        assert [line.split(" ")[1] for line in lines] == [name for _, name in expected]
+    digests = build_digests(h, attribution, scores, DigestConfig(week), answers)
+    rows = pd.concat([d.incidents for d in digests if d.level == "squad"])
+    assert {i: list(v) for i, v in zip(rows["incident_id"], rows["suspects"], strict=True)} == {
+        i: causes[i] for i in rows["incident_id"]
+    }
 
 
 def test_toggle_debt_counts_stale_enabled_flags_and_flips() -> None:

@@ -85,10 +85,14 @@ def test_an_answer_is_a_posterior_over_changes_strictly_before_plus_background(
 def test_a_change_at_the_incident_time_is_not_a_candidate(client: TestClient) -> None:
     deploys = simulated().history.deploys
     d = deploys[deploys["environment"].eq("production") & deploys["status"].eq("success")].iloc[40]
-    at = d["finished_at"] if pd.notna(d["finished_at"]) else d["created_at"]
+    at = d["started_at"] if pd.notna(d["started_at"]) else d["created_at"]  # a deploy is a candidate from its start
     r = client.post("/v1/incidents/suspects", json={"service": d["service"], "at": at.isoformat(), "top": 50})
     assert r.status_code == 200, r.text
     assert d["deploy_id"] not in [s["change_id"] for s in r.json()["suspects"]]
+    # still rolling out (started, not finished) when the incident opens: a suspect
+    mid = at + (d["finished_at"] - at) / 2
+    rolling = client.post("/v1/incidents/suspects", json={"service": d["service"], "at": mid.isoformat(), "top": 50})
+    assert d["deploy_id"] in [s["change_id"] for s in rolling.json()["suspects"]]
     later = client.post(
         "/v1/incidents/suspects",
         json={"service": d["service"], "at": (at + pd.Timedelta(minutes=40)).isoformat(), "top": 50},
