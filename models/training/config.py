@@ -113,12 +113,18 @@ class TrainConfig:
     max_categories: int = 30
     permutation_repeats: int = 3
     #: Test rows sampled (seeded) for permutation importance; bounds its cost on large test periods.
-    permutation_max_rows: int = 20_000
+    permutation_max_rows: int = 10_000
     min_train_rows: int = 50
     #: "halving": every candidate runs the first ``n_splits - 2`` folds, then only the best
     #: 1/``halving_factor`` (at least two) go on to each later fold; "grid": all folds for all.
     search: SearchStrategy = "halving"
     halving_factor: int = 3
+    #: Rows as a second halving resource (scikit-learn's ``resource="n_samples"``): a fit of the
+    #: first rung (the folds every candidate runs) trains on at most this many of the most recent
+    #: rows of its fold's training period; the survivors' later folds train on whole periods. None:
+    #: whole periods everywhere. Only bites above this many rows (at 1M deploys the first folds
+    #: hold 136k and 272k) and when at least two folds are left whole for calibration.
+    halving_min_rows: int | None = 100_000
     #: Boosting stops on each fold's validation period (HistGradientBoosting's ``early_stopping``,
     #: ``n_iter_no_change`` = 10); the final fit reuses the last fold's iteration count.
     early_stopping: bool = True
@@ -137,6 +143,8 @@ class TrainConfig:
         check_choice("search", self.search, SearchStrategy)
         if self.halving_factor < 2:
             raise ValueError(f"halving_factor must be at least 2, got {self.halving_factor}")
+        if self.halving_min_rows is not None and self.halving_min_rows < 1:
+            raise ValueError(f"halving_min_rows must be at least 1 (None: whole folds), got {self.halving_min_rows}")
         if self.n_threads is not None and self.n_threads < 1:
             raise ValueError(f"n_threads must be at least 1 (or None for every core), got {self.n_threads}")
 
