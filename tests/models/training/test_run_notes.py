@@ -169,6 +169,7 @@ def test_dataset_input_reads_the_schema_from_a_few_rows_and_profiles_the_whole_f
     assert len(schema_rows(frame, head=100)) == 102
     full = from_pandas(frame, source="file:///x", name="t", digest="abc", targets="n")._to_mlflow_entity()
     ours = dataset_input(frame, "t", "training", "file:///x", "abc", "n").dataset
-    assert (ours.schema, ours.profile, ours.digest, ours.source) == (full.schema, full.profile, full.digest, full.source)
+    fields = ("schema", "profile", "digest", "source")
+    assert [getattr(ours, f) for f in fields] == [getattr(full, f) for f in fields]
     scored = from_pandas(frame, source="file:///x", name="s")._to_mlflow_entity()
     assert dataset_input(frame, "s", "scoring", "file:///x").dataset.digest == scored.digest
