@@ -52,7 +52,7 @@ def main() -> None:
         "--halving-min-rows",
         type=int,
         default=TrainConfig().halving_min_rows,
-        help="TrainConfig.halving_min_rows: rows of the first rung's fits (0: whole folds)",
+        help="TrainConfig.halving_min_rows: rows of the first rung's fits (default and 0: whole folds)",
     )
     args = parser.parse_args()
     baseline = run_baseline(args) if args.baseline_tree is not None else None

@@ -119,12 +119,13 @@ class TrainConfig:
     #: 1/``halving_factor`` (at least two) go on to each later fold; "grid": all folds for all.
     search: SearchStrategy = "halving"
     halving_factor: int = 3
-    #: Rows as a second halving resource (scikit-learn's ``resource="n_samples"``): a fit of the
-    #: first rung (the folds every candidate runs) trains on at most this many of the most recent
-    #: rows of its fold's training period; the survivors' later folds train on whole periods. None:
-    #: whole periods everywhere. Only bites above this many rows (at 1M deploys the first folds
-    #: hold 136k and 272k) and when at least two folds are left whole for calibration.
-    halving_min_rows: int | None = 100_000
+    #: Rows as a second halving resource (scikit-learn's ``resource="n_samples"``), off by default:
+    #: a fit of the first rung (the folds every candidate runs) trains on at most this many of the
+    #: most recent rows of its fold's training period; the survivors' later folds train on whole
+    #: periods. At 1M deploys 100,000 dropped every boosting candidate at the first rung (boosting
+    #: needs the rows the cut removes; the linear model does not) and the champion fell below 99%
+    #: of the oracle (docs/benchmarks.md), so None: whole periods everywhere.
+    halving_min_rows: int | None = None
     #: Boosting stops on each fold's validation period (HistGradientBoosting's ``early_stopping``,
     #: ``n_iter_no_change`` = 10); the final fit reuses the last fold's iteration count.
     early_stopping: bool = True

@@ -183,3 +183,10 @@ def test_parallel_grid_replay_cuts_the_same_first_rung_as_the_sequential_search(
     assert [(c.name, c.fold_metrics, c.fold_rows, c.n_iter) for c in parallel] == [
         (c.name, c.fold_metrics, c.fold_rows, c.n_iter) for c in sequential
     ]
+
+
+def test_rows_as_a_resource_are_off_by_default():
+    table, _ = synthetic_table(3000, seed=4)
+    assert TrainConfig().halving_min_rows is None
+    whole = [len(tr) for tr, _ in rolling_origin_splits(3000, CONFIG.n_splits)]
+    assert all(list(c.fold_rows) == whole[: len(c.fold_rows)] for c in search(table.sorted(), CONFIG))
