@@ -48,6 +48,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="TrainConfig.n_threads (default: usable cores)")
     parser.add_argument("--search", choices=("halving", "grid"), default="halving")
     parser.add_argument("--no-early-stopping", action="store_true")
+    parser.add_argument("--halving-per-kind", action="store_true", help="TrainConfig.halving_per_kind")
     parser.add_argument(
         "--halving-min-rows",
         type=int,
@@ -158,6 +159,7 @@ def run(settings, args) -> dict:  # type: ignore[no-untyped-def]
         search=args.search,
         early_stopping=not args.no_early_stopping,
         halving_min_rows=args.halving_min_rows or None,
+        halving_per_kind=args.halving_per_kind,
     )
     history = HistoryStore(settings.store_dir).read_history()
     started = time.perf_counter()

@@ -298,7 +298,7 @@ def _halving_search(
         results[i] = runs[i].result()
         report(i, results[i])
 
-    successive_halving(len(specs), config.n_splits, config.halving_factor, run_fold, on_stop)
+    successive_halving(len(specs), config.n_splits, config.halving_factor, run_fold, on_stop, _families(config))
     return [results[i] for i in range(len(specs))]
 
 
@@ -313,6 +313,7 @@ def _as_halving(results: list[CandidateResult], config: TrainConfig) -> list[Can
         config.n_splits,
         config.halving_factor,
         lambda i, k: _score(results[i].fold_metrics[k], config.selection_metric),
+        families=_families(config),
     )
     out = []
     for i, result in enumerate(results):
@@ -333,6 +334,11 @@ def _as_halving(results: list[CandidateResult], config: TrainConfig) -> list[Can
             )
         )
     return out
+
+
+def _families(config: TrainConfig) -> list[str] | None:
+    """Each candidate's model kind when halving keeps the best of each kind (``halving_per_kind``)."""
+    return [kind for kind, _ in candidate_specs(config)] if config.halving_per_kind else None
 
 
 def _mean_metrics(per_fold: list[dict[str, float]]) -> dict[str, float]:

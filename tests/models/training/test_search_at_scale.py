@@ -190,3 +190,21 @@ def test_rows_as_a_resource_are_off_by_default():
     assert TrainConfig().halving_min_rows is None
     whole = [len(tr) for tr, _ in rolling_origin_splits(3000, CONFIG.n_splits)]
     assert all(list(c.fold_rows) == whole[: len(c.fold_rows)] for c in search(table.sorted(), CONFIG))
+
+
+def test_halving_per_kind_keeps_the_best_of_each_family_going():
+    quality = [0.70, 0.69, 0.68, 0.60, 0.59, 0.58]  # 0-2 one family, 3-5 another that starts slower
+    families = ["logreg"] * 3 + ["hgb"] * 3
+
+    def run_fold(i: int, k: int) -> float:
+        return quality[i] + (0.05 * k if families[i] == "hgb" else 0.0)  # hgb gains from later folds
+
+    plain = successive_halving(6, 4, 3, run_fold)
+    assert all(len(plain[i]) == 2 for i in (3, 4, 5))  # the slow starters drop out at once
+    per_kind = successive_halving(6, 4, 3, run_fold, families=families)
+    assert len(per_kind[3]) == 4 and len(per_kind[0]) == 4  # the best of each family runs every fold
+    assert all(len(per_kind[i]) == 2 for i in (4, 5))
+    config = replace(CONFIG, halving_per_kind=True)
+    table, _ = synthetic_table(1500, seed=8)
+    finished = {c.kind for c in search(table.sorted(), config) if len(c.fold_metrics) == config.n_splits}
+    assert finished == {"logreg", "hgb"}
