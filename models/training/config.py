@@ -126,9 +126,10 @@ class TrainConfig:
     #: needs the rows the cut removes; the linear model does not) and the champion fell below 99%
     #: of the oracle (docs/benchmarks.md), so None: whole periods everywhere.
     halving_min_rows: int | None = None
-    #: The best candidate of each model kind goes on to every rung besides the best share: at 1M
-    #: deploys the first folds ranked boosting below the linear model and dropped it, though it
-    #: wins on whole periods (docs/benchmarks.md). Off by default until measured at every size.
+    #: The best candidate of each model kind goes on to every rung besides the best share (at 1M
+    #: deploys the first folds rank boosting below the linear model). Off by default: at 1M the
+    #: boosting candidate it kept tied the linear model and the choice did not change
+    #: (docs/benchmarks.md).
     halving_per_kind: bool = False
     #: Boosting stops on each fold's validation period (HistGradientBoosting's ``early_stopping``,
     #: ``n_iter_no_change`` = 10); the final fit reuses the last fold's iteration count.
