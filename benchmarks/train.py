@@ -31,6 +31,8 @@ from pathlib import Path
 from sklearn.metrics import roc_auc_score
 from threadpoolctl import threadpool_limits
 
+from models.training.config import TrainConfig
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -46,6 +48,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="TrainConfig.n_threads (default: usable cores)")
     parser.add_argument("--search", choices=("halving", "grid"), default="halving")
     parser.add_argument("--no-early-stopping", action="store_true")
+    parser.add_argument("--halving-per-kind", action="store_true", help="TrainConfig.halving_per_kind")
+    parser.add_argument(
+        "--halving-min-rows",
+        type=int,
+        default=TrainConfig().halving_min_rows,
+        help="TrainConfig.halving_min_rows: rows of the first rung's fits (default and 0: whole folds)",
+    )
     args = parser.parse_args()
     baseline = run_baseline(args) if args.baseline_tree is not None else None
 
@@ -118,7 +127,6 @@ def run(settings, args) -> dict:  # type: ignore[no-untyped-def]
     from features.labels.attribution import AttributionConfig
     from features.pointintime.compute import FeatureConfig
     from features.simulation.simulator import SimulationConfig, simulate
-    from models.training.config import TrainConfig
     from models.training.dataset import build_training_table
     from models.training.train import train
     from pipelines.flows.train import TrainOptions, run_training
@@ -146,7 +154,12 @@ def run(settings, args) -> dict:  # type: ignore[no-untyped-def]
     say(f"{report['data']} committed to the store; building labels and features")
 
     config = TrainConfig(
-        seed=args.seed, n_threads=args.threads, search=args.search, early_stopping=not args.no_early_stopping
+        seed=args.seed,
+        n_threads=args.threads,
+        search=args.search,
+        early_stopping=not args.no_early_stopping,
+        halving_min_rows=args.halving_min_rows or None,
+        halving_per_kind=args.halving_per_kind,
     )
     history = HistoryStore(settings.store_dir).read_history()
     started = time.perf_counter()
@@ -166,6 +179,8 @@ def run(settings, args) -> dict:  # type: ignore[no-untyped-def]
     report["chosen_n_iter"] = result.chosen.n_iter
     report["threads"] = config.threads_for(len(table.frame))
     report["fold_fits"] = sum(len(c.fold_metrics) for c in result.candidates)
+    report["fold_rows"] = sum(sum(c.fold_rows) for c in result.candidates)
+    report["importance_rows"] = result.importance_rows
     report["calibration"] = result.calibration
     report["test"] = result.test_metrics
     report["baselines"] = result.baseline_metrics

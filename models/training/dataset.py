@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from features.history.schema import History
 from features.labels.attribution import AttributionConfig, attribute
@@ -45,7 +47,7 @@ def build_training_table(
     labels = attribute(history, attribution, as_of).deploy_labels
     keep, excluded = matured_labels(labels)
     deploys = history.deploys
-    entities = deploys[deploys[ID].isin(keep[ID])].reset_index(drop=True)
+    entities = deploys[is_in(deploys[ID], keep[ID])].reset_index(drop=True)
     table = build_features(entities, history, labels, features)
     numeric, categorical = feature_columns(table)
     frame = table.merge(keep, on=ID, how="left", validate="one_to_one")
@@ -64,6 +66,20 @@ def build_training_table(
         label_rule=label_rule(attribution),
         feature_set_version=FEATURE_SET_VERSION,
     )
+
+
+def is_in(values: pd.Series, allowed: pd.Series) -> np.ndarray:
+    """``values.isin(allowed)`` as a mask, without pandas' per-value path for Arrow strings.
+
+    pandas converts every allowed Arrow string to a Python scalar first (25 s for 1M deploy ids,
+    most of the 1M-deploy features step); Arrow's own ``is_in`` takes about a second.
+    """
+    if isinstance(values.dtype, pd.StringDtype) or isinstance(allowed.dtype, pd.StringDtype):
+        ids = pa.array(values.astype("string[pyarrow]"))
+        ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+        known = pa.array(allowed.astype("string[pyarrow]")).cast(ids.type)
+        return np.asarray(pc.is_in(ids, value_set=known).to_numpy(zero_copy_only=False), dtype=bool)
+    return values.isin(allowed).to_numpy(dtype=bool)
 
 
 def _numbers(frame: pd.DataFrame, column: str) -> np.ndarray:

@@ -174,6 +174,28 @@ class RiskClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "estimator_")
         return self._design(*self._validated(X, reset=False))
 
+    def design_groups(self) -> list[np.ndarray]:
+        """For each feature (``numeric_`` then ``categorical_``), the design-matrix columns it becomes.
+
+        A numeric column is one column plus its missing indicator (linear model), a categorical one
+        column (boosting) or its one-hot block (linear model, empty when no level was kept): shuffling
+        a group shuffles the feature, so permutation importance can work on the matrix encoded once.
+        """
+        check_is_fitted(self, "estimator_")
+        n_num = len(self.numeric_)
+        groups = [[j] for j in range(n_num)]
+        offset = n_num
+        if self.numeric_step_ is not None:
+            for i, j in enumerate(self.numeric_step_.indicator_features_):
+                groups[int(j)].append(n_num + i)
+            offset += len(self.numeric_step_.indicator_features_)
+        step = self.categorical_step_
+        widths = [1 if self.tree_ else len(c) for c in step.categories_] if step is not None else []
+        for width in widths:
+            groups.append(list(range(offset, offset + width)))
+            offset += width
+        return [np.asarray(g, dtype=np.intp) for g in groups]
+
     def predict_proba(self, X: Any) -> np.ndarray:
         design = self.design(X)
         return np.asarray(self.estimator_.predict_proba(design))
@@ -383,6 +405,12 @@ class RiskModel(ClassifierMixin, BaseEstimator):
     def predict(self, X: Any) -> np.ndarray:
         proba = self.predict_proba(X)
         return np.asarray(self.classes_[(proba[:, 1] >= 0.5).astype(int)])
+
+    def score_design(self, design: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities from the classifier's design matrix (``classifier_.design(X)``):
+        the test period is encoded once for its scores and every shuffle of permutation importance."""
+        check_is_fitted(self, "classifier_")
+        return self.calibrator_.predict(self.classifier_.estimator_.predict_proba(design)[:, 1])
 
     def band(self, X: Any) -> np.ndarray:
         """'low'/'medium'/'high' per row, by the thresholds chosen on validation."""

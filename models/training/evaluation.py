@@ -163,43 +163,43 @@ def metrics_by_group(frame: pd.DataFrame, group: str, y: np.ndarray, p: np.ndarr
 
 
 def permutation_importance(
-    predict: Callable[[np.ndarray, np.ndarray], np.ndarray],
-    numeric: np.ndarray,
-    categorical: np.ndarray,
+    score: Callable[[np.ndarray], np.ndarray],
+    design: np.ndarray,
+    groups: Sequence[np.ndarray],
     names: Sequence[str],
     y: np.ndarray,
     repeats: int = 3,
     seed: int = 0,
     max_rows: int | None = None,
-) -> pd.DataFrame:
-    """Mean and std drop in ROC-AUC when one feature column is shuffled.
+) -> tuple[pd.DataFrame, int]:
+    """Mean and std drop in ROC-AUC when one feature is shuffled; returns (table, rows scored).
 
-    Works on the arrays the model scores (numeric columns, then categorical), so it costs one
-    array prediction per column and repeat; ``names`` names the numeric then categorical columns.
-    ``max_rows`` bounds that cost on large test periods: the importance is computed on a seeded
-    random sample of that many rows (at 1M deploys the full test period cost minutes per feature).
+    Works on the matrix the model's estimator reads (``design``, encoded once), shuffling each
+    feature's columns together (``groups[j]``: a numeric column and its missing indicator, a
+    categorical's one-hot block), which equals shuffling the raw column and re-encoding it, without
+    re-encoding per shuffle. ``max_rows`` bounds the cost on large test periods: the importance is
+    computed on a seeded random sample of that many rows (the row count is returned, for the
+    report). scikit-learn's ``permutation_importance`` shuffles single columns, not such groups.
     """
     y = np.asarray(y)
+    if len(groups) != len(names):
+        raise ValueError(f"{len(names)} feature names for {len(groups)} column groups")
     rng = np.random.default_rng(seed)
     if max_rows is not None and len(y) > max_rows:
         keep = np.sort(rng.choice(len(y), size=max_rows, replace=False))
-        numeric, categorical, y = numeric[keep], categorical[keep], y[keep]
+        design, y = design[keep], y[keep]
     if len(np.unique(y)) < 2:
-        return pd.DataFrame(columns=["feature", "importance", "std"])
-    base = roc_auc_score(y, predict(numeric, categorical))
+        return pd.DataFrame(columns=["feature", "importance", "std"]), len(y)
+    base = roc_auc_score(y, score(design))
     rows = []
-    k = numeric.shape[1]
-    for j, name in enumerate(names):
+    for name, group in zip(names, groups, strict=True):
+        columns = np.asarray(group, dtype=np.intp)
         drops = []
         for _ in range(repeats):
             perm = rng.permutation(len(y))
-            num, cat = numeric, categorical
-            if j < k:
-                num = numeric.copy()
-                num[:, j] = numeric[perm, j]
-            else:
-                cat = categorical.copy()
-                cat[:, j - k] = categorical[perm, j - k]
-            drops.append(base - roc_auc_score(y, predict(num, cat)))
+            shuffled = design.copy()
+            shuffled[:, columns] = design[np.ix_(perm, columns)]
+            drops.append(base - roc_auc_score(y, score(shuffled)))
         rows.append({"feature": str(name), "importance": float(np.mean(drops)), "std": float(np.std(drops))})
-    return pd.DataFrame(rows).sort_values("importance", ascending=False, kind="stable").reset_index(drop=True)
+    table = pd.DataFrame(rows).sort_values("importance", ascending=False, kind="stable").reset_index(drop=True)
+    return table, len(y)

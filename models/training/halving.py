@@ -12,7 +12,7 @@ Pure bookkeeping: the caller supplies ``run_fold(candidate, fold) -> score`` (hi
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 #: Called when a candidate stops: (candidate index, folds it ran).
 OnStop = Callable[[int, int], None]
@@ -45,12 +45,15 @@ def successive_halving(
     factor: int,
     run_fold: Callable[[int, int], float],
     on_stop: OnStop | None = None,
+    families: Sequence[str] | None = None,
 ) -> dict[int, list[float]]:
     """Run the rungs; returns each candidate's fold scores (the survivors have all ``n_splits``).
 
     Candidates are ranked by their mean score over the folds run so far; ties keep the earlier
     candidate, as the full search's selection does. ``on_stop`` is told when a candidate drops
-    out (after its last rung) or finishes.
+    out (after its last rung) or finishes. With ``families`` (e.g. the model kind of each
+    candidate) the best of every family also goes on: early folds favour the model that learns
+    fastest from few rows, which need not be the one that gains most from the later, larger folds.
     """
     scores: dict[int, list[float]] = {i: [] for i in range(n_candidates)}
     alive = list(range(n_candidates))
@@ -62,7 +65,10 @@ def successive_halving(
         if r == len(schedule) - 1:
             break
         ranked = sorted(alive, key=lambda i: (-_rank_key(scores[i]), i))
-        kept = sorted(ranked[: keep_count(len(alive), factor)])
+        kept_set = set(ranked[: keep_count(len(alive), factor)])
+        if families is not None:
+            kept_set |= {next(i for i in ranked if families[i] == f) for f in {families[i] for i in alive}}
+        kept = sorted(kept_set)
         for i in alive:
             if i not in kept and on_stop is not None:
                 on_stop(i, len(scores[i]))

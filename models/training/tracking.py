@@ -162,6 +162,7 @@ def _log_candidate(client: MlflowClient, experiment_id: str, parent: str, cand: 
     metrics += [
         Metric(k, v, now, 0) for k, v in {**_finite(cand.mean_metrics, "val_"), "seconds": cand.seconds}.items()
     ]
+    metrics += [Metric("train_rows_fold", float(n), now, step) for step, n in enumerate(cand.fold_rows)]
     params = [Param("kind", cand.kind), *(Param(k, str(v)) for k, v in cand.params.items())]
     client.log_batch(run.info.run_id, metrics=metrics, params=params)
     client.set_terminated(run.info.run_id)
@@ -262,6 +263,7 @@ def log_training(
             "n_train": float(result.n_train),
             "n_test": float(result.n_test),
             "failure_rate_test": result.data_summary["failure_rate_test"],
+            "importance_rows": float(result.importance_rows),  # permutation importance's test sample
             "band_threshold_medium": float(result.model.band_thresholds_[0]),
             "band_threshold_high": float(result.model.band_thresholds_[1]),
             **{f"seconds_{k}": v for k, v in result.seconds.items()},

@@ -21,7 +21,7 @@ from threadpoolctl import threadpool_limits
 from models.training.config import METRIC_KEYS, ModelKind, TrainConfig
 from models.training.estimators import RiskClassifier, RiskModel, fold_scores, rolling_origin_splits
 from models.training.evaluation import LOWER_IS_BETTER, evaluate, metrics_by_group, permutation_importance
-from models.training.halving import successive_halving
+from models.training.halving import rungs, successive_halving
 from models.training.split import ID, TIME, Split, time_split
 from models.training.transformers import signed_log1p
 
@@ -102,8 +102,9 @@ class CandidateResult:
 
     A candidate dropped by successive halving has fewer ``fold_metrics`` than ``n_splits`` and no
     out-of-fold scores. A finished one keeps its out-of-fold scores (``oof_scores``, NaN before
-    the first validation block, ``oof_folds`` -1 there) so calibration reuses them, and, for
-    boosting with early stopping, the iteration count of its last fold (``n_iter``).
+    the first validation block and in folds fitted on a cut training period, ``oof_folds`` -1
+    there) so calibration reuses them, and, for boosting with early stopping, the iteration count
+    of its last fold (``n_iter``). ``fold_rows``: training rows each fold's fit read.
     """
 
     name: str
@@ -113,6 +114,7 @@ class CandidateResult:
     mean_metrics: dict[str, float]
     seconds: float
     n_iter: int | None = None
+    fold_rows: tuple[int, ...] = ()
     oof_scores: np.ndarray | None = field(default=None, repr=False, compare=False)
     oof_folds: np.ndarray | None = field(default=None, repr=False, compare=False)
 
@@ -139,12 +141,33 @@ def candidate_specs(config: TrainConfig) -> list[CandidateSpec]:
     return [(g.kind, p) for g in config.candidates for p in g.expand()]
 
 
+def fold_row_cap(config: TrainConfig, k: int) -> int | None:
+    """At most how many (the most recent) training rows fold ``k``'s fits read; None: the whole period.
+
+    Successive halving's first rung (``halving.rungs``), which every candidate runs, is cut to
+    ``halving_min_rows`` rows, so the look at a candidate that will be dropped stays cheap on large
+    histories; the later rungs' folds stay whole, and so does every fold of the grid search, of a
+    search of two candidates or fewer (no one can drop out), or when fewer than two folds would be
+    whole (calibration chooses its method on the whole folds). A function of the fold and the config
+    alone, so a parallel grid run cuts the same folds as the sequential halving.
+    """
+    if config.search != "halving" or config.halving_min_rows is None:
+        return None
+    if len(candidate_specs(config)) <= 2:  # halving keeps at least two: no one drops, nothing to save
+        return None
+    first = rungs(config.n_splits)[0]
+    if config.n_splits - len(first) < 2 or k not in first:
+        return None
+    return config.halving_min_rows
+
+
 class _SearchData:
     """What every candidate's folds read, built once per search (one feature frame, not one per candidate)."""
 
     def __init__(self, table: TrainingTable, config: TrainConfig) -> None:
         frame = table.frame
-        self.X = frame[table.features]
+        # categoricals as Python strings once, not per fold fit (pandas' Arrow strings convert per cell)
+        self.X = frame[table.features].astype({c: object for c in table.categorical})
         self.y = frame[LABEL].to_numpy(dtype=np.int64)
         self.effort = frame[EFFORT].to_numpy(dtype=np.float64, na_value=np.nan) if EFFORT in frame else None
         self.splits = rolling_origin_splits(len(frame), config.n_splits)
@@ -164,12 +187,19 @@ class _CandidateRun:
         self.scores = np.full(len(frame), np.nan)
         self.folds = np.full(len(frame), -1, dtype=np.int64)
         self.fold_metrics: list[dict[str, float]] = []
+        self.fold_rows: list[int] = []
+        self.cut_folds: list[int] = []
         self.n_iter: int | None = None
         self.seconds = 0.0
 
     def run_fold(self, k: int) -> dict[str, float]:
         started = time.perf_counter()
         tr, va = self.splits[k]
+        cap = fold_row_cap(self.config, k)
+        if cap is not None and len(tr) > cap:
+            tr = tr[-cap:]  # the most recent rows: the nearest to the validation period
+            self.cut_folds.append(k)
+        self.fold_rows.append(len(tr))
         with threadpool_limits(limits=self.config.threads_for(len(tr), self.spec[0])):
             scores, self.n_iter = fold_scores(self.classifier, self.X, self.y, tr, va, self.config.early_stopping)
         self.scores[va], self.folds[va] = scores, k
@@ -183,6 +213,10 @@ class _CandidateRun:
         per_fold = self.fold_metrics
         mean = _mean_metrics(per_fold)
         done = len(per_fold) == self.config.n_splits
+        scores, folds = self.scores, self.folds
+        if self.cut_folds:  # calibrate on scores of models fitted as the final one is: on whole periods
+            cut = np.isin(folds, self.cut_folds)
+            scores, folds = np.where(cut, np.nan, scores), np.where(cut, -1, folds)
         return CandidateResult(
             candidate_name(kind, params),
             kind,
@@ -191,8 +225,9 @@ class _CandidateRun:
             mean,
             self.seconds,
             n_iter=self.n_iter if done else None,
-            oof_scores=self.scores if done else None,
-            oof_folds=self.folds if done else None,
+            fold_rows=tuple(self.fold_rows),
+            oof_scores=scores if done else None,
+            oof_folds=folds if done else None,
         )
 
 
@@ -218,10 +253,11 @@ def search(
     def report(i: int, result: CandidateResult) -> None:
         folds = len(result.fold_metrics)
         stopped = f", stopped after {folds}/{config.n_splits} folds" if folds < config.n_splits else ""
+        rows = "/".join(f"{n / 1000:.0f}k" for n in result.fold_rows)
         say(
             f"candidate {i + 1}/{len(specs)} {result.name}: "
             f"{config.selection_metric}={result.mean_metrics.get(config.selection_metric, math.nan):.4f} "
-            f"({result.seconds:.1f} s{stopped})"
+            f"({result.seconds:.1f} s{stopped}; training rows per fold {rows})"
         )
 
     if config.search == "halving" and evaluate_all is None:
@@ -262,7 +298,7 @@ def _halving_search(
         results[i] = runs[i].result()
         report(i, results[i])
 
-    successive_halving(len(specs), config.n_splits, config.halving_factor, run_fold, on_stop)
+    successive_halving(len(specs), config.n_splits, config.halving_factor, run_fold, on_stop, _families(config))
     return [results[i] for i in range(len(specs))]
 
 
@@ -277,6 +313,7 @@ def _as_halving(results: list[CandidateResult], config: TrainConfig) -> list[Can
         config.n_splits,
         config.halving_factor,
         lambda i, k: _score(results[i].fold_metrics[k], config.selection_metric),
+        families=_families(config),
     )
     out = []
     for i, result in enumerate(results):
@@ -285,8 +322,23 @@ def _as_halving(results: list[CandidateResult], config: TrainConfig) -> list[Can
             out.append(result)
             continue
         kept = result.fold_metrics[:folds]
-        out.append(CandidateResult(result.name, result.kind, result.params, kept, _mean_metrics(kept), result.seconds))
+        out.append(
+            CandidateResult(
+                result.name,
+                result.kind,
+                result.params,
+                kept,
+                _mean_metrics(kept),
+                result.seconds,
+                fold_rows=result.fold_rows[:folds],
+            )
+        )
     return out
+
+
+def _families(config: TrainConfig) -> list[str] | None:
+    """Each candidate's model kind when halving keeps the best of each kind (``halving_per_kind``)."""
+    return [kind for kind, _ in candidate_specs(config)] if config.halving_per_kind else None
 
 
 def _mean_metrics(per_fold: list[dict[str, float]]) -> dict[str, float]:
@@ -351,6 +403,9 @@ class TrainResult:
     importance: pd.DataFrame
     data_summary: dict[str, Any]
     seconds: dict[str, float]
+    #: Test deploys permutation importance was computed on (a seeded sample of at most
+    #: ``config.permutation_max_rows``), shown in the report next to the table.
+    importance_rows: int = 0
 
 
 def data_summary(table: TrainingTable, split: Split) -> dict[str, Any]:
@@ -444,7 +499,8 @@ def _train(
     started = time.perf_counter()
     y_test = test_frame[LABEL].to_numpy(dtype=np.int64)
     effort = test_frame[EFFORT].to_numpy(dtype=np.float64, na_value=np.nan) if EFFORT in test_frame else None
-    scores = model.predict_proba(test_frame[table.features])[:, 1]
+    design = model.classifier_.design(test_frame[table.features])  # encoded once: scores and importance
+    scores = model.score_design(design)
     metrics = evaluate(y_test, scores, effort)
 
     baselines: dict[str, np.ndarray] = {}
@@ -457,11 +513,10 @@ def _train(
     baseline_metrics = {name: evaluate(y_test, s, effort) for name, s in baselines.items()}
 
     groups = {g: metrics_by_group(test_frame, g, y_test, scores) for g in GROUPS if g in test_frame}
-    num, cat = model.classifier_.to_arrays(test_frame[table.features])
-    importance = permutation_importance(
-        model.score_arrays,
-        num,
-        cat,
+    importance, importance_rows = permutation_importance(
+        model.score_design,
+        design,
+        model.classifier_.design_groups(),
         table.features,
         y_test,
         config.permutation_repeats,
@@ -491,4 +546,5 @@ def _train(
         importance=importance,
         data_summary=data_summary(table, split),
         seconds=timings,
+        importance_rows=importance_rows,
     )

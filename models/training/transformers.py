@@ -67,13 +67,26 @@ class LogStandardizer(TransformerMixin, BaseEstimator):
         return tags
 
 
-def _as_text(X: Any) -> np.ndarray:
-    """Categorical input as an object array of str, with None for missing (NaN, None, pd.NA)."""
+def _as_2d(X: Any) -> np.ndarray:
     arr = np.asarray(X, dtype=object)
-    if arr.ndim == 1:
-        arr = arr.reshape(-1, 1)
-    out = arr.astype(str).astype(object)
-    out[pd.isna(arr)] = None
+    return arr.reshape(-1, 1) if arr.ndim == 1 else arr
+
+
+def _text_column(col: np.ndarray) -> np.ndarray:
+    """One categorical column as str, with None for missing (NaN, None, pd.NA).
+
+    A column of strings (the usual case) is used as it is: converting every cell with ``str``
+    cost more than the fits it fed at 1M deploys; only mixed columns (numbers, booleans) convert.
+    """
+    if pd.api.types.infer_dtype(col, skipna=True) in ("string", "empty"):
+        missing = pd.isna(col)
+        if not missing.any():
+            return col
+        out = col.copy()
+        out[missing] = None
+        return out
+    out = col.astype(str).astype(object)
+    out[pd.isna(col)] = None
     return out
 
 
@@ -90,12 +103,12 @@ class _CategoryLearner(TransformerMixin, BaseEstimator):
 
     def fit(self, X: Any, y: Any = None) -> _CategoryLearner:
         validate_data(self, X, dtype=None, ensure_all_finite=False, skip_check_array=False)
-        text = _as_text(X)
+        arr = _as_2d(X)
         cats: list[np.ndarray] = []
-        for j in range(text.shape[1]):
-            col = text[:, j]
-            col = col[np.array([v is not None for v in col], dtype=bool)]
-            values, counts = np.unique(col.astype(str), return_counts=True)
+        for j in range(arr.shape[1]):
+            counted = pd.Series(_text_column(arr[:, j]), dtype=object).value_counts(dropna=True)
+            values = counted.index.to_numpy(dtype=object).astype(str)
+            counts = counted.to_numpy()
             keep = counts >= self.min_frequency
             values, counts = values[keep], counts[keep]
             order = np.lexsort((values, -counts))  # most frequent first, ties by name: deterministic
@@ -106,14 +119,14 @@ class _CategoryLearner(TransformerMixin, BaseEstimator):
         return self
 
     def _codes(self, X: Any) -> np.ndarray:
-        """Integer code per cell (-1 = unknown or missing)."""
+        """Integer code per cell (-1 = unknown or missing), by hashing: no Python loop over rows."""
         check_is_fitted(self, "categories_")
         validate_data(self, X, dtype=None, ensure_all_finite=False, reset=False)
-        text = _as_text(X)
-        codes = np.full(text.shape, -1, dtype=np.int64)
+        arr = _as_2d(X)
+        codes = np.full(arr.shape, -1, dtype=np.int64)
         for j, cats in enumerate(self.categories_):
-            lookup = {c: i for i, c in enumerate(cats)}
-            codes[:, j] = [lookup.get(v, -1) if v is not None else -1 for v in text[:, j]]
+            if len(cats):
+                codes[:, j] = pd.Index(cats, dtype=object).get_indexer(_text_column(arr[:, j]))
         return codes
 
     def __sklearn_tags__(self) -> Any:

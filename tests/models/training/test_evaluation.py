@@ -90,24 +90,43 @@ def _informative_columns(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray,
 
 
 def test_permutation_importance_ranks_the_informative_column_first():
-    numeric, categorical, y = _informative_columns(2_000)
-    result = permutation_importance(lambda num, cat: num[:, 1], numeric, categorical, ["noise", "signal"], y)
+    design, _, y = _informative_columns(2_000)
+    groups = [np.array([0]), np.array([1])]
+    result, rows = permutation_importance(lambda d: d[:, 1], design, groups, ["noise", "signal"], y)
+    assert rows == 2_000
     assert list(result["feature"]) == ["signal", "noise"]
     assert result.loc[0, "importance"] > 0.3
     assert result.loc[1, "importance"] == pytest.approx(0.0)
 
 
 def test_permutation_importance_scores_a_bounded_seeded_sample():
-    numeric, categorical, y = _informative_columns(5_000)
+    design, _, y = _informative_columns(5_000)
     seen_rows: list[int] = []
 
-    def predict(num: np.ndarray, cat: np.ndarray) -> np.ndarray:
-        seen_rows.append(len(num))
-        return num[:, 1]
+    def score(d: np.ndarray) -> np.ndarray:
+        seen_rows.append(len(d))
+        return d[:, 1]
 
-    names = ["noise", "signal"]
-    first = permutation_importance(predict, numeric, categorical, names, y, repeats=2, seed=3, max_rows=800)
-    assert set(seen_rows) == {800}
-    again = permutation_importance(predict, numeric, categorical, names, y, repeats=2, seed=3, max_rows=800)
+    names, groups = ["noise", "signal"], [np.array([0]), np.array([1])]
+    first, rows = permutation_importance(score, design, groups, names, y, repeats=2, seed=3, max_rows=800)
+    assert set(seen_rows) == {800} and rows == 800
+    assert len(seen_rows) == 1 + 2 * 2  # the unshuffled sample, then each feature times each repeat
+    again, _ = permutation_importance(score, design, groups, names, y, repeats=2, seed=3, max_rows=800)
     pd.testing.assert_frame_equal(first, again)
+    other, _ = permutation_importance(score, design, groups, names, y, repeats=2, seed=4, max_rows=800)
+    assert not first.equals(other)  # the seed picks the sample and the shuffles
     assert list(first["feature"]) == ["signal", "noise"]
+
+
+def test_permutation_importance_shuffles_a_group_of_columns_together():
+    design, _, y = _informative_columns(1_000)
+    both = np.column_stack([design, design[:, 1]])  # "signal" encoded as two columns
+
+    def score(d: np.ndarray) -> np.ndarray:
+        return d[:, 1] + d[:, 2]  # both columns carry the signal
+
+    table, _ = permutation_importance(score, both, [np.array([0]), np.array([1, 2])], ["noise", "signal"], y)
+    alone, _ = permutation_importance(score, both, [np.array([0]), np.array([1])], ["noise", "signal"], y)
+    assert (
+        table.set_index("feature").loc["signal", "importance"] > alone.set_index("feature").loc["signal", "importance"]
+    )

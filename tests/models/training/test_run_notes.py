@@ -7,6 +7,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from models.registry.gate import GateDecision, GateOutcome
@@ -147,3 +148,28 @@ def test_monitoring_windows_are_the_runs_datasets(home: Path) -> None:
     current_set = by_context["current"]
     assert current_set.name == "deploy-window:current" and '"num_rows": 1' in str(current_set.profile)
     assert (home / "store").resolve().as_uri() + "?version=3" in by_context["reference"].source
+
+
+def test_dataset_input_reads_the_schema_from_a_few_rows_and_profiles_the_whole_frame():
+    from mlflow.data.pandas_dataset import from_pandas
+
+    from models.training.run_notes import dataset_input, schema_rows
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {
+            "deploy_id": [f"d-{i}" for i in range(3000)],
+            "x": rng.normal(size=3000),
+            "n": np.arange(3000),
+            "service": pd.Series(["a", "b"] * 1500, dtype=object),
+        }
+    )
+    frame.loc[2500, "x"] = np.nan  # missing only beyond the first rows: "x" must not be required
+    frame.loc[2900, "service"] = None
+    assert len(schema_rows(frame, head=100)) == 102
+    full = from_pandas(frame, source="file:///x", name="t", digest="abc", targets="n")._to_mlflow_entity()
+    ours = dataset_input(frame, "t", "training", "file:///x", "abc", "n").dataset
+    fields = ("schema", "profile", "digest", "source")
+    assert [getattr(ours, f) for f in fields] == [getattr(full, f) for f in fields]
+    scored = from_pandas(frame, source="file:///x", name="s")._to_mlflow_entity()
+    assert dataset_input(frame, "s", "scoring", "file:///x").dataset.digest == scored.digest

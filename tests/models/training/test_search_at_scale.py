@@ -9,9 +9,9 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 from models.training.config import CandidateGrid, TrainConfig
-from models.training.estimators import RiskModel
+from models.training.estimators import RiskModel, rolling_origin_splits
 from models.training.halving import keep_count, rungs, successive_halving
-from models.training.train import LABEL, evaluate_candidate, make_classifier, search, train
+from models.training.train import LABEL, evaluate_candidate, fold_row_cap, make_classifier, search, train
 from tests.helpers.synthetic import synthetic_table
 
 CONFIG = TrainConfig(
@@ -114,3 +114,97 @@ def test_parallel_grid_replayed_as_halving_equals_the_sequential_halving_search(
     assert [(c.name, c.fold_metrics, c.mean_metrics, c.n_iter) for c in parallel] == [
         (c.name, c.fold_metrics, c.mean_metrics, c.n_iter) for c in sequential
     ]
+
+
+@pytest.mark.parametrize("kind", ["logreg", "hgb"])
+def test_design_groups_shuffle_a_feature_as_shuffling_its_raw_column_and_re_encoding(kind):
+    table, _ = synthetic_table(800, seed=2)
+    params = {"C": 1.0} if kind == "logreg" else {"max_iter": 20}
+    clf = make_classifier(kind, params, table, CONFIG).fit(table.frame[table.features], table.frame[LABEL])
+    design = clf.design(table.frame)
+    groups = clf.design_groups()
+    assert len(groups) == len(table.features)
+    assert sorted(np.concatenate(groups).tolist()) == list(range(design.shape[1]))  # every column, once
+    perm = np.random.default_rng(0).permutation(len(table.frame))
+    for name, columns in zip(table.features, groups, strict=True):
+        raw = table.frame.assign(**{name: table.frame[name].to_numpy()[perm]})
+        shuffled = design.copy()
+        shuffled[:, columns] = design[np.ix_(perm, columns)]
+        np.testing.assert_array_equal(clf.design(raw), shuffled)
+
+
+def test_test_scores_from_the_design_matrix_equal_predict_proba_and_the_report_names_the_sample():
+    table, _ = synthetic_table(3000, seed=4)
+    config = replace(CONFIG, permutation_max_rows=300)
+    result = train(table, config)
+    np.testing.assert_array_equal(result.test_scores, result.model.predict_proba(result.test_frame)[:, 1])
+    assert result.importance_rows == 300 < result.n_test
+    assert set(result.importance["feature"]) == set(table.features)
+
+
+def test_the_first_rung_trains_on_the_most_recent_rows_and_the_survivors_on_whole_folds():
+    table, _ = synthetic_table(3000, seed=4)
+    table = table.sorted()
+    config = replace(CONFIG, halving_min_rows=300)
+    results = search(table, config)
+    whole = [len(tr) for tr, _ in rolling_origin_splits(len(table.frame), config.n_splits)]
+    assert whole[0] > 300  # the cut bites on every fold of the first rung
+    for c in results:
+        assert list(c.fold_rows) == [300, 300, *whole[2 : len(c.fold_rows)]]
+    finished = [c for c in results if len(c.fold_metrics) == config.n_splits]
+    assert finished and all(c.oof_folds is not None and set(np.unique(c.oof_folds)) == {-1, 2, 3} for c in finished)
+    assert all(list(c.fold_rows) == whole for c in search(table, replace(config, search="grid")))
+    assert [fold_row_cap(config, k) for k in range(4)] == [300, 300, None, None]
+    assert fold_row_cap(replace(config, n_splits=2), 0) is None  # one whole fold would be left: no cut
+    assert fold_row_cap(replace(config, halving_min_rows=None), 0) is None
+
+
+def test_a_cut_first_rung_uses_fewer_rows_and_trains_reproducibly():
+    table, _ = synthetic_table(3000, seed=4)
+    config = replace(CONFIG, halving_min_rows=300)
+    first, again = train(table, config), train(table, config)
+    assert first.test_metrics == again.test_metrics and first.chosen.name == again.chosen.name
+    cut_rows = sum(sum(c.fold_rows) for c in first.candidates)
+    assert cut_rows < sum(sum(c.fold_rows) for c in train(table, replace(config, halving_min_rows=None)).candidates)
+    with pytest.raises(ValueError, match="halving_min_rows"):
+        TrainConfig(halving_min_rows=0)
+
+
+def test_parallel_grid_replay_cuts_the_same_first_rung_as_the_sequential_search():
+    table, _ = synthetic_table(2000, seed=8)
+    table = table.sorted()
+    config = replace(CONFIG, halving_min_rows=250)
+
+    def evaluate_all(t, cfg, specs):  # type: ignore[no-untyped-def]
+        return [evaluate_candidate(t, cfg, spec) for spec in specs]
+
+    sequential = search(table, config)
+    parallel = search(table, config, evaluate_all=evaluate_all)
+    assert [(c.name, c.fold_metrics, c.fold_rows, c.n_iter) for c in parallel] == [
+        (c.name, c.fold_metrics, c.fold_rows, c.n_iter) for c in sequential
+    ]
+
+
+def test_rows_as_a_resource_are_off_by_default():
+    table, _ = synthetic_table(3000, seed=4)
+    assert TrainConfig().halving_min_rows is None
+    whole = [len(tr) for tr, _ in rolling_origin_splits(3000, CONFIG.n_splits)]
+    assert all(list(c.fold_rows) == whole[: len(c.fold_rows)] for c in search(table.sorted(), CONFIG))
+
+
+def test_halving_per_kind_keeps_the_best_of_each_family_going():
+    quality = [0.70, 0.69, 0.68, 0.60, 0.59, 0.58]  # 0-2 one family, 3-5 another that starts slower
+    families = ["logreg"] * 3 + ["hgb"] * 3
+
+    def run_fold(i: int, k: int) -> float:
+        return quality[i] + (0.05 * k if families[i] == "hgb" else 0.0)  # hgb gains from later folds
+
+    plain = successive_halving(6, 4, 3, run_fold)
+    assert all(len(plain[i]) == 2 for i in (3, 4, 5))  # the slow starters drop out at once
+    per_kind = successive_halving(6, 4, 3, run_fold, families=families)
+    assert len(per_kind[3]) == 4 and len(per_kind[0]) == 4  # the best of each family runs every fold
+    assert all(len(per_kind[i]) == 2 for i in (4, 5))
+    config = replace(CONFIG, halving_per_kind=True)
+    table, _ = synthetic_table(1500, seed=8)
+    finished = {c.kind for c in search(table.sorted(), config) if len(c.fold_metrics) == config.n_splits}
+    assert finished == {"logreg", "hgb"}

@@ -103,7 +103,7 @@ def test_search_reports_each_candidate_as_it_finishes(monkeypatch):
     assert len(results) == 3
     assert events[0::2] == ["evaluate"] * 3
     assert [line.split(" ")[1] for line in events[1::2]] == ["1/3", "2/3", "3/3"]
-    assert all(line.endswith(" s)") and "roc_auc=" in line for line in events[1::2])
+    assert all(" s; training rows per fold " in line and "roc_auc=" in line for line in events[1::2])
 
 
 def test_selection_picks_the_best_validation_score(trained):
