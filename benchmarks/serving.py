@@ -40,6 +40,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 sys.path.insert(0, str(_ROOT))
 
 from benchmarks.loadgen import Result  # noqa: E402
+from models.monitoring.predlog import FLUSH_SECONDS  # noqa: E402
 
 LAUNCH = "import typer; from pipelines.cli.serve import register; app = typer.Typer(); register(app); app()"
 
@@ -273,6 +274,14 @@ def main() -> None:
         before = rss_kib(ours.pid)
         soak = closed_loop("incident-risk", port_ours, "/v1/score", bodies_files["ours"], 8, soak_n, 300)
         after = rss_kib(ours.pid)
+        # Records logged in the last flush interval are still in memory when the soak ends: that is
+        # the log's bounded buffer, not growth. Read RSS again once it has flushed, then soak again:
+        # a leak keeps growing in the second soak, a steady state does not.
+        time.sleep(FLUSH_SECONDS + 2.0)
+        flushed = rss_kib(ours.pid)
+        closed_loop("incident-risk", port_ours, "/v1/score", bodies_files["ours"], 8, soak_n, 300)
+        time.sleep(FLUSH_SECONDS + 2.0)
+        second = rss_kib(ours.pid)
     finally:
         stop(procs)
 
@@ -301,6 +310,10 @@ def main() -> None:
     print(
         f"soak: {soak.requests} requests, {soak.errors} errors, p99 {soak.pct(0.99):.2f} ms, "
         f"server RSS {before / 1024:.1f} -> {after / 1024:.1f} MiB ({(after - before) / 1024:+.1f} MiB)"
+    )
+    print(
+        f"after the log's last flush: {flushed / 1024:.1f} MiB ({(flushed - before) / 1024:+.1f} MiB); "
+        f"a second soak of {soak_n} requests, flushed: {second / 1024:.1f} MiB ({(second - flushed) / 1024:+.1f} MiB)"
     )
     print(f"median of soak latencies: {statistics.median(soak.latencies_ms):.2f} ms")
 
