@@ -102,5 +102,12 @@ def register(home: Path, model: RiskModel, name: str, alias: str | None = "champ
     return version
 
 
+def home_with_champion(home: Path, name: str, kind: str = "logreg") -> Path:
+    """``home`` holding the simulated history's store and a ``kind`` champion registered as ``name``."""
+    write_store(home, simulated().history)
+    register(home, fitted(kind), name)
+    return home
+
+
 def upcoming() -> pd.DataFrame:
     return simulated().upcoming

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from models.monitoring.predlog import predictions_dir, read_predictions
-from tests.helpers.scoring import fitted, register, simulated, write_store
+from tests.helpers.scoring import home_with_champion
 from tests.integration.test_service_load import LAUNCH, free_port, wait_ready
 
 NAME = "incident-risk-test-predlog-kill"
@@ -28,8 +28,7 @@ SLACK = 2.0
 @pytest.fixture(scope="module")
 def served_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     home = tmp_path_factory.mktemp("predlog-kill")
-    write_store(home, simulated().history)
-    register(home, fitted("logreg"), NAME)
+    home_with_champion(home, NAME)
     return home
 
 

@@ -16,7 +16,7 @@ from schemathesis.specs.openapi.checks import (
 
 from models.serving.app import ServiceConfig, create_app
 from models.serving.state import ScoringState
-from tests.helpers.scoring import fitted, register, simulated, write_store
+from tests.helpers.scoring import home_with_champion
 
 NAME = "incident-risk-test-fuzz"
 
@@ -24,8 +24,7 @@ NAME = "incident-risk-test-fuzz"
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     home = tmp_path_factory.mktemp("fuzz-home")
-    write_store(home, simulated().history)
-    register(home, fitted("hgb"), NAME)
+    home_with_champion(home, NAME, "hgb")
     config = ServiceConfig(store_dir=home / "store", model_name=NAME, refresh_seconds=3600)
     state = ScoringState(config)
     state.refresh()  # loaded before the schema's client starts (it runs no lifespan)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.scoring import fitted, register, simulated, write_store
+from tests.helpers.scoring import home_with_champion
 
 NAME = "incident-risk-test-load"
 BODIES = [
@@ -109,8 +109,7 @@ def hammer(port: int, total: int, clients: int, time_limit: float) -> tuple[int,
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, int]]:
     home = tmp_path_factory.mktemp("load-home")
-    write_store(home, simulated().history)
-    register(home, fitted("hgb"), NAME)
+    home_with_champion(home, NAME, "hgb")
     port = free_port()
     env = {**os.environ, "INCIDENT_RISK_HOME": str(home)}
     proc = subprocess.Popen(

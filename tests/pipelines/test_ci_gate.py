@@ -22,8 +22,7 @@ from models.serving.app import ServiceConfig
 from pipelines.cli.gate import EXIT_ABOVE, EXIT_BAD_ARGS, EXIT_OK, EXIT_UNAVAILABLE
 from pipelines.cli.main import build_app
 from tests.helpers.paths import REPO
-from tests.helpers.scoring import fitted, simulated, write_store
-from tests.helpers.scoring import register as register_model
+from tests.helpers.scoring import home_with_champion, simulated
 from tests.helpers.service import free_port, running_service
 
 NAME = "incident-risk-test-gate"
@@ -47,8 +46,7 @@ ARGS = [
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("gate-home")
-    write_store(path, simulated().history)
-    register_model(path, fitted("logreg"), NAME)
+    home_with_champion(path, NAME)
     return path
 
 

@@ -21,7 +21,7 @@ import yaml
 from models.serving.app import ServiceConfig
 from pipelines.cli.gate import EXIT_ABOVE, EXIT_OK, EXIT_UNAVAILABLE
 from tests.helpers.paths import REPO
-from tests.helpers.scoring import fitted, register, simulated, write_store
+from tests.helpers.scoring import home_with_champion
 from tests.helpers.service import free_port, running_service
 
 NAME = "incident-risk"  # the snippets use the default model name
@@ -55,8 +55,7 @@ def _threshold(script: str, value: str) -> str:
 @pytest.fixture(scope="module")
 def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     home = tmp_path_factory.mktemp("snippet-home")
-    write_store(home, simulated().history)
-    register(home, fitted("logreg"), NAME)
+    home_with_champion(home, NAME)
     config = ServiceConfig(store_dir=home / "store", model_name=NAME, refresh_seconds=3600, max_data_age_hours=1e9)
     with running_service(config) as base:
         yield base

@@ -15,7 +15,7 @@ from models.notify.config import NotifyConfig, SlackConfig
 from models.notify.digest import NO_RANKING
 from pipelines.flows.digest import EXPERIMENT, run_digest
 from pipelines.settings import resolve_settings
-from tests.helpers.scoring import fitted, register, simulated, write_store
+from tests.helpers.scoring import home_with_champion
 from tests.helpers.slack import TOKEN, fake_slack
 
 NAME = "incident-risk-test-digest"
@@ -24,8 +24,7 @@ WEEK = "2026-01-26"  # the simulated history (30 days from 2026-01-05) holds thi
 
 @pytest.fixture
 def stocked(home: Path) -> Path:
-    write_store(home, simulated().history)
-    register(home, fitted("logreg"), NAME)
+    home_with_champion(home, NAME)
     return home
 
 

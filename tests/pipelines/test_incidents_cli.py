@@ -11,8 +11,7 @@ from typer.testing import CliRunner
 
 from pipelines.cli.incidents import EXIT_BAD_INPUT, EXIT_UNAVAILABLE
 from pipelines.cli.main import build_app
-from tests.helpers.scoring import fitted, simulated, write_store
-from tests.helpers.scoring import register as register_model
+from tests.helpers.scoring import home_with_champion, simulated
 
 NAME = "incident-risk-test-suspects-cli"
 
@@ -20,8 +19,7 @@ NAME = "incident-risk-test-suspects-cli"
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("suspects-home")
-    write_store(path, simulated().history)
-    register_model(path, fitted("logreg"), NAME)
+    home_with_champion(path, NAME)
     return path
 
 

@@ -18,7 +18,7 @@ from models.notify.blocks import check_message
 from models.notify.config import AlertRule, Links, NotifyConfig, Routing, SlackConfig
 from models.notify.sender import Message
 from models.serving.app import ServiceConfig, create_app
-from tests.helpers.scoring import fitted, register, simulated, write_store
+from tests.helpers.scoring import home_with_champion, simulated
 from tests.helpers.slack import TOKEN, closed_port_url, fake_slack
 
 NAME = "incident-risk-test-alerts"
@@ -153,8 +153,7 @@ def test_rule_dedup_key_and_routing(history: Any) -> None:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Path:
     home = tmp_path_factory.mktemp("alerts-home")
-    write_store(home, simulated().history)
-    register(home, fitted("logreg"), NAME)
+    home_with_champion(home, NAME)
     return home
 
 

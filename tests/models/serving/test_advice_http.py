@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from models.scoring.advice import ACTIONS, AdviceConfig
 from models.serving.app import ServiceConfig, create_app
-from tests.helpers.scoring import fitted, register, simulated, write_store
+from tests.helpers.scoring import home_with_champion
 
 NAME = "incident-risk-test-advice"
 #: Saturday night on the service's clock, right after the history: the morning is a real alternative.
@@ -31,8 +31,7 @@ EVERYTHING = AdviceConfig(actions=ACTIONS, min_drop=0.0, min_relative_drop=0.0, 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     home = tmp_path_factory.mktemp("advice-home")
-    write_store(home, simulated().history)
-    register(home, fitted("logreg"), NAME)
+    home_with_champion(home, NAME)
     config = ServiceConfig(store_dir=home / "store", model_name=NAME, refresh_seconds=3600.0, advice=EVERYTHING)
     with TestClient(create_app(config)) as c:
         yield c

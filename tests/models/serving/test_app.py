@@ -17,7 +17,7 @@ from models.serving.app import ServiceConfig, create_app
 from models.serving.auth import load_tokens
 from models.serving.schemas import MAX_BATCH
 from models.serving.state import ScoringState
-from tests.helpers.scoring import fitted, register, simulated, write_store
+from tests.helpers.scoring import fitted, home_with_champion, register, simulated, write_store
 
 NAME = "incident-risk-test-service"
 DEPLOY = {
@@ -36,8 +36,7 @@ DEPLOY = {
 def served(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A store with a simulated history and a registered champion (logistic regression)."""
     home = tmp_path_factory.mktemp("service-home")
-    write_store(home, simulated().history)
-    register(home, fitted("logreg"), NAME)
+    home_with_champion(home, NAME)
     return home
 
 

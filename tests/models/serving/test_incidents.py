@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from features.history.store import HistoryStore
 from models.serving.app import ServiceConfig, create_app
 from tests.helpers.paths import REPO
-from tests.helpers.scoring import fitted, register, simulated, write_store
+from tests.helpers.scoring import home_with_champion, simulated
 
 NAME = "incident-risk-test-incidents"
 TOKEN = "s3cret-incidents"
@@ -25,8 +25,7 @@ FIXTURES = REPO / "tests" / "fixtures" / "pagerduty"
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Path:
     home = tmp_path_factory.mktemp("incidents-home")
-    write_store(home, simulated().history)
-    register(home, fitted("logreg"), NAME)
+    home_with_champion(home, NAME)
     return home
 
 
