@@ -48,12 +48,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="TrainConfig.n_threads (default: usable cores)")
     parser.add_argument("--search", choices=("halving", "grid"), default="halving")
     parser.add_argument("--no-early-stopping", action="store_true")
-    parser.add_argument("--halving-per-kind", action="store_true", help="TrainConfig.halving_per_kind")
+    parser.add_argument(
+        "--no-halving-per-kind", action="store_true", help="TrainConfig.halving_per_kind=False: one ranking for all"
+    )
     parser.add_argument(
         "--halving-min-rows",
         type=int,
         default=TrainConfig().halving_min_rows,
-        help="TrainConfig.halving_min_rows: rows of the first rung's fits (default and 0: whole folds)",
+        help="TrainConfig.halving_min_rows: rows of the first rung's fits (default: the config's; 0: whole folds)",
     )
     args = parser.parse_args()
     baseline = run_baseline(args) if args.baseline_tree is not None else None
@@ -159,7 +161,7 @@ def run(settings, args) -> dict:  # type: ignore[no-untyped-def]
         search=args.search,
         early_stopping=not args.no_early_stopping,
         halving_min_rows=args.halving_min_rows or None,
-        halving_per_kind=args.halving_per_kind,
+        halving_per_kind=not args.no_halving_per_kind,
     )
     history = HistoryStore(settings.store_dir).read_history()
     started = time.perf_counter()

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
+from scipy.stats import rankdata
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
 #: Metrics where a lower value is better (the rest: higher is better).
@@ -140,26 +141,44 @@ def reliability(y: np.ndarray, p: np.ndarray, bins: int = 10) -> pd.DataFrame:
 
 
 def metrics_by_group(frame: pd.DataFrame, group: str, y: np.ndarray, p: np.ndarray, min_size: int = 1) -> pd.DataFrame:
-    """Count, failures, mean probability, observed rate and ROC-AUC per value of ``group``."""
+    """Count, failures, mean probability, observed rate and ROC-AUC per value of ``group``.
+
+    One sort by group, then a slice per group (a mask per group cost 4 s at 1M deploys' hundreds
+    of squads); the AUC is the Mann-Whitney statistic on average ranks, which is ROC-AUC with ties.
+    """
     keys = frame[group].astype(object).where(frame[group].notna(), "(missing)").to_numpy()
+    y, p = np.asarray(y), np.asarray(p, dtype=np.float64)
+    codes, uniques = pd.factorize(keys)
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(uniques) + 1))
     rows = []
-    for key in sorted(set(keys), key=str):
-        mask = keys == key
-        if mask.sum() < min_size:
+    for code in sorted(range(len(uniques)), key=lambda c: str(uniques[c])):
+        members = order[bounds[code] : bounds[code + 1]]
+        if len(members) < min_size:
             continue
-        yk, pk = np.asarray(y)[mask], np.asarray(p)[mask]
-        auc = float(roc_auc_score(yk, pk)) if len(np.unique(yk)) == 2 else math.nan
+        yk, pk = y[members], p[members]
         rows.append(
             {
-                group: str(key),
-                "n": int(mask.sum()),
+                group: str(uniques[code]),
+                "n": len(members),
                 "failures": int(yk.sum()),
                 "observed_rate": float(yk.mean()),
                 "mean_p": float(pk.mean()),
-                "roc_auc": auc,
+                "roc_auc": _rank_auc(yk, pk),
             }
         )
     return pd.DataFrame(rows, columns=[group, "n", "failures", "observed_rate", "mean_p", "roc_auc"])
+
+
+def _rank_auc(y: np.ndarray, p: np.ndarray) -> float:
+    """ROC-AUC as the Mann-Whitney U over average ranks; NaN with one outcome only."""
+    positives = y == 1
+    n1 = int(positives.sum())
+    n0 = len(y) - n1
+    if n1 == 0 or n0 == 0:
+        return math.nan
+    ranks = rankdata(p)
+    return float((ranks[positives].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
 def permutation_importance(

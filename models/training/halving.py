@@ -12,7 +12,7 @@ Pure bookkeeping: the caller supplies ``run_fold(candidate, fold) -> score`` (hi
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 #: Called when a candidate stops: (candidate index, folds it ran).
 OnStop = Callable[[int, int], None]
@@ -34,40 +34,66 @@ def keep_count(n_alive: int, factor: int) -> int:
     return min(n_alive, max(2, math.ceil(n_alive / factor)))
 
 
-def _rank_key(scores: list[float]) -> float:
-    finite = [s for s in scores if math.isfinite(s)]
+def decisive_folds(n_run: int, cut_folds: Collection[int] = ()) -> list[int]:
+    """The folds a candidate is judged on: those it trained on whole periods, or all it ran before it has one.
+
+    A fold cut to fewer rows (``TrainConfig.halving_min_rows``) is a cheap first look that drops
+    clear losers; it favours the models that learn fastest from few rows, so once a candidate has
+    run whole folds only those rank it, as they are what the final fit on the whole period resembles.
+    """
+    whole = [k for k in range(n_run) if k not in cut_folds]
+    return whole or list(range(n_run))
+
+
+def _rank_key(scores: list[float], cut_folds: Collection[int]) -> float:
+    finite = [scores[k] for k in decisive_folds(len(scores), cut_folds) if math.isfinite(scores[k])]
     return sum(finite) / len(finite) if finite else -math.inf
+
+
+#: Runs fold ``k`` for the given candidates (in any order, at once if it can); returns their scores in order.
+RunFold = Callable[[Sequence[int], int], Sequence[float]]
 
 
 def successive_halving(
     n_candidates: int,
     n_splits: int,
     factor: int,
-    run_fold: Callable[[int, int], float],
+    run_fold: RunFold,
     on_stop: OnStop | None = None,
     families: Sequence[str] | None = None,
+    cut_folds: Collection[int] = (),
 ) -> dict[int, list[float]]:
     """Run the rungs; returns each candidate's fold scores (the survivors have all ``n_splits``).
 
-    Candidates are ranked by their mean score over the folds run so far; ties keep the earlier
-    candidate, as the full search's selection does. ``on_stop`` is told when a candidate drops
-    out (after its last rung) or finishes. With ``families`` (e.g. the model kind of each
-    candidate) the best of every family also goes on: early folds favour the model that learns
-    fastest from few rows, which need not be the one that gains most from the later, larger folds.
+    Candidates are ranked by their mean score over the folds run so far (``decisive_folds``: the
+    whole ones when there are, not the ``cut_folds``); ties keep the earlier candidate, as the full
+    search's selection does. ``on_stop`` is told when a candidate drops
+    out (after its last rung) or finishes. Each fold of a rung is run for all living candidates
+    in one ``run_fold`` call, so the caller can share the fold's preprocessing among them and run
+    them side by side.
+
+    With ``families`` (the model kind of each candidate) and more than one family, the halving runs
+    within each family (the best 1/``factor`` of the family, at least one, goes on), and the
+    families' survivors meet on every fold: early, small folds favour the model that learns fastest
+    from few rows (at 1M deploys the linear model), which need not be the one that gains most from
+    the later, larger folds (boosting), so a family is never judged against another on them alone.
     """
     scores: dict[int, list[float]] = {i: [] for i in range(n_candidates)}
+    groups = _groups(n_candidates, families)
     alive = list(range(n_candidates))
     schedule = rungs(n_splits)
     for r, folds in enumerate(schedule):
-        for i in alive:
-            for k in folds:
-                scores[i].append(run_fold(i, k))
+        for k in folds:
+            for i, score in zip(alive, run_fold(alive, k), strict=True):
+                scores[i].append(score)
         if r == len(schedule) - 1:
             break
-        ranked = sorted(alive, key=lambda i: (-_rank_key(scores[i]), i))
-        kept_set = set(ranked[: keep_count(len(alive), factor)])
-        if families is not None:
-            kept_set |= {next(i for i in ranked if families[i] == f) for f in {families[i] for i in alive}}
+        kept_set: set[int] = set()
+        for group in groups:
+            members = [i for i in alive if i in group]
+            ranked = sorted(members, key=lambda i: (-_rank_key(scores[i], cut_folds), i))
+            keep = max(1, math.ceil(len(members) / factor)) if len(groups) > 1 else keep_count(len(members), factor)
+            kept_set |= set(ranked[:keep])
         kept = sorted(kept_set)
         for i in alive:
             if i not in kept and on_stop is not None:
@@ -77,3 +103,13 @@ def successive_halving(
         if on_stop is not None:
             on_stop(i, len(scores[i]))
     return scores
+
+
+def _groups(n_candidates: int, families: Sequence[str] | None) -> list[set[int]]:
+    """The candidates halved together: one group, or one per family (in order of first appearance)."""
+    if families is None:
+        return [set(range(n_candidates))]
+    if len(families) != n_candidates:
+        raise ValueError(f"{len(families)} families for {n_candidates} candidates")
+    names = list(dict.fromkeys(families))
+    return [{i for i, f in enumerate(families) if f == name} for name in names]

@@ -8,20 +8,22 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.base import clone
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
 from models.training.config import METRIC_KEYS, ModelKind, TrainConfig
-from models.training.estimators import RiskClassifier, RiskModel, fold_scores, rolling_origin_splits
+from models.training.estimators import RiskClassifier, RiskModel, is_tree, rolling_origin_splits
 from models.training.evaluation import LOWER_IS_BETTER, evaluate, metrics_by_group, permutation_importance
-from models.training.halving import rungs, successive_halving
+from models.training.halving import decisive_folds, rungs, successive_halving
 from models.training.split import ID, TIME, Split, time_split
 from models.training.transformers import signed_log1p
 
@@ -104,7 +106,9 @@ class CandidateResult:
     out-of-fold scores. A finished one keeps its out-of-fold scores (``oof_scores``, NaN before
     the first validation block and in folds fitted on a cut training period, ``oof_folds`` -1
     there) so calibration reuses them, and, for boosting with early stopping, the iteration count
-    of its last fold (``n_iter``). ``fold_rows``: training rows each fold's fit read.
+    of its last fold (``n_iter``). ``fold_rows``: training rows each fold's fit read;
+    ``cut_folds``: the folds whose training period was cut to ``halving_min_rows``, which
+    ``mean_metrics`` leaves out once the candidate has run a whole fold (``halving.decisive_folds``).
     """
 
     name: str
@@ -115,6 +119,7 @@ class CandidateResult:
     seconds: float
     n_iter: int | None = None
     fold_rows: tuple[int, ...] = ()
+    cut_folds: tuple[int, ...] = ()
     oof_scores: np.ndarray | None = field(default=None, repr=False, compare=False)
     oof_folds: np.ndarray | None = field(default=None, repr=False, compare=False)
 
@@ -161,16 +166,67 @@ def fold_row_cap(config: TrainConfig, k: int) -> int | None:
     return config.halving_min_rows
 
 
+#: ``map`` or an executor's ``map``: how ``_SearchData.prepare`` runs the families' encodings.
+MapEach = Callable[[Callable[[RiskClassifier], "_FoldDesign"], list[RiskClassifier]], Iterable["_FoldDesign"]]
+
+
+@dataclass(frozen=True)
+class _FoldDesign:
+    """One fold's rows through preprocessing fitted on its training rows, for every candidate of a family."""
+
+    prepared: RiskClassifier
+    train: np.ndarray
+    validation: np.ndarray
+
+
 class _SearchData:
-    """What every candidate's folds read, built once per search (one feature frame, not one per candidate)."""
+    """What every candidate's folds read, built once per search (one feature frame, not one per candidate).
+
+    The encoded design matrices of a fold are built once per model family (linear or boosting)
+    and shared by that family's candidates: the search runs fold by fold (``successive_halving``
+    hands each fold's living candidates over together), so only the current fold is kept.
+    """
 
     def __init__(self, table: TrainingTable, config: TrainConfig) -> None:
         frame = table.frame
+        self.config = config
         # categoricals as Python strings once, not per fold fit (pandas' Arrow strings convert per cell)
         self.X = frame[table.features].astype({c: object for c in table.categorical})
         self.y = frame[LABEL].to_numpy(dtype=np.int64)
         self.effort = frame[EFFORT].to_numpy(dtype=np.float64, na_value=np.nan) if EFFORT in frame else None
         self.splits = rolling_origin_splits(len(frame), config.n_splits)
+        self._designs: dict[tuple[int, bool], _FoldDesign] = {}
+
+    def fold(self, k: int) -> tuple[np.ndarray, np.ndarray, bool]:
+        """Fold ``k``'s (training rows, validation rows, whether the training rows were cut)."""
+        tr, va = self.splits[k]
+        cap = fold_row_cap(self.config, k)
+        if cap is not None and len(tr) > cap:
+            return tr[-cap:], va, True  # the most recent rows: the nearest to the validation period
+        return tr, va, False
+
+    def design(self, k: int, classifier: RiskClassifier) -> _FoldDesign:
+        """Fold ``k`` encoded by ``classifier``'s family's preprocessing, fitted on the fold's training rows."""
+        self.prepare(k, [classifier])
+        return self._designs[(k, is_tree(classifier))]
+
+    def prepare(self, k: int, classifiers: Sequence[RiskClassifier], map_each: MapEach = map) -> None:
+        """Encode fold ``k`` once for each family among ``classifiers`` (``map_each``: side by side).
+
+        Only one fold per family is held, which bounds the memory: the search runs fold by fold.
+        """
+        families = {is_tree(c): c for c in classifiers}
+        missing = {family: c for family, c in families.items() if (k, family) not in self._designs}
+        for held in [key for key in self._designs if key[1] in missing]:
+            del self._designs[held]
+        built = list(map_each(lambda c: self._encode(k, c), list(missing.values())))
+        self._designs.update({(k, family): d for family, d in zip(missing, built, strict=True)})
+
+    def _encode(self, k: int, classifier: RiskClassifier) -> _FoldDesign:
+        tr, va, _ = self.fold(k)
+        prepared = clone(classifier)
+        train_design, _y = prepared.fit_preprocessing(self.X.iloc[tr], self.y[tr])
+        return _FoldDesign(prepared, train_design, prepared.design(self.X.iloc[va]))
 
 
 class _CandidateRun:
@@ -180,9 +236,8 @@ class _CandidateRun:
         self, table: TrainingTable, config: TrainConfig, spec: CandidateSpec, data: _SearchData | None = None
     ) -> None:
         frame = table.frame
-        data = data if data is not None else _SearchData(table, config)
+        self.data = data if data is not None else _SearchData(table, config)
         self.config, self.spec = config, spec
-        self.X, self.y, self.effort, self.splits = data.X, data.y, data.effort, data.splits
         self.classifier = make_classifier(spec[0], spec[1], table, config)
         self.scores = np.full(len(frame), np.nan)
         self.folds = np.full(len(frame), -1, dtype=np.int64)
@@ -192,26 +247,41 @@ class _CandidateRun:
         self.n_iter: int | None = None
         self.seconds = 0.0
 
-    def run_fold(self, k: int) -> dict[str, float]:
+    def run_fold(self, k: int, threads: int | None = 0) -> dict[str, float]:
+        """Fit on fold ``k``'s training rows and score its validation rows.
+
+        ``threads``: BLAS/OpenMP threads for the fit; 0 picks them from the config (a fit alone),
+        None leaves the caller's limit (fits run side by side, one thread each).
+        """
         started = time.perf_counter()
-        tr, va = self.splits[k]
-        cap = fold_row_cap(self.config, k)
-        if cap is not None and len(tr) > cap:
-            tr = tr[-cap:]  # the most recent rows: the nearest to the validation period
+        tr, va, cut = self.data.fold(k)
+        if cut:
             self.cut_folds.append(k)
         self.fold_rows.append(len(tr))
-        with threadpool_limits(limits=self.config.threads_for(len(tr), self.spec[0])):
-            scores, self.n_iter = fold_scores(self.classifier, self.X, self.y, tr, va, self.config.early_stopping)
+        y = self.data.y
+        if len(np.unique(y[tr])) < 2:  # one class to learn from: score the training prior
+            scores, self.n_iter = np.full(len(va), float(np.mean(y[tr]))), None
+        else:
+            design = self.data.design(k, self.classifier)
+            fitted = self.classifier.with_preprocessing_of(design.prepared)
+            stop_early = self.config.early_stopping and fitted.tree_
+            limit = self.config.threads_for(len(tr), self.spec[0]) if threads == 0 else threads
+            with threadpool_limits(limits=limit):
+                fitted.fit_design(
+                    design.train, y[tr], design.validation if stop_early else None, y[va] if stop_early else None
+                )
+                scores = fitted.estimator_.predict_proba(design.validation)[:, 1]
+            self.n_iter = fitted.n_iter_ if self.config.early_stopping else None
         self.scores[va], self.folds[va] = scores, k
-        effort = None if self.effort is None else self.effort[va]
-        self.fold_metrics.append(evaluate(self.y[va], scores, effort))
+        effort = None if self.data.effort is None else self.data.effort[va]
+        self.fold_metrics.append(evaluate(y[va], scores, effort))
         self.seconds += time.perf_counter() - started
         return self.fold_metrics[-1]
 
     def result(self) -> CandidateResult:
         kind, params = self.spec
         per_fold = self.fold_metrics
-        mean = _mean_metrics(per_fold)
+        mean = _mean_metrics(per_fold, self.cut_folds)
         done = len(per_fold) == self.config.n_splits
         scores, folds = self.scores, self.folds
         if self.cut_folds:  # calibrate on scores of models fitted as the final one is: on whole periods
@@ -226,6 +296,7 @@ class _CandidateRun:
             self.seconds,
             n_iter=self.n_iter if done else None,
             fold_rows=tuple(self.fold_rows),
+            cut_folds=tuple(self.cut_folds),
             oof_scores=scores if done else None,
             oof_folds=folds if done else None,
         )
@@ -282,23 +353,35 @@ def _halving_search(
     specs: list[CandidateSpec],
     report: Callable[[int, CandidateResult], None],
 ) -> list[CandidateResult]:
-    """Successive halving over the time-ordered folds (models/training/halving.py), in spec order.
+    """Successive halving over the time-ordered folds (models/training/halving.py), fold by fold.
 
-    Runs in this process; with the orchestrator's parallel ``evaluate_all`` the full grid runs and
-    ``_as_halving`` replays the rungs on it, so both give the same results.
+    A fold's living candidates share its design matrices (one encoding per family) and, when the
+    fold is large enough for threads (``TrainConfig.search_workers``), run side by side on the
+    cores, one thread each: a fit's result does not depend on which thread ran it, so the scores
+    are those of the sequential run. With the orchestrator's parallel ``evaluate_all`` the full
+    grid runs and ``_as_halving`` replays the rungs on it, so both give the same results.
     """
     data = _SearchData(table, config)
     runs = [_CandidateRun(table, config, spec, data) for spec in specs]
     results: dict[int, CandidateResult] = {}
 
-    def run_fold(i: int, k: int) -> float:
-        return _score(runs[i].run_fold(k), config.selection_metric)
+    def run_fold(alive: Sequence[int], k: int) -> list[float]:
+        tr = data.fold(k)[0]
+        workers = min(len(alive), config.search_workers(len(tr)))
+        if workers <= 1:
+            return [_score(runs[i].run_fold(k), config.selection_metric) for i in alive]
+        with threadpool_limits(limits=1), ThreadPoolExecutor(max_workers=workers) as pool:
+            if len(np.unique(data.y[tr])) > 1:  # each family's encoding of the fold, before its fits share it
+                data.prepare(k, [runs[i].classifier for i in alive], pool.map)
+            metrics = list(pool.map(lambda i: runs[i].run_fold(k, threads=None), alive))
+        return [_score(m, config.selection_metric) for m in metrics]
 
     def on_stop(i: int, _folds: int) -> None:
         results[i] = runs[i].result()
         report(i, results[i])
 
-    successive_halving(len(specs), config.n_splits, config.halving_factor, run_fold, on_stop, _families(config))
+    cut = [k for k in range(config.n_splits) if data.fold(k)[2]]
+    successive_halving(len(specs), config.n_splits, config.halving_factor, run_fold, on_stop, _families(config), cut)
     return [results[i] for i in range(len(specs))]
 
 
@@ -312,8 +395,9 @@ def _as_halving(results: list[CandidateResult], config: TrainConfig) -> list[Can
         len(results),
         config.n_splits,
         config.halving_factor,
-        lambda i, k: _score(results[i].fold_metrics[k], config.selection_metric),
+        lambda alive, k: [_score(results[i].fold_metrics[k], config.selection_metric) for i in alive],
         families=_families(config),
+        cut_folds=results[0].cut_folds if results else (),
     )
     out = []
     for i, result in enumerate(results):
@@ -328,9 +412,10 @@ def _as_halving(results: list[CandidateResult], config: TrainConfig) -> list[Can
                 result.kind,
                 result.params,
                 kept,
-                _mean_metrics(kept),
+                _mean_metrics(kept, result.cut_folds),
                 result.seconds,
                 fold_rows=result.fold_rows[:folds],
+                cut_folds=tuple(k for k in result.cut_folds if k < folds),
             )
         )
     return out
@@ -341,10 +426,10 @@ def _families(config: TrainConfig) -> list[str] | None:
     return [kind for kind, _ in candidate_specs(config)] if config.halving_per_kind else None
 
 
-def _mean_metrics(per_fold: list[dict[str, float]]) -> dict[str, float]:
-    return {
-        m: float(np.nanmean([f[m] for f in per_fold])) if _any_finite(per_fold, m) else math.nan for m in METRIC_KEYS
-    }
+def _mean_metrics(per_fold: list[dict[str, float]], cut_folds: Sequence[int] = ()) -> dict[str, float]:
+    """Mean of each metric over the decisive folds (``halving.decisive_folds``: the whole ones when there are)."""
+    rows = [per_fold[k] for k in decisive_folds(len(per_fold), cut_folds)]
+    return {m: float(np.nanmean([f[m] for f in rows])) if _any_finite(rows, m) else math.nan for m in METRIC_KEYS}
 
 
 def _any_finite(rows: list[dict[str, float]], key: str) -> bool:
@@ -355,7 +440,7 @@ def select(results: list[CandidateResult], metric: str) -> CandidateResult:
     """The best candidate by mean validation ``metric``; ties go to the earlier (simpler) candidate.
 
     Only candidates that ran the most folds compete (successive halving's survivors): a mean over
-    fewer, earlier folds is not comparable.
+    fewer, earlier folds is not comparable. The mean is over the whole folds (``mean_metrics``).
     """
     if not results:
         raise ValueError("no candidates to select from")

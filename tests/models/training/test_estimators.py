@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
 from sklearn.utils.estimator_checks import parametrize_with_checks
 from threadpoolctl import threadpool_limits
 
@@ -157,3 +158,29 @@ def test_bands_follow_the_shares_chosen_on_validation():
     bands = assign_bands(scores, thresholds)
     assert (bands == "high").mean() == pytest.approx(0.1, abs=0.002)
     assert (bands == "medium").mean() == pytest.approx(0.2, abs=0.002)
+
+
+@pytest.mark.parametrize("estimator", [None, HistGradientBoostingClassifier(max_iter=20, random_state=0)])
+def test_a_prepared_encoding_shared_with_another_candidate_fits_as_fitting_it_alone(estimator):
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame(
+        {"size": rng.exponential(50, 600), "team": rng.choice(["a", "b", "c", None], 600), "flips": rng.poisson(1, 600)}
+    )
+    y = (rng.random(600) < 0.2 + 0.3 * (frame["team"] == "a")).astype(int)
+    columns = {"numeric": ["size", "flips"], "categorical": ["team"]}
+    first = RiskClassifier(estimator, **columns)
+    design, y_fit = first.fit_preprocessing(frame, y)
+    other_params = {"C": 0.1} if estimator is None else {"max_leaf_nodes": 5}
+    other_estimator = (
+        LogisticRegression(max_iter=500, **other_params) if estimator is None else estimator.set_params(**other_params)
+    )
+    other = RiskClassifier(other_estimator, **columns)
+    shared = other.with_preprocessing_of(first).fit_design(design, y_fit)
+    alone = RiskClassifier(other_estimator, **columns).fit(frame, y)
+    np.testing.assert_array_equal(shared.predict_proba(frame), alone.predict_proba(frame))
+    assert shared.feature_names_in_.tolist() == alone.feature_names_in_.tolist()
+    with pytest.raises(ValueError, match="preprocessing differs"):
+        RiskClassifier(other_estimator, numeric=["size"], categorical=["team"]).with_preprocessing_of(first)
+    family = HistGradientBoostingClassifier() if estimator is None else None
+    with pytest.raises(ValueError, match="preprocessing differs"):
+        RiskClassifier(family, **columns).with_preprocessing_of(first)

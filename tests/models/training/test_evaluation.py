@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from models.training.config import METRIC_KEYS
 from models.training.evaluation import (
@@ -79,6 +80,28 @@ def test_metrics_by_group_reports_counts_and_rates():
     out = metrics_by_group(frame, "tribe", np.array([1, 0, 1, 0]), np.array([0.9, 0.1, 0.5, 0.2]))
     assert out["tribe"].tolist() == ["(missing)", "a", "b"]
     assert out.set_index("tribe").loc["a", "roc_auc"] == 1.0
+
+
+def test_metrics_by_group_equal_a_mask_and_sklearn_per_group_with_ties_and_one_outcome_groups():
+    rng = np.random.default_rng(5)
+    n = 3_000
+    frame = pd.DataFrame({"squad": rng.choice(["s1", "s2", "s10", "tiny", None], n, p=[0.3, 0.3, 0.3, 0.001, 0.099])})
+    y = (rng.random(n) < 0.2).astype(int)
+    p = np.round(rng.random(n), 1)  # heavy ties
+    y[(frame["squad"] == "tiny").to_numpy()] = 0  # one outcome only: no AUC
+    out = metrics_by_group(frame, "squad", y, p, min_size=2).set_index("squad")
+    keys = frame["squad"].fillna("(missing)").to_numpy()
+    for key in sorted(set(keys), key=str):
+        mask = keys == key
+        if mask.sum() < 2:
+            assert key not in out.index
+            continue
+        row = out.loc[key]
+        assert row["n"] == mask.sum() and row["failures"] == y[mask].sum()
+        assert row["mean_p"] == pytest.approx(p[mask].mean()) and row["observed_rate"] == pytest.approx(y[mask].mean())
+        expected = roc_auc_score(y[mask], p[mask]) if len(set(y[mask])) == 2 else None
+        assert (np.isnan(row["roc_auc"]) and expected is None) or row["roc_auc"] == pytest.approx(expected)
+    assert list(out.index) == sorted(out.index, key=str)
 
 
 def _informative_columns(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

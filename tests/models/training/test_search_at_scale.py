@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -10,8 +11,16 @@ from threadpoolctl import threadpool_limits
 
 from models.training.config import CandidateGrid, TrainConfig
 from models.training.estimators import RiskModel, rolling_origin_splits
-from models.training.halving import keep_count, rungs, successive_halving
-from models.training.train import LABEL, evaluate_candidate, fold_row_cap, make_classifier, search, train
+from models.training.halving import decisive_folds, keep_count, rungs, successive_halving
+from models.training.train import (
+    LABEL,
+    candidate_specs,
+    evaluate_candidate,
+    fold_row_cap,
+    make_classifier,
+    search,
+    train,
+)
 from tests.helpers.synthetic import synthetic_table
 
 CONFIG = TrainConfig(
@@ -36,6 +45,11 @@ def test_rungs_run_the_cheap_early_folds_for_all_and_one_later_fold_per_rung():
     assert [keep_count(n, 3) for n in (10, 4, 2, 1)] == [4, 2, 2, 1]
 
 
+def each(run_one: Callable[[int, int], float]) -> Callable[[Sequence[int], int], list[float]]:
+    """A ``run_fold`` for ``successive_halving`` that runs the candidates one by one."""
+    return lambda candidates, k: [run_one(i, k) for i in candidates]
+
+
 def test_halving_drops_losing_candidates_early_and_keeps_the_best():
     quality = [0.60, 0.70, 0.55, 0.72, 0.50, 0.65]  # candidate 3 is best on every fold
     calls: list[tuple[int, int]] = []
@@ -45,12 +59,12 @@ def test_halving_drops_losing_candidates_early_and_keeps_the_best():
         calls.append((i, k))
         return quality[i] + 0.01 * k
 
-    scores = successive_halving(len(quality), 4, 3, run_fold, lambda i, n: stopped.update({i: n}))
+    scores = successive_halving(len(quality), 4, 3, each(run_fold), lambda i, n: stopped.update({i: n}))
     assert len(scores[3]) == 4 and len(scores[1]) == 4  # the two best run every fold
     assert all(len(scores[i]) == 2 for i in (0, 2, 4, 5))  # the rest stop after the cheap rung
     assert stopped == {i: len(scores[i]) for i in range(len(quality))}
     assert len(calls) == 6 * 2 + 2 + 2  # versus 24 for the full grid
-    assert successive_halving(len(quality), 4, 3, lambda i, k: quality[i] + 0.01 * k) == scores  # deterministic
+    assert successive_halving(len(quality), 4, 3, each(lambda i, k: quality[i] + 0.01 * k)) == scores  # deterministic
 
 
 def test_halving_search_keeps_the_grid_search_winner_and_is_deterministic():
@@ -185,26 +199,44 @@ def test_parallel_grid_replay_cuts_the_same_first_rung_as_the_sequential_search(
     ]
 
 
-def test_rows_as_a_resource_are_off_by_default():
+def test_rows_as_a_resource_cut_only_large_tables():
+    assert TrainConfig().halving_min_rows == 50_000
     table, _ = synthetic_table(3000, seed=4)
-    assert TrainConfig().halving_min_rows is None
     whole = [len(tr) for tr, _ in rolling_origin_splits(3000, CONFIG.n_splits)]
-    assert all(list(c.fold_rows) == whole[: len(c.fold_rows)] for c in search(table.sorted(), CONFIG))
+    results = search(table.sorted(), CONFIG)  # the default cap is far above these folds
+    assert all(list(c.fold_rows) == whole[: len(c.fold_rows)] and not c.cut_folds for c in results)
 
 
-def test_halving_per_kind_keeps_the_best_of_each_family_going():
-    quality = [0.70, 0.69, 0.68, 0.60, 0.59, 0.58]  # 0-2 one family, 3-5 another that starts slower
-    families = ["logreg"] * 3 + ["hgb"] * 3
+def test_once_a_candidate_ran_a_whole_fold_the_cut_folds_no_longer_rank_it():
+    assert decisive_folds(2, {0, 1}) == [0, 1]  # only cut folds yet: they are all there is
+    assert decisive_folds(4, {0, 1}) == [2, 3]
+    assert decisive_folds(3, ()) == [0, 1, 2]
+    # candidate 0 learns fast from the cut first rung; 1 and 2 gain from the whole folds
+    fold_score = {0: [0.70, 0.70, 0.60, 0.60], 1: [0.65, 0.65, 0.66, 0.66], 2: [0.64, 0.64, 0.65, 0.65]}
+    score = each(lambda i, k: fold_score.get(i, [0.5] * 4)[k])
+    judged_whole = successive_halving(7, 4, 3, score, cut_folds={0, 1})
+    assert len(judged_whole[0]) == 3 and len(judged_whole[1]) == len(judged_whole[2]) == 4
+    judged_on_all = successive_halving(7, 4, 3, score)
+    assert len(judged_on_all[0]) == 4 and len(judged_on_all[2]) == 3
+    config = replace(CONFIG, halving_min_rows=300)
+    table, _ = synthetic_table(3000, seed=4)
+    for c in search(table.sorted(), config):
+        assert c.cut_folds == (0, 1)
+        rows = c.fold_metrics[2:] if len(c.fold_metrics) > 2 else c.fold_metrics
+        assert c.mean_metrics["roc_auc"] == pytest.approx(np.mean([f["roc_auc"] for f in rows]))
 
-    def run_fold(i: int, k: int) -> float:
-        return quality[i] + (0.05 * k if families[i] == "hgb" else 0.0)  # hgb gains from later folds
 
-    plain = successive_halving(6, 4, 3, run_fold)
-    assert all(len(plain[i]) == 2 for i in (3, 4, 5))  # the slow starters drop out at once
-    per_kind = successive_halving(6, 4, 3, run_fold, families=families)
-    assert len(per_kind[3]) == 4 and len(per_kind[0]) == 4  # the best of each family runs every fold
-    assert all(len(per_kind[i]) == 2 for i in (4, 5))
-    config = replace(CONFIG, halving_per_kind=True)
-    table, _ = synthetic_table(1500, seed=8)
-    finished = {c.kind for c in search(table.sorted(), config) if len(c.fold_metrics) == config.n_splits}
-    assert finished == {"logreg", "hgb"}
+def test_shared_fold_encodings_and_side_by_side_fits_give_the_one_by_one_scores():
+    table, _ = synthetic_table(2000, seed=8)
+    table = table.sorted()
+    side_by_side = replace(CONFIG, n_threads=2, threads_min_rows=1)  # every fold's fits in two threads
+    assert side_by_side.search_workers(1) == 2 and CONFIG.search_workers(1) == 1
+    shared = search(table, side_by_side)
+    alone = {
+        spec_result.name: spec_result
+        for spec_result in (evaluate_candidate(table, CONFIG, s) for s in candidate_specs(CONFIG))
+    }
+    for c in shared:
+        assert c.fold_metrics == alone[c.name].fold_metrics[: len(c.fold_metrics)]
+        assert c.n_iter == (alone[c.name].n_iter if len(c.fold_metrics) == CONFIG.n_splits else None)
+    assert [c.mean_metrics for c in search(table, CONFIG)] == [c.mean_metrics for c in shared]
