@@ -8,7 +8,7 @@ changes by predicted risk per changed line), and ECE over ten equal-width probab
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -190,6 +190,7 @@ def permutation_importance(
     repeats: int = 3,
     seed: int = 0,
     max_rows: int | None = None,
+    map_each: Callable[..., Iterable[float]] = map,
 ) -> tuple[pd.DataFrame, int]:
     """Mean and std drop in ROC-AUC when one feature is shuffled; returns (table, rows scored).
 
@@ -199,6 +200,8 @@ def permutation_importance(
     re-encoding per shuffle. ``max_rows`` bounds the cost on large test periods: the importance is
     computed on a seeded random sample of that many rows (the row count is returned, for the
     report). scikit-learn's ``permutation_importance`` shuffles single columns, not such groups.
+    The shuffles are drawn first, in a fixed order, so ``map_each`` (an executor's ``map``) may
+    score them side by side with the same result.
     """
     y = np.asarray(y)
     if len(groups) != len(names):
@@ -210,15 +213,17 @@ def permutation_importance(
     if len(np.unique(y)) < 2:
         return pd.DataFrame(columns=["feature", "importance", "std"]), len(y)
     base = roc_auc_score(y, score(design))
-    rows = []
-    for name, group in zip(names, groups, strict=True):
-        columns = np.asarray(group, dtype=np.intp)
-        drops = []
-        for _ in range(repeats):
-            perm = rng.permutation(len(y))
-            shuffled = design.copy()
-            shuffled[:, columns] = design[np.ix_(perm, columns)]
-            drops.append(base - roc_auc_score(y, score(shuffled)))
-        rows.append({"feature": str(name), "importance": float(np.mean(drops)), "std": float(np.std(drops))})
-    table = pd.DataFrame(rows).sort_values("importance", ascending=False, kind="stable").reset_index(drop=True)
+    shuffles = [(np.asarray(group, dtype=np.intp), rng.permutation(len(y))) for group in groups for _ in range(repeats)]
+
+    def drop(shuffle: tuple[np.ndarray, np.ndarray]) -> float:
+        columns, perm = shuffle
+        shuffled = design.copy()
+        shuffled[:, columns] = design[np.ix_(perm, columns)]
+        return float(base - roc_auc_score(y, score(shuffled)))
+
+    drops = np.asarray(list(map_each(drop, shuffles)), dtype=np.float64).reshape(len(groups), repeats)
+    table = pd.DataFrame(
+        {"feature": [str(n) for n in names], "importance": drops.mean(axis=1), "std": drops.std(axis=1)}
+    )
+    table = table.sort_values("importance", ascending=False, kind="stable").reset_index(drop=True)
     return table, len(y)

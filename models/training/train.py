@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -166,8 +167,18 @@ def fold_row_cap(config: TrainConfig, k: int) -> int | None:
     return config.halving_min_rows
 
 
-#: ``map`` or an executor's ``map``: how ``_SearchData.prepare`` runs the families' encodings.
-MapEach = Callable[[Callable[[RiskClassifier], "_FoldDesign"], list[RiskClassifier]], Iterable["_FoldDesign"]]
+#: An executor's ``submit``: how ``_SearchData.prepare`` runs the families' encodings on a pool.
+Submit = Callable[..., "Future[_FoldDesign]"]
+
+
+@contextmanager
+def side_by_side(workers: int) -> Iterator[Callable[..., Iterator[Any]]]:
+    """A ``map`` that runs its calls on ``workers`` threads of one BLAS/OpenMP thread each (1: plain ``map``)."""
+    if workers <= 1:
+        yield map
+        return
+    with threadpool_limits(limits=1), ThreadPoolExecutor(max_workers=workers) as pool:
+        yield pool.map
 
 
 @dataclass(frozen=True)
@@ -195,7 +206,7 @@ class _SearchData:
         self.y = frame[LABEL].to_numpy(dtype=np.int64)
         self.effort = frame[EFFORT].to_numpy(dtype=np.float64, na_value=np.nan) if EFFORT in frame else None
         self.splits = rolling_origin_splits(len(frame), config.n_splits)
-        self._designs: dict[tuple[int, bool], _FoldDesign] = {}
+        self._designs: dict[tuple[int, bool], Future[_FoldDesign]] = {}
 
     def fold(self, k: int) -> tuple[np.ndarray, np.ndarray, bool]:
         """Fold ``k``'s (training rows, validation rows, whether the training rows were cut)."""
@@ -208,19 +219,27 @@ class _SearchData:
     def design(self, k: int, classifier: RiskClassifier) -> _FoldDesign:
         """Fold ``k`` encoded by ``classifier``'s family's preprocessing, fitted on the fold's training rows."""
         self.prepare(k, [classifier])
-        return self._designs[(k, is_tree(classifier))]
+        return self._designs[(k, is_tree(classifier))].result()
 
-    def prepare(self, k: int, classifiers: Sequence[RiskClassifier], map_each: MapEach = map) -> None:
-        """Encode fold ``k`` once for each family among ``classifiers`` (``map_each``: side by side).
+    def prepare(self, k: int, classifiers: Sequence[RiskClassifier], submit: Submit | None = None) -> None:
+        """Start encoding fold ``k`` once for each family among ``classifiers`` (``submit``: on a pool).
 
         Only one fold per family is held, which bounds the memory: the search runs fold by fold.
+        With a pool the encodings are submitted before the fits that wait on them, so a FIFO pool
+        starts every encoding before any fit blocks a worker.
         """
         families = {is_tree(c): c for c in classifiers}
-        missing = {family: c for family, c in families.items() if (k, family) not in self._designs}
-        for held in [key for key in self._designs if key[1] in missing]:
-            del self._designs[held]
-        built = list(map_each(lambda c: self._encode(k, c), list(missing.values())))
-        self._designs.update({(k, family): d for family, d in zip(missing, built, strict=True)})
+        for family, classifier in families.items():
+            if (k, family) in self._designs:
+                continue
+            for held in [key for key in self._designs if key[1] == family]:
+                del self._designs[held]
+            if submit is not None:
+                self._designs[(k, family)] = submit(self._encode, k, classifier)
+            else:
+                done: Future[_FoldDesign] = Future()
+                done.set_result(self._encode(k, classifier))
+                self._designs[(k, family)] = done
 
     def _encode(self, k: int, classifier: RiskClassifier) -> _FoldDesign:
         tr, va, _ = self.fold(k)
@@ -370,11 +389,13 @@ def _halving_search(
         workers = min(len(alive), config.search_workers(len(tr)))
         if workers <= 1:
             return [_score(runs[i].run_fold(k), config.selection_metric) for i in alive]
+        # boosting first: its fits are the long ones, so the linear ones fill the other core's gaps
+        order = sorted(alive, key=lambda i: not is_tree(runs[i].classifier))
         with threadpool_limits(limits=1), ThreadPoolExecutor(max_workers=workers) as pool:
-            if len(np.unique(data.y[tr])) > 1:  # each family's encoding of the fold, before its fits share it
-                data.prepare(k, [runs[i].classifier for i in alive], pool.map)
-            metrics = list(pool.map(lambda i: runs[i].run_fold(k, threads=None), alive))
-        return [_score(m, config.selection_metric) for m in metrics]
+            if len(np.unique(data.y[tr])) > 1:  # each family's encoding of the fold, before its fits
+                data.prepare(k, [runs[i].classifier for i in order], pool.submit)
+            metrics = dict(zip(order, pool.map(lambda i: runs[i].run_fold(k, threads=None), order), strict=True))
+        return [_score(metrics[i], config.selection_metric) for i in alive]
 
     def on_stop(i: int, _folds: int) -> None:
         results[i] = runs[i].result()
@@ -598,16 +619,18 @@ def _train(
     baseline_metrics = {name: evaluate(y_test, s, effort) for name, s in baselines.items()}
 
     groups = {g: metrics_by_group(test_frame, g, y_test, scores) for g in GROUPS if g in test_frame}
-    importance, importance_rows = permutation_importance(
-        model.score_design,
-        design,
-        model.classifier_.design_groups(),
-        table.features,
-        y_test,
-        config.permutation_repeats,
-        config.seed,
-        max_rows=config.permutation_max_rows,
-    )
+    with side_by_side(config.search_workers(min(len(test_frame), config.permutation_max_rows))) as map_each:
+        importance, importance_rows = permutation_importance(
+            model.score_design,
+            design,
+            model.classifier_.design_groups(),
+            table.features,
+            y_test,
+            config.permutation_repeats,
+            config.seed,
+            max_rows=config.permutation_max_rows,
+            map_each=map_each,
+        )
     timings["evaluate"] = time.perf_counter() - started
     say(f"test: roc_auc={metrics['roc_auc']:.4f} pr_auc={metrics['pr_auc']:.4f} ece={metrics['ece']:.4f}")
 

@@ -153,3 +153,17 @@ def test_permutation_importance_shuffles_a_group_of_columns_together():
     assert (
         table.set_index("feature").loc["signal", "importance"] > alone.set_index("feature").loc["signal", "importance"]
     )
+
+
+def test_permutation_importance_scored_side_by_side_equals_one_by_one():
+    from concurrent.futures import ThreadPoolExecutor
+
+    design, _, y = _informative_columns(3_000, seed=2)
+    groups = [np.array([0]), np.array([1])]
+    one_by_one = permutation_importance(lambda d: d[:, 1] + 0.1 * d[:, 0], design, groups, ["a", "b"], y, 3, 7)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        side = permutation_importance(
+            lambda d: d[:, 1] + 0.1 * d[:, 0], design, groups, ["a", "b"], y, 3, 7, map_each=pool.map
+        )
+    pd.testing.assert_frame_equal(one_by_one[0], side[0])
+    assert one_by_one[0]["importance"].iloc[0] > 0.05  # the informative column's drop is real
