@@ -21,7 +21,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
-from models.training.config import METRIC_KEYS, ModelKind, TrainConfig
+from models.training.config import METRIC_KEYS, ModelKind, TrainConfig, usable_cores
 from models.training.estimators import RiskClassifier, RiskModel, is_tree, rolling_origin_splits
 from models.training.evaluation import LOWER_IS_BETTER, evaluate, metrics_by_group, permutation_importance
 from models.training.halving import decisive_folds, rungs, successive_halving
@@ -619,7 +619,8 @@ def _train(
     baseline_metrics = {name: evaluate(y_test, s, effort) for name, s in baselines.items()}
 
     groups = {g: metrics_by_group(test_frame, g, y_test, scores) for g in GROUPS if g in test_frame}
-    with side_by_side(config.search_workers(min(len(test_frame), config.permutation_max_rows))) as map_each:
+    # about 150 predictions: worth both cores whatever the test period's size
+    with side_by_side(config.n_threads or usable_cores()) as map_each:
         importance, importance_rows = permutation_importance(
             model.score_design,
             design,
