@@ -11,8 +11,10 @@ For each seed, two simulations that differ only by a change of the true hazard a
    then, the last 28 days of matured predictions, drift against the training window) and the
    first day the alarm fires is recorded. On the undrifted twin it must never fire.
 3. On the first alarm a challenger is trained exactly as the monitor's retrain trains it
-   (``retrain_options``, ``retrain_table``: at least ``--window-days`` of matured deploys, back to
-   the degradation's onset unless ``--fixed-window``; ``fit_models``), and ``--retrains N``: also
+   (``retrain_options``, ``retrain_table``, ``retrain_train_options``: at least ``--window-days`` of
+   matured deploys, back to the degradation's onset unless ``--fixed-window``, plus the older rows
+   of the last 180 days with recency weights unless ``--unweighted``; ``fit_models``), and
+   ``--retrains N``: also
    weekly after it, as the daily deployment with ``retrain: true`` does while the alarm fires. The
    promotion gate's own ``judge`` compares it with the champion on the test deploys after both
    training ends; it replaces the champion only when better. The stale model, the champion the
@@ -129,12 +131,17 @@ def _retrain(args: argparse.Namespace, history: Any, final: pd.DataFrame, sim: A
     from models.registry.gate import ChampionInfo, judge
     from models.scoring.context import make_scoring_context
     from models.scoring.explain import batch_features
+    from models.training.tracking import validation_rows
     from models.training.train import EFFORT, LABEL
-    from pipelines.flows.monitor import RetrainConfig, retrain_options, retrain_table
+    from pipelines.flows.monitor import RetrainConfig, retrain_options, retrain_table, retrain_train_options
 
     retraining = RetrainConfig(window_days=args.window_days, from_onset=not args.fixed_window)
+    if args.unweighted:
+        retraining = replace(retraining, half_life_days=None)
+    if args.margin_gate:
+        retraining = replace(retraining, after_alarm_gate=False)
 
-    current, current_name, gates = champion, "stale", []
+    current, current_name, gates, challengers = champion, "stale", [], []
     last = first_alarm
     for k in range(args.retrains):
         rday = first_alarm + 7 * k
@@ -144,6 +151,7 @@ def _retrain(args: argparse.Namespace, history: Any, final: pd.DataFrame, sim: A
         # the onset as the monitor would place it that day (None when the stale model's alarm is quiet)
         onset = assess(preds, labels_as_of(final, day(rday)), history.deploys, reference, alarm_cfg, day(rday)).onset
         table = retrain_table(history, options, retraining, onset)
+        options = retrain_train_options(options, retraining, table, onset)
         challenger = _fit(table, options)
         test = challenger.test_frame
         y_test = test[LABEL].to_numpy(dtype=np.int64)
@@ -157,6 +165,7 @@ def _retrain(args: argparse.Namespace, history: Any, final: pd.DataFrame, sim: A
             options.train.gate,
             challenger.test_scores,
             pd.Timestamp(challenger.split["train_end"]),
+            validation_rows(challenger),
         )
         decision = verdict.decision
         gates.append(
@@ -166,12 +175,14 @@ def _retrain(args: argparse.Namespace, history: Any, final: pd.DataFrame, sim: A
                 "reason": decision.reason,
                 "onset": None if onset is None else str(onset),
                 "rows_from": str(pd.to_datetime(table.frame["created_at"], utc=True).min()),
+                "recent_days": options.train.recent_days,
                 "train_rows": challenger.n_train,
                 "test_rows": challenger.n_test,
                 "chosen": challenger.chosen.name,
             }
         )
         _say(f"retrain day {rday}: onset {onset}, {challenger.n_train} rows; {decision.reason}")
+        challengers.append(challenger)
         if decision.promote:
             current, current_name = challenger, f"retrained day {rday}"
         last = rday
@@ -186,12 +197,20 @@ def _retrain(args: argparse.Namespace, history: Any, final: pd.DataFrame, sim: A
     kept_p = current.model.predict_proba(feats)[:, 1]
     truth = sim.deploy_truth.set_index("deploy_id").loc[ids, "p_incident"].to_numpy()
     oracle, stale, kept = _auc(y, truth), _auc(y, stale_p), _auc(y, kept_p)
-    _say(f"after retraining: oracle {oracle:.3f}, stale {stale:.3f}, {current_name} {kept:.3f}")
+    # diagnostics, not decisions: what every challenger, kept or refused, reaches on the same deploys
+    for gate, challenger in zip(gates, challengers, strict=True):
+        gate["eval_auc"] = _auc(y, challenger.model.predict_proba(feats)[:, 1])
+    _say(
+        f"after retraining: oracle {oracle:.3f}, stale {stale:.3f}, {current_name} {kept:.3f}; challengers "
+        + ", ".join(f"day {g['day']} {g['eval_auc']:.3f}" for g in gates)
+    )
     return {
         "first_day": first_alarm,
         "last_day": last,
         "window_days": args.window_days,
         "from_onset": retraining.from_onset,
+        "half_life_days": retraining.half_life_days,
+        "after_alarm_gate": retraining.after_alarm_gate,
         "gates": gates,
         "champion": current_name,
         "eval_deploys": int(len(y)),
@@ -294,6 +313,12 @@ def main() -> None:
     parser.add_argument("--first-check", type=int, default=14, help="days after --train-day of the first check")
     parser.add_argument("--window-days", type=float, default=30.0, help="the retrain's least window")
     parser.add_argument("--fixed-window", action="store_true", help="retrain on --window-days only, not from the onset")
+    parser.add_argument(
+        "--unweighted", action="store_true", help="retrain on the window alone, without the recency-weighted history"
+    )
+    parser.add_argument(
+        "--margin-gate", action="store_true", help="gate retrains as the training flow does (beat the champion)"
+    )
     parser.add_argument("--retrains", type=int, default=1, help="retrain on the alarm and weekly after it, N times")
     parser.add_argument("--n-boot", type=int, default=200)
     parser.add_argument("--check-every", type=int, default=1, help="days between monitor runs")

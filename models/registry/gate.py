@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,7 @@ from mlflow.exceptions import MlflowException
 from models.registry.artifacts import CHALLENGER, CHAMPION, LOG_TAG, MODEL_NAME, STACK_TAG, RegistryError, load_model
 from models.training.config import GateConfig
 from models.training.estimators import RiskModel
-from models.training.evaluation import LOWER_IS_BETTER, evaluate
+from models.training.evaluation import LOWER_IS_BETTER, evaluate, paired_auc_test
 
 #: The test frame's time column (``models.training.train.TIME``).
 TIME = "created_at"
@@ -58,6 +59,7 @@ def decide(
     champion_note: str = "",
     challenger_compared: dict[str, float] | None = None,
     no_common_period: str = "",
+    paired: tuple[float, float, float] | None = None,
 ) -> GateDecision:
     """Promote when the challenger meets minimum quality and beats the champion by the margin.
 
@@ -66,7 +68,8 @@ def decide(
     challenger's on the same deploys (default: ``challenger``); None when there is no usable
     champion (``champion_note`` says why). ``no_common_period`` says why the two cannot be compared
     out of sample: then nothing is promoted (re-scoring the champion on deploys it was trained on
-    would favour it).
+    would favour it). ``paired``: (difference, standard error, z) of the challenger's ROC-AUC over the
+    champion's on those deploys (``paired_auc_test``), which the rule "not_worse" decides on.
     """
     problems = quality_failures(challenger, failure_rate, gate)
     if problems:
@@ -85,6 +88,13 @@ def decide(
     gain = (old - new) if metric in LOWER_IS_BETTER else (new - old)
     if math.isnan(old):
         return GateDecision(True, f"champion's {metric} is undefined on this test period")
+    if gate.rule == "not_worse" and paired is not None and not math.isnan(paired[2]):
+        diff, se, z = paired
+        p_worse = NormalDist().cdf(z)  # one-sided: small when the challenger ranks worse
+        said = f"{metric} {new:.4f} vs champion {old:.4f}: difference {diff:+.4f} (se {se:.4f}, z {z:.2f})"
+        if p_worse < gate.alpha:
+            return GateDecision(False, f"{said}: the challenger ranks worse (one-sided p {p_worse:.3f} < {gate.alpha})")
+        return GateDecision(True, f"{said}: not worse (one-sided p {p_worse:.3f} >= {gate.alpha})")
     if gain >= gate.margin:
         return GateDecision(True, f"{metric} {new:.4f} beats champion {old:.4f} by {gain:.4f} >= {gate.margin}")
     return GateDecision(False, f"{metric} {new:.4f} vs champion {old:.4f}: gain {gain:.4f} < margin {gate.margin}")
@@ -106,13 +116,27 @@ class ComparisonPeriod:
     end: str | None
     n: int
     n_failed: int
+    #: the challenger's out-of-fold validation deploys after the champion's training end, compared too
+    n_validation: int = 0
 
     def describe(self) -> str:
         if self.after is None:
             return "no champion to compare with"
-        if not self.n:
+        if not self.n and not self.n_validation:
             return f"no test deploy after {self.after}"
-        return f"{self.n} test deploys ({self.n_failed} failed) from {self.start} to {self.end}, after {self.after}"
+        test = f"{self.n} test deploys ({self.n_failed} failed) from {self.start} to {self.end}, after {self.after}"
+        return test + (f", and {self.n_validation} validation deploys" if self.n_validation else "")
+
+
+@dataclass(frozen=True)
+class ValidationRows:
+    """The challenger's out-of-fold validation deploys (``TrainResult.validation_frame``) and its calibrated
+    scores on them: each scored by a fold model that never saw it, so they can be compared on."""
+
+    frame: pd.DataFrame
+    y: np.ndarray
+    scores: np.ndarray
+    effort: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -268,17 +292,20 @@ def judge(
     gate: GateConfig,
     challenger_scores: np.ndarray | None = None,
     challenger_train_end: pd.Timestamp | None = None,
+    validation: ValidationRows | None = None,
 ) -> Comparison:
     """Compare the challenger with ``champion`` out of sample and decide, without touching the registry.
 
     Both are scored on the test deploys after the later of the two training ends: the champion
     may have been trained on the start of the challenger's test period (a retrain with an earlier
     ``--test-start``), and re-scoring it there would favour it. ``challenger_scores`` are the
-    challenger's test-period probabilities (default: ``challenger_metrics`` as they are). Plain, so
-    a benchmark replaying many retrains gates them exactly as ``gate_and_alias`` does.
+    challenger's test-period probabilities (default: ``challenger_metrics`` as they are). With
+    ``gate.with_validation``, ``validation`` (the challenger's out-of-fold deploys) after the
+    champion's training end join the comparison. Plain, so a benchmark replaying many retrains
+    gates them exactly as ``gate_and_alias`` does.
     """
     champion_metrics, note = None, champion.note
-    compared, period, no_common = None, None, ""
+    compared, period, no_common, paired = None, None, "", None
     if champion.model is not None:
         champion_end = training_end(champion.model)
         if champion_end is None:
@@ -286,17 +313,33 @@ def judge(
         else:
             ends = [champion_end] + ([challenger_train_end] if challenger_train_end is not None else [])
             rows, period, no_common = comparison_rows(test_frame[TIME], y, ends, gate)
+            frame, yc, sub_effort = test_frame.iloc[rows], y[rows], None if effort is None else effort[rows]
+            scores = None if challenger_scores is None else challenger_scores[rows]
+            if gate.with_validation and validation is not None and challenger_scores is not None:
+                extra = np.flatnonzero((pd.to_datetime(validation.frame[TIME], utc=True) > champion_end).to_numpy())
+                frame = pd.concat([frame, validation.frame.iloc[extra]], ignore_index=True)
+                yc = np.concatenate([yc, validation.y[extra]])
+                scores = np.concatenate([challenger_scores[rows], validation.scores[extra]])
+                if sub_effort is not None:
+                    v_effort = np.full(len(extra), np.nan) if validation.effort is None else validation.effort[extra]
+                    sub_effort = np.concatenate([sub_effort, v_effort])
+                period = replace(period, n_validation=int(len(extra)))
+                if len(yc) >= gate.min_comparison_rows and len(np.unique(yc)) == 2:
+                    no_common = ""
             if not no_common:
-                sub_effort = None if effort is None else effort[rows]
-                champion_metrics, note = rescore(champion.model, test_frame.iloc[rows], y[rows], sub_effort)
-                if challenger_scores is not None:
-                    compared = evaluate(y[rows], challenger_scores[rows], sub_effort)
+                champion_metrics, note = rescore(champion.model, frame, yc, sub_effort)
+                if scores is not None:
+                    compared = evaluate(yc, scores, sub_effort)
+                    if champion_metrics is not None and gate.rule == "not_worse":
+                        paired = paired_auc_test(yc, scores, champion.model.predict_proba(frame)[:, 1])
                 elif len(rows) != len(y):
                     raise ValueError("challenger_scores are needed to compare on part of the test period")
     failure_rate = float(np.mean(y)) if len(y) else math.nan
-    decision = decide(challenger_metrics, champion_metrics, failure_rate, gate, note, compared, no_common)
+    decision = decide(challenger_metrics, champion_metrics, failure_rate, gate, note, compared, no_common, paired)
     if champion_metrics is not None and period is not None:  # say which deploys the comparison used
         where = f"on {period.n} test deploys after {period.after}"
+        if period.n_validation:
+            where += f" and {period.n_validation} validation deploys after the champion's training end"
         decision = GateDecision(decision.promote, f"{decision.reason} ({where})")
     return Comparison(decision, champion_metrics, note, period, compared)
 
@@ -312,10 +355,13 @@ def gate_and_alias(
     name: str = MODEL_NAME,
     challenger_scores: np.ndarray | None = None,
     challenger_train_end: pd.Timestamp | None = None,
+    validation: ValidationRows | None = None,
 ) -> GateOutcome:
     """Alias ``ver`` as challenger, compare it with the champion out of sample (``judge``), maybe promote."""
     champion = current_champion(client, name)
-    c = judge(champion, challenger_metrics, test_frame, y, effort, gate, challenger_scores, challenger_train_end)
+    c = judge(
+        champion, challenger_metrics, test_frame, y, effort, gate, challenger_scores, challenger_train_end, validation
+    )
     decision, period = c.decision, c.period
     client.set_registered_model_alias(name, CHALLENGER, ver)
     client.set_model_version_tag(name, ver, "gate_decision", "promote" if decision.promote else "reject")

@@ -36,6 +36,8 @@ CalibrationMethod = Literal["auto", "isotonic", "sigmoid"]
 #: How candidates are searched: every candidate on every fold ("grid"), or successive halving
 #: over the time-ordered folds ("halving": losers of the early, cheap folds stop there).
 SearchStrategy = Literal["halving", "grid"]
+#: How the gate weighs a challenger against the champion (``GateConfig.rule``).
+GateRule = Literal["margin", "not_worse"]
 
 
 @dataclass(frozen=True)
@@ -92,9 +94,23 @@ class GateConfig:
     #: The champion is compared only on test deploys after both models' training ends (it has seen
     #: the earlier ones); fewer than this many, or only one outcome among them: no comparison.
     min_comparison_rows: int = 50
+    #: "margin": promote when the challenger beats the champion by ``margin`` on ``metric``. "not_worse"
+    #: (the monitor's retrain, when the champion's own decay alarm asked for it): promote unless a
+    #: paired DeLong test says the challenger ranks worse, one-sided at ``alpha``; ``metric`` must be
+    #: roc_auc. Either way the challenger must reach the minimum quality.
+    rule: GateRule = "margin"
+    alpha: float = 0.05
+    #: Compare also on the challenger's out-of-fold validation deploys (its search's, calibrated)
+    #: that lie after the champion's training end, not only on its test period: more deploys, less noise.
+    with_validation: bool = False
 
     def __post_init__(self) -> None:
         check_choice("gate metric", self.metric, Metric)
+        check_choice("gate rule", self.rule, GateRule)
+        if self.rule == "not_worse" and self.metric != "roc_auc":
+            raise ValueError(f"the gate's paired test compares roc_auc; rule 'not_worse' with metric {self.metric!r}")
+        if not 0 < self.alpha < 0.5:
+            raise ValueError(f"the gate's alpha must be in (0, 0.5), got {self.alpha}")
 
 
 @dataclass(frozen=True)
@@ -141,9 +157,21 @@ class TrainConfig:
     #: model's fits slower, not faster, in our measurements.
     n_threads: int | None = None
     threads_min_rows: int = 50_000
+    #: Recency weighting (off by default; the monitor's retrain sets both, ``RetrainConfig``): every
+    #: fit weights its training rows by ``0.5 ** (age / half_life_days)``, the age counted from the
+    #: fit's latest row (models/training/weights.py), so older history still teaches what did not change.
+    half_life_days: float | None = None
+    #: The test period and the search's validation blocks lie in the latest ``recent_days`` of the
+    #: table, split as a table of those days alone would be (the test period its latest
+    #: ``test_fraction``); the older rows only train. None: the whole table, as usual.
+    recent_days: float | None = None
     gate: GateConfig = field(default_factory=GateConfig)
 
     def __post_init__(self) -> None:
+        for name in ("half_life_days", "recent_days"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be a positive number of days (or None: off), got {value}")
         check_choice("selection_metric", self.selection_metric, Metric)
         check_choice("calibration", self.calibration, CalibrationMethod)
         check_choice("search", self.search, SearchStrategy)

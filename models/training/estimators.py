@@ -115,18 +115,21 @@ class RiskClassifier(ClassifierMixin, BaseEstimator):
             self.numeric_, self.categorical_ = list(numeric), list(categorical)
         return num, cat
 
-    def fit(self, X: Any, y: Any, X_val: Any = None, y_val: Any = None) -> RiskClassifier:
+    def fit(self, X: Any, y: Any, X_val: Any = None, y_val: Any = None, sample_weight: Any = None) -> RiskClassifier:
         """Fit preprocessing and estimator on (X, y).
 
         With ``X_val``/``y_val`` (a later, time-ordered validation period) a boosting estimator
         stops early on that period's loss, HistGradientBoosting's own ``early_stopping`` with
-        ``n_iter_no_change``; other estimators ignore them.
+        ``n_iter_no_change``; other estimators ignore them. ``sample_weight`` (one non-negative
+        weight per row, e.g. decaying with age: ``models.training.weights``) weights the
+        estimator's loss; the preprocessing (scaling, kept categories) is fitted unweighted.
         """
         if y is None:
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None")
         num, cat = self._validated(X, reset=True)
         y = column_or_1d(y, warn=True)
         check_consistent_length(num, y)
+        weight = None if sample_weight is None else _checked_weights(sample_weight, len(y))
         check_classification_targets(y)
         self.classes_ = np.unique(y)
         if len(self.classes_) < 2:
@@ -147,9 +150,9 @@ class RiskClassifier(ClassifierMixin, BaseEstimator):
         if self.tree_ and X_val is not None and y_val is not None:
             val = self._design(*self._validated(X_val, reset=False))
             self.estimator_.set_params(early_stopping=True)
-            self.estimator_.fit(self._design(num, cat), y, X_val=val, y_val=column_or_1d(y_val))
+            self.estimator_.fit(self._design(num, cat), y, sample_weight=weight, X_val=val, y_val=column_or_1d(y_val))
         else:
-            self.estimator_.fit(self._design(num, cat), y)
+            self.estimator_.fit(self._design(num, cat), y, sample_weight=weight)
         return self
 
     @property
@@ -210,6 +213,16 @@ class RiskClassifier(ClassifierMixin, BaseEstimator):
         return tags
 
 
+def _checked_weights(sample_weight: Any, n: int) -> np.ndarray:
+    """``sample_weight`` as a float array of ``n`` finite, non-negative weights with a positive sum."""
+    w = np.asarray(sample_weight, dtype=np.float64).ravel()
+    if len(w) != n:
+        raise ValueError(f"sample_weight has {len(w)} weights for {n} rows")
+    if not np.isfinite(w).all() or (w < 0).any() or not w.sum() > 0:
+        raise ValueError("sample_weight must be finite, non-negative and not all zero")
+    return w
+
+
 class ScoreCalibrator(BaseEstimator):
     """Maps a raw score to a calibrated probability: ``isotonic`` steps or ``sigmoid`` on the logit.
 
@@ -252,44 +265,72 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(q / (1.0 - q))
 
 
-def rolling_origin_splits(n: int, n_splits: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Expanding-window (train, validation) positions over rows already sorted by time."""
+def rolling_origin_splits(n: int, n_splits: int, recent: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Expanding-window (train, validation) positions over rows already sorted by time.
+
+    The validation blocks split the rows into ``n_splits + 1`` equal parts, or, with ``recent``,
+    only the last ``recent`` rows (as they would split a table of those rows alone): every earlier
+    row then trains every fold (a recency-weighted fit's older history, ``TrainConfig.recent_days``).
+    """
     if n <= n_splits:
         raise ValueError(f"need more than {n_splits} rows for {n_splits} time-ordered folds, got {n}")
-    return [(tr, va) for tr, va in TimeSeriesSplit(n_splits=n_splits).split(np.zeros(n))]
+    if recent is None or recent >= n:
+        return [(tr, va) for tr, va in TimeSeriesSplit(n_splits=n_splits).split(np.zeros(n))]
+    if recent <= n_splits:
+        raise ValueError(f"need more than {n_splits} recent rows for {n_splits} time-ordered folds, got {recent}")
+    size = recent // (n_splits + 1)
+    return [(tr, va) for tr, va in TimeSeriesSplit(n_splits=n_splits, test_size=size).split(np.zeros(n))]
 
 
 def fold_scores(
-    classifier: RiskClassifier, X: Any, y: np.ndarray, tr: np.ndarray, va: np.ndarray, early_stopping: bool = False
+    classifier: RiskClassifier,
+    X: Any,
+    y: np.ndarray,
+    tr: np.ndarray,
+    va: np.ndarray,
+    early_stopping: bool = False,
+    sample_weight: np.ndarray | None = None,
 ) -> tuple[np.ndarray, int | None]:
     """Scores of the validation rows ``va`` from a clone fitted on the earlier rows ``tr``.
 
     With ``early_stopping`` a boosting model stops on the validation period's loss; its iteration
     count is returned (None otherwise) so the final fit can reuse it. A training part with one
-    class scores its prior.
+    class scores its prior. ``sample_weight`` (one per row of ``X``) weights the fit, rescaled so
+    the heaviest training row weighs 1: recency weights (``models.training.weights``) then count
+    age from the fold's own latest row, as the final fit counts it from the table's.
     """
     Xtr = X.iloc[tr] if isinstance(X, pd.DataFrame) else np.asarray(X)[tr]
     Xva = X.iloc[va] if isinstance(X, pd.DataFrame) else np.asarray(X)[va]
     if len(np.unique(y[tr])) < 2:
         return np.full(len(va), float(np.mean(y[tr]))), None
     validation = (Xva, y[va]) if early_stopping else (None, None)
-    fitted = clone(classifier).fit(Xtr, y[tr], *validation)
+    weight = None
+    if sample_weight is not None:
+        weight = np.asarray(sample_weight, dtype=np.float64)[tr]
+        weight = weight / weight.max()
+    fitted = clone(classifier).fit(Xtr, y[tr], *validation, sample_weight=weight)
     return fitted.predict_proba(Xva)[:, 1], fitted.n_iter_ if early_stopping else None
 
 
 def out_of_fold_scores(
-    classifier: RiskClassifier, X: Any, y: np.ndarray, n_splits: int
+    classifier: RiskClassifier,
+    X: Any,
+    y: np.ndarray,
+    n_splits: int,
+    sample_weight: np.ndarray | None = None,
+    recent: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Scores of each validation block from a model fitted on all earlier rows (rolling origin).
 
     Returns (scores, fold number per row); rows before the first validation block get fold -1 and
     NaN scores. A fold whose training part has one class scores the training prior instead.
+    ``sample_weight`` and ``recent`` as in ``fold_scores`` and ``rolling_origin_splits``.
     """
     n = len(y)
     scores = np.full(n, np.nan)
     folds = np.full(n, -1, dtype=np.int64)
-    for k, (tr, va) in enumerate(rolling_origin_splits(n, n_splits)):
-        scores[va] = fold_scores(classifier, X, y, tr, va)[0]
+    for k, (tr, va) in enumerate(rolling_origin_splits(n, n_splits, recent)):
+        scores[va] = fold_scores(classifier, X, y, tr, va, sample_weight=sample_weight)[0]
         folds[va] = k
     return scores, folds
 
@@ -357,11 +398,15 @@ class RiskModel(ClassifierMixin, BaseEstimator):
         self.medium_share = medium_share
         self.metadata = metadata
 
-    def fit(self, X: Any, y: Any, oof_scores: Any = None, oof_folds: Any = None) -> RiskModel:
+    def fit(
+        self, X: Any, y: Any, oof_scores: Any = None, oof_folds: Any = None, sample_weight: Any = None
+    ) -> RiskModel:
         """Calibrate on rolling-origin out-of-fold scores, then refit the classifier on all rows.
 
         ``oof_scores``/``oof_folds`` (as ``out_of_fold_scores`` returns them, e.g. kept from the
         search for this very classifier) skip recomputing the folds: the search already paid for them.
+        ``sample_weight`` weights the classifier's fits (the folds' and the final one); the
+        calibrator and the bands are fitted unweighted on the out-of-fold scores.
         """
         if y is None:
             raise ValueError("RiskModel requires y to be passed, but the target y is None")
@@ -378,7 +423,8 @@ class RiskModel(ClassifierMixin, BaseEstimator):
         t = (y == classes[1]).astype(np.int64)
         base = self.classifier if self.classifier is not None else RiskClassifier()
         if oof_scores is None or oof_folds is None:
-            scores, folds = out_of_fold_scores(base, X, t, self.n_splits)
+            weight = None if sample_weight is None else _checked_weights(sample_weight, len(t))
+            scores, folds = out_of_fold_scores(base, X, t, self.n_splits, weight)
         else:
             scores, folds = np.asarray(oof_scores, dtype=np.float64), np.asarray(oof_folds, dtype=np.int64)
             check_consistent_length(scores, folds, t)
@@ -390,7 +436,7 @@ class RiskModel(ClassifierMixin, BaseEstimator):
         self.oof_scores_ = self.calibrator_.predict(scores[have])
         self.oof_positions_ = np.flatnonzero(have)
         self.band_thresholds_ = band_thresholds(self.oof_scores_, self.high_share, self.medium_share)
-        self.classifier_ = clone(base).fit(X, y)
+        self.classifier_ = clone(base).fit(X, y, sample_weight=sample_weight)
         self.classes_ = classes
         self.n_features_in_ = self.classifier_.n_features_in_
         if hasattr(self.classifier_, "feature_names_in_"):

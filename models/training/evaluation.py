@@ -203,3 +203,39 @@ def permutation_importance(
         rows.append({"feature": str(name), "importance": float(np.mean(drops)), "std": float(np.std(drops))})
     table = pd.DataFrame(rows).sort_values("importance", ascending=False, kind="stable").reset_index(drop=True)
     return table, len(y)
+
+
+def placements(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Each deploy's share of the ROC-AUC (DeLong's placement values): a failure, the share of non-failures
+    scored below it; a non-failure, the share of failures scored above it (ties count half). Both average
+    to the AUC; NaN everywhere when one outcome is missing."""
+    y = np.asarray(y, dtype=bool)
+    p = np.asarray(p, dtype=np.float64)
+    neg, pos = np.sort(p[~y]), np.sort(p[y])
+    out = np.full(len(p), np.nan)
+    if len(neg) == 0 or len(pos) == 0:
+        return out
+    low, high = np.searchsorted(neg, p[y], side="left"), np.searchsorted(neg, p[y], side="right")
+    out[y] = (low + 0.5 * (high - low)) / len(neg)
+    low, high = np.searchsorted(pos, p[~y], side="left"), np.searchsorted(pos, p[~y], side="right")
+    out[~y] = (len(pos) - high + 0.5 * (high - low)) / len(pos)
+    return out
+
+
+def paired_auc_test(y: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
+    """AUC(a) - AUC(b) on the same deploys, its standard error and z (DeLong, DeLong & Clarke-Pearson 1988).
+
+    The variance of the difference is that of the paired placement differences over the failures
+    divided by their number, plus the same over the non-failures. NaN when an outcome has fewer than
+    two deploys; z is +-inf when the two scores rank every pair alike but differ in AUC (zero variance).
+    """
+    y = np.asarray(y, dtype=bool)
+    m, n = int(y.sum()), int((~y).sum())
+    if m < 2 or n < 2:
+        return math.nan, math.nan, math.nan
+    d = placements(y, a) - placements(y, b)
+    diff = float(d[y].mean())
+    se = math.sqrt(float(d[y].var(ddof=1)) / m + float(d[~y].var(ddof=1)) / n)
+    if se == 0:
+        return diff, 0.0, (0.0 if diff == 0 else math.copysign(math.inf, diff))
+    return diff, se, diff / se

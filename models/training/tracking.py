@@ -22,7 +22,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
 from models.registry.artifacts import MODEL_NAME, _jsonable, log_model
-from models.registry.gate import GateOutcome, gate_and_alias, register_version
+from models.registry.gate import GateOutcome, ValidationRows, gate_and_alias, register_version
 from models.training.config import METRIC_KEYS, flatten
 from models.training.report import write_report
 from models.training.train import EFFORT, LABEL, CandidateResult, TrainResult
@@ -293,6 +293,7 @@ def log_training(
             result.config.gate,
             challenger_scores=result.test_scores,
             challenger_train_end=pd.Timestamp(result.split["train_end"]),
+            validation=validation_rows(result),
         )
         mlflow.set_tags({"model_version": version, **_gate_tags(outcome)})
         if outcome.champion_metrics is not None:
@@ -365,3 +366,12 @@ def runs_table(experiment: str, limit: int = 10) -> pd.DataFrame:
             values[label] = "" if value is None else str(value)[:40]
         columns[str(run["run_id"])[:8]] = values
     return pd.DataFrame(columns)
+
+
+def validation_rows(result: TrainResult) -> ValidationRows | None:
+    """The challenger's out-of-fold validation deploys for the gate (``GateConfig.with_validation``)."""
+    frame, scores = result.validation_frame, result.validation_scores
+    if frame is None or scores is None:
+        return None
+    effort = frame[EFFORT].to_numpy(dtype=np.float64, na_value=np.nan) if EFFORT in frame else None
+    return ValidationRows(frame, frame[LABEL].to_numpy(dtype=np.int64), scores, effort)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -24,6 +24,7 @@ from models.training.evaluation import LOWER_IS_BETTER, evaluate, metrics_by_gro
 from models.training.halving import rungs, successive_halving
 from models.training.split import ID, TIME, Split, time_split
 from models.training.transformers import signed_log1p
+from models.training.weights import recency_weights, recent_count
 
 # Column names of a training table (the contract between the flow and models/; ID, TIME and
 # MATURED are in models/training/split.py).
@@ -170,7 +171,9 @@ class _SearchData:
         self.X = frame[table.features].astype({c: object for c in table.categorical})
         self.y = frame[LABEL].to_numpy(dtype=np.int64)
         self.effort = frame[EFFORT].to_numpy(dtype=np.float64, na_value=np.nan) if EFFORT in frame else None
-        self.splits = rolling_origin_splits(len(frame), config.n_splits)
+        self.weights = training_weights(frame, config)
+        recent = None if config.recent_days is None else recent_count(frame[TIME], config.recent_days)
+        self.splits = rolling_origin_splits(len(frame), config.n_splits, recent)
 
 
 class _CandidateRun:
@@ -183,6 +186,7 @@ class _CandidateRun:
         data = data if data is not None else _SearchData(table, config)
         self.config, self.spec = config, spec
         self.X, self.y, self.effort, self.splits = data.X, data.y, data.effort, data.splits
+        self.weights = data.weights
         self.classifier = make_classifier(spec[0], spec[1], table, config)
         self.scores = np.full(len(frame), np.nan)
         self.folds = np.full(len(frame), -1, dtype=np.int64)
@@ -201,7 +205,9 @@ class _CandidateRun:
             self.cut_folds.append(k)
         self.fold_rows.append(len(tr))
         with threadpool_limits(limits=self.config.threads_for(len(tr), self.spec[0])):
-            scores, self.n_iter = fold_scores(self.classifier, self.X, self.y, tr, va, self.config.early_stopping)
+            scores, self.n_iter = fold_scores(
+                self.classifier, self.X, self.y, tr, va, self.config.early_stopping, self.weights
+            )
         self.scores[va], self.folds[va] = scores, k
         effort = None if self.effort is None else self.effort[va]
         self.fold_metrics.append(evaluate(self.y[va], scores, effort))
@@ -365,6 +371,23 @@ def select(results: list[CandidateResult], metric: str) -> CandidateResult:
     return results[best]
 
 
+def training_weights(frame: pd.DataFrame, config: TrainConfig) -> np.ndarray | None:
+    """Each training row's recency weight (``config.half_life_days``), None when training is unweighted."""
+    if config.half_life_days is None:
+        return None
+    return recency_weights(frame[TIME], config.half_life_days)
+
+
+def recent_test_start(frame: pd.DataFrame, recent_days: float, test_fraction: float) -> pd.Timestamp:
+    """Where the test period starts when it is the latest ``test_fraction`` of the latest ``recent_days``."""
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test fraction must be in (0, 1), got {test_fraction}")
+    n = len(frame)
+    recent = recent_count(frame[TIME], recent_days)
+    first = n - recent + int(math.floor(recent * (1 - test_fraction)))
+    return pd.Timestamp(frame[TIME].iloc[min(n - 1, max(1, first))])
+
+
 def size_baseline(train: pd.DataFrame, test: pd.DataFrame) -> np.ndarray | None:
     """LApredict: logistic regression on log lines added alone; None when lines added are unknown."""
     if SIZE not in train or train[SIZE].isna().all():
@@ -406,6 +429,11 @@ class TrainResult:
     #: Test deploys permutation importance was computed on (a seeded sample of at most
     #: ``config.permutation_max_rows``), shown in the report next to the table.
     importance_rows: int = 0
+    #: The training rows the chosen candidate's search validated out of fold (later folds' models
+    #: never saw them) and their calibrated scores: a gate with ``with_validation`` compares on the
+    #: ones after the champion's training end too.
+    validation_frame: pd.DataFrame | None = None
+    validation_scores: np.ndarray | None = None
 
 
 def data_summary(table: TrainingTable, split: Split) -> dict[str, Any]:
@@ -456,6 +484,8 @@ def _train(
 ) -> TrainResult:
     timings: dict[str, float] = {}
     table = table.sorted()
+    if test_start is None and config.recent_days is not None:
+        test_start = recent_test_start(table.frame, config.recent_days, test_fraction)
     split = time_split(table.frame, test_fraction, test_start)
     train_frame = table.frame.iloc[split.train].reset_index(drop=True)
     test_frame = table.frame.iloc[split.test].reset_index(drop=True)
@@ -470,9 +500,17 @@ def _train(
         f"split {split.rule}: {len(train_frame)} training deploys, {len(test_frame)} test deploys "
         f"(test from {split.test_start})"
     )
+    search_config = config
+    if config.recent_days is not None:
+        # the validation blocks lie in the recent window's part before the test period
+        window_start = table.frame[TIME].max() - pd.Timedelta(days=config.recent_days)
+        recent_train_days = (train_frame[TIME].max() - window_start) / pd.Timedelta(days=1)
+        search_config = replace(config, recent_days=max(float(recent_train_days), 1e-9))
+    if config.half_life_days is not None:
+        say(f"recency weights: half-life {config.half_life_days:g} days")
 
     started = time.perf_counter()
-    results = search(train_table, config, say, evaluate_all)
+    results = search(train_table, search_config, say, evaluate_all)
     chosen = select(results, config.selection_metric)
     timings["search"] = time.perf_counter() - started
     say(f"chosen {chosen.name}")
@@ -490,7 +528,13 @@ def _train(
     )
     with threadpool_limits(limits=config.threads_for(len(train_frame), chosen.kind)):
         # calibration from the search's out-of-fold scores of this candidate: no fold is refitted
-        model.fit(train_frame[table.features], y_train, oof_scores=chosen.oof_scores, oof_folds=chosen.oof_folds)
+        model.fit(
+            train_frame[table.features],
+            y_train,
+            oof_scores=chosen.oof_scores,
+            oof_folds=chosen.oof_folds,
+            sample_weight=training_weights(train_frame, config),
+        )
     timings["fit"] = time.perf_counter() - started
     if chosen.n_iter is not None:
         say(f"final fit: {chosen.n_iter} boosting iterations (early stopping on the last fold)")
@@ -547,4 +591,6 @@ def _train(
         data_summary=data_summary(table, split),
         seconds=timings,
         importance_rows=importance_rows,
+        validation_frame=train_frame.iloc[model.oof_positions_].reset_index(drop=True),
+        validation_scores=np.asarray(model.oof_scores_, dtype=np.float64),
     )

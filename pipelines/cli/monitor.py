@@ -32,6 +32,12 @@ def monitor(
     retrain_from_onset: bool = typer.Option(
         True, "--retrain-from-onset/--retrain-fixed-window", help="Learn back to the degradation's onset."
     ),
+    retrain_half_life_days: float = typer.Option(
+        20.8, "--retrain-half-life-days", min=0.0, help="Also learn from 180 days, weights halving this often; 0: off."
+    ),
+    retrain_gate_not_worse: bool = typer.Option(
+        True, "--retrain-gate-not-worse/--retrain-gate-margin", help="Promote unless the paired test says worse."
+    ),
     model: str = typer.Option("incident-risk", "--model", help="Registered model name."),
     json_out: bool = typer.Option(False, "--json", help="Print the assessment as JSON."),
 ) -> None:
@@ -63,7 +69,12 @@ def monitor(
         lookback_days=lookback_days,
         alarm=alarm,
         retrain=retrain,
-        retraining=RetrainConfig(window_days=retrain_window_days, from_onset=retrain_from_onset),
+        retraining=RetrainConfig(
+            window_days=retrain_window_days,
+            from_onset=retrain_from_onset,
+            half_life_days=retrain_half_life_days or None,
+            after_alarm_gate=retrain_gate_not_worse,
+        ),
         model_name=model,
     )
     try:

@@ -273,6 +273,8 @@ def scheduled_monitor(
     retrain: bool = False,
     retrain_window_days: float = 30.0,
     retrain_from_onset: bool = True,
+    retrain_half_life_days: float | None = 20.8,
+    retrain_gate_not_worse: bool = True,
     model_name: str = "incident-risk",
 ) -> dict[str, Any]:
     """Judge the served model on matured outcomes (the daily monitoring deployment); ``retrain`` on an alarm.
@@ -291,7 +293,16 @@ def scheduled_monitor(
     settings = _settings(home)
     alarm = AlarmConfig(window=replace(WindowConfig(), days=window_days), min_labels=min_labels,
                         auc_margin=auc_margin, ece_max=ece_max, psi_max=psi_max)  # fmt: skip
-    retraining = RetrainConfig(window_days=retrain_window_days, from_onset=retrain_from_onset)
+    if retrain_half_life_days is not None and not retrain_half_life_days > 0:
+        raise DeploymentFlowError(
+            f"retrain_half_life_days must be positive (or null: off), got {retrain_half_life_days}"
+        )
+    retraining = RetrainConfig(
+        window_days=retrain_window_days,
+        from_onset=retrain_from_onset,
+        half_life_days=retrain_half_life_days,
+        after_alarm_gate=retrain_gate_not_worse,
+    )
     options = MonitorOptions(lookback_days=lookback_days, alarm=alarm, retrain=retrain,
                              retraining=retraining, model_name=model_name)  # fmt: skip
     try:

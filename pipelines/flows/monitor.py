@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +26,7 @@ from models.monitoring.assess import Assessment, MonitorInputError, assess, refe
 from models.monitoring.predlog import predictions_dir, read_predictions
 from models.registry.artifacts import MODEL_NAME
 from models.scoring.context import ModelBundle
+from models.training.config import TrainConfig
 from pipelines.flows.artifacts import publish_summary
 from pipelines.settings import Settings
 
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
     from pipelines.flows.train import TrainOptions
 
 EXPERIMENT = "incident-risk-monitoring"
+#: The retrain's default half-life in days: 30 ln 2, so the decayed history weighs as much as 30 fresh days.
+HALF_LIFE_DAYS = round(30.0 * math.log(2.0), 1)
 EXIT_OK, EXIT_ALARM, EXIT_CANNOT = 0, 3, 4
 
 
@@ -55,10 +58,42 @@ class RetrainConfig:
     window_days: float = 30.0
     from_onset: bool = True
     max_window_days: float = 90.0
+    #: Recency weighting (None: off, train on the window alone). The retrain then also learns from the
+    #: older rows of the latest ``history_days`` (the nightly deployment's window), each weighted by
+    #: ``0.5 ** (age / half_life_days)``; the window above still holds the test period and the
+    #: validation blocks (``TrainConfig.recent_days``). Default 30 ln 2 = 20.8 days: the decayed
+    #: history weighs as much as 30 days of fresh rows, the least window's worth (models/training/weights.py).
+    half_life_days: float | None = HALF_LIFE_DAYS
+    history_days: float = 180.0
+    #: The champion's own decay alarm asked for this retrain, so it no longer keeps its place unless
+    #: beaten: the gate promotes the challenger unless a paired DeLong test says it ranks worse
+    #: (``GateConfig.rule = "not_worse"``), on its test deploys and its out-of-fold validation deploys
+    #: after the champion's training end (``with_validation``). False: the training flow's gate as it is.
+    after_alarm_gate: bool = True
 
     def __post_init__(self) -> None:
         if not self.window_days > 0:
             raise ValueError(f"the retrain window must be positive, got {self.window_days}")
+        if self.half_life_days is not None and not self.half_life_days > 0:
+            raise ValueError(
+                f"the retrain's half-life must be positive (or None: unweighted), got {self.half_life_days}"
+            )
+        if not self.history_days > 0:
+            raise ValueError(f"the retrain's history must be positive, got {self.history_days}")
+
+    def rows_days(self, latest: pd.Timestamp, onset: pd.Timestamp | None) -> float:
+        """How many days of rows the retrain reads: the window, or the weighted history when longer."""
+        window = self.days(latest, onset)
+        return window if self.half_life_days is None else max(window, self.history_days)
+
+    def train_config(self, base: TrainConfig, latest: pd.Timestamp, onset: pd.Timestamp | None) -> TrainConfig:
+        """``base`` with this retrain's recency weighting and gate (unchanged when both are off)."""
+        out = base
+        if self.half_life_days is not None:
+            out = replace(out, half_life_days=self.half_life_days, recent_days=self.days(latest, onset))
+        if self.after_alarm_gate:
+            out = replace(out, gate=replace(out.gate, rule="not_worse", with_validation=True))
+        return out
 
     def days(self, latest: pd.Timestamp, onset: pd.Timestamp | None) -> float:
         """The window's length, counted back from the latest training row ``latest``."""
@@ -306,7 +341,7 @@ def retrain_options(as_of: pd.Timestamp | None = None, source: str = "monitor: d
 def retrain_table(
     history: History, options: TrainOptions, config: RetrainConfig, onset: pd.Timestamp | None
 ) -> TrainingTable:
-    """The matured deploys the retrain learns from (``RetrainConfig``); features still see all history.
+    """The matured deploys the retrain learns from (``RetrainConfig.rows_days``); features still see all history.
 
     Plain, so benchmarks/monitoring.py builds its challengers exactly as the monitor does.
     """
@@ -314,8 +349,18 @@ def retrain_table(
     from pipelines.flows.train import make_table
 
     table = make_table(history, options)
-    latest = pd.to_datetime(table.frame["created_at"], utc=True).max()
-    return window_table(table, config.days(latest, onset))
+    return window_table(table, config.rows_days(_latest(table), onset))
+
+
+def _latest(table: TrainingTable) -> pd.Timestamp:
+    return pd.Timestamp(pd.to_datetime(table.frame["created_at"], utc=True).max())
+
+
+def retrain_train_options(
+    options: TrainOptions, config: RetrainConfig, table: TrainingTable, onset: pd.Timestamp | None
+) -> TrainOptions:
+    """``options`` with the retrain's recency weighting and recent window for ``table`` (``train_config``)."""
+    return replace(options, train=config.train_config(options.train, _latest(table), onset))
 
 
 @task(name="retrain-table", cache_policy=NO_CACHE, persist_result=False)
@@ -342,8 +387,13 @@ def retrain(
     from pipelines.flows.train import run_training
 
     onset_note = f", from the onset {onset:%Y-%m-%d}" if config.from_onset and onset is not None else ""
-    options = retrain_options(as_of, f"monitor: decay alarm, window>={config.window_days:g}d{onset_note}")
+    weighted = (
+        "" if config.half_life_days is None else f", half-life {config.half_life_days:g}d over {config.history_days:g}d"
+    )
+    source = f"monitor: decay alarm, window>={config.window_days:g}d{onset_note}{weighted}"
+    options = retrain_options(as_of, source)
     table = retrain_table_task(settings, options, config, onset)
+    options = retrain_train_options(options, config, table, onset)
     outcome = run_training(settings, options, progress=lambda _m: None, table=table)
     created = pd.to_datetime(table.frame["created_at"], utc=True)
     return {
