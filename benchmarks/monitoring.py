@@ -12,12 +12,15 @@ For each seed, two simulations that differ only by a change of the true hazard a
    first day the alarm fires is recorded. On the undrifted twin it must never fire.
 3. On the first alarm a challenger is trained exactly as the monitor's retrain trains it
    (``retrain_options``, ``retrain_table``, ``retrain_train_options``: at least ``--window-days`` of
-   matured deploys, back to the degradation's onset unless ``--fixed-window``, plus the older rows
-   of the last 180 days with recency weights unless ``--unweighted``; ``fit_models``), and
-   ``--retrains N``: also
+   matured deploys, back to the degradation's onset unless ``--fixed-window``, with
+   ``--half-life-days H`` plus the older rows of the last 180 days weighted by recency;
+   ``fit_models``), and ``--retrains N``: also
    weekly after it, as the daily deployment with ``retrain: true`` does while the alarm fires. The
-   promotion gate's own ``judge`` compares it with the champion on the test deploys after both
-   training ends; it replaces the champion only when better. The stale model, the champion the
+   promotion gate's own ``judge`` decides as the monitor's retrain gates (``RetrainConfig``: the
+   challenger replaces the alarmed champion unless a paired test on its test and validation
+   deploys says it ranks worse; ``--margin-gate``: only when better by the margin on the test
+   deploys after both training ends). Every challenger, kept or not, is also scored on the
+   evaluation period (diagnostics). The stale model, the champion the
    gates kept and the oracle (the simulator's true probabilities) are then scored on every
    deploy after the last retrain.
 
@@ -136,8 +139,8 @@ def _retrain(args: argparse.Namespace, history: Any, final: pd.DataFrame, sim: A
     from pipelines.flows.monitor import RetrainConfig, retrain_options, retrain_table, retrain_train_options
 
     retraining = RetrainConfig(window_days=args.window_days, from_onset=not args.fixed_window)
-    if args.unweighted:
-        retraining = replace(retraining, half_life_days=None)
+    if args.half_life_days is not None:
+        retraining = replace(retraining, half_life_days=args.half_life_days)
     if args.margin_gate:
         retraining = replace(retraining, after_alarm_gate=False)
 
@@ -314,7 +317,7 @@ def main() -> None:
     parser.add_argument("--window-days", type=float, default=30.0, help="the retrain's least window")
     parser.add_argument("--fixed-window", action="store_true", help="retrain on --window-days only, not from the onset")
     parser.add_argument(
-        "--unweighted", action="store_true", help="retrain on the window alone, without the recency-weighted history"
+        "--half-life-days", type=float, default=None, help="weight the retrain's 180-day history (default: off)"
     )
     parser.add_argument(
         "--margin-gate", action="store_true", help="gate retrains as the training flow does (beat the champion)"

@@ -33,7 +33,7 @@ def monitor(
         True, "--retrain-from-onset/--retrain-fixed-window", help="Learn back to the degradation's onset."
     ),
     retrain_half_life_days: float = typer.Option(
-        20.8, "--retrain-half-life-days", min=0.0, help="Also learn from 180 days, weights halving this often; 0: off."
+        0.0, "--retrain-half-life-days", min=0.0, help="Also learn from 180 days, weights halving this often (0: off)."
     ),
     retrain_gate_not_worse: bool = typer.Option(
         True, "--retrain-gate-not-worse/--retrain-gate-margin", help="Promote unless the paired test says worse."

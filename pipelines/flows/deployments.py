@@ -273,7 +273,7 @@ def scheduled_monitor(
     retrain: bool = False,
     retrain_window_days: float = 30.0,
     retrain_from_onset: bool = True,
-    retrain_half_life_days: float | None = 20.8,
+    retrain_half_life_days: float | None = None,
     retrain_gate_not_worse: bool = True,
     model_name: str = "incident-risk",
 ) -> dict[str, Any]:

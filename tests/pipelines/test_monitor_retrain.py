@@ -49,9 +49,10 @@ def test_the_retrain_trains_as_the_product_does_with_labels_as_of_the_monitor() 
 
 
 def test_the_retrain_weights_the_nightly_history_by_recency_around_its_window() -> None:
-    config = RetrainConfig()  # half-life 30 ln 2 over the nightly's 180 days
+    assert RetrainConfig().half_life_days is None  # off by default
+    config = RetrainConfig(half_life_days=HALF_LIFE_DAYS)  # half-life 30 ln 2 over the nightly's 180 days
     onset = LATEST - pd.Timedelta(days=48)
-    assert config.half_life_days == HALF_LIFE_DAYS == pytest.approx(30 * math.log(2), abs=0.05)
+    assert config.half_life_days == pytest.approx(30 * math.log(2), abs=0.05)
     assert effective_days(config.half_life_days) == pytest.approx(30.0, abs=0.1)  # as much as 30 fresh days
     assert config.rows_days(LATEST, onset) == 180.0  # the rows: the nightly's window
     assert RetrainConfig(max_window_days=300).rows_days(LATEST, LATEST - pd.Timedelta(days=250)) == 250.0
@@ -76,7 +77,7 @@ def test_the_retrain_options_carry_the_recent_window_of_the_table_they_train_on(
     times = pd.date_range(end=LATEST, periods=200, freq="D")
     frame = pd.DataFrame({"deploy_id": range(200), "created_at": times, "x": range(200), "label": [0, 1] * 100})
     table = TrainingTable(frame, ("x",), (), {}, "rule", "v")
-    options = retrain_train_options(retrain_options(LATEST), RetrainConfig(), table, None)
+    options = retrain_train_options(retrain_options(LATEST), RetrainConfig(half_life_days=HALF_LIFE_DAYS), table, None)
     assert options.train.recent_days == 30.0 and options.train.half_life_days == HALF_LIFE_DAYS
     assert options.as_of == LATEST
 
@@ -88,7 +89,7 @@ def test_the_cli_and_the_deployment_default_to_the_retrains_settings() -> None:
     from pipelines.flows.deployments import scheduled_monitor
 
     cli = inspect.signature(monitor).parameters
-    assert cli["retrain_half_life_days"].default.default == RetrainConfig().half_life_days
+    assert (cli["retrain_half_life_days"].default.default or None) == RetrainConfig().half_life_days  # 0: off
     assert cli["retrain_gate_not_worse"].default.default is RetrainConfig().after_alarm_gate
     flow = inspect.signature(scheduled_monitor.fn).parameters
     assert flow["retrain_half_life_days"].default == RetrainConfig().half_life_days
