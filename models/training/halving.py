@@ -6,7 +6,7 @@ smallest part of the history and are cheap; the later ones cost the most. Every 
 the cheap folds, and only the best share goes on to each later, dearer fold, so the search never
 validates on a period earlier than its training rows and spends its time on the contenders.
 
-Pure bookkeeping: the caller supplies ``run_fold(candidate, fold) -> score`` (higher is better).
+Pure bookkeeping: the caller supplies ``run_fold(candidates, fold) -> scores`` (higher is better).
 """
 
 from __future__ import annotations
