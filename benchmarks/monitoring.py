@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from dataclasses import replace
@@ -115,12 +114,6 @@ def labels_as_of(final: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
     return out
 
 
-def _auc(y: np.ndarray, p: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
-
-    return float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else math.nan
-
-
 def _retrain(args: argparse.Namespace, history: Any, final: pd.DataFrame, sim: Any, preds: pd.DataFrame,
              champion: Any, first_alarm: int, day: Any, reference: Any, alarm_cfg: Any) -> dict[str, Any]:  # fmt: skip
     """Retrain on the first alarm (and weekly after it, ``--retrains``), the gate deciding each time; then
@@ -129,6 +122,7 @@ def _retrain(args: argparse.Namespace, history: Any, final: pd.DataFrame, sim: A
     from models.registry.gate import ChampionInfo, judge
     from models.scoring.context import make_scoring_context
     from models.scoring.explain import batch_features
+    from models.training.evaluation import rank_auc
     from models.training.train import EFFORT, LABEL
     from pipelines.flows.monitor import RetrainConfig, retrain_options, retrain_table
 
@@ -185,7 +179,7 @@ def _retrain(args: argparse.Namespace, history: Any, final: pd.DataFrame, sim: A
     feats, _ = batch_features(sub, make_scoring_context(_bundle(current, "2"), history, 0, final))
     kept_p = current.model.predict_proba(feats)[:, 1]
     truth = sim.deploy_truth.set_index("deploy_id").loc[ids, "p_incident"].to_numpy()
-    oracle, stale, kept = _auc(y, truth), _auc(y, stale_p), _auc(y, kept_p)
+    oracle, stale, kept = rank_auc(y, truth), rank_auc(y, stale_p), rank_auc(y, kept_p)
     _say(f"after retraining: oracle {oracle:.3f}, stale {stale:.3f}, {current_name} {kept:.3f}")
     return {
         "first_day": first_alarm,

@@ -19,10 +19,11 @@ import pandas as pd
 from models.monitoring.alarms import AlarmConfig, AlarmReport, evaluate_alarm
 from models.monitoring.drift import feature_drift, newcomer_share, psi_numeric
 from models.monitoring.onset import OnsetConfig, degradation_onset
-from models.monitoring.outcomes import _auc, join_outcomes, matured, outcome_counts, per_group, rolling_metrics
+from models.monitoring.outcomes import join_outcomes, matured, outcome_counts, per_group, rolling_metrics
 from models.monitoring.predlog import feature_rows
 from models.scoring.context import ScoringContext
 from models.scoring.explain import batch_features
+from models.training.evaluation import rank_auc
 
 
 class MonitorInputError(ValueError):
@@ -176,7 +177,7 @@ def baseline_auc(done: pd.DataFrame, champion_auc: float, config: AlarmConfig) -
     y = first["label"].to_numpy(dtype=np.int64)
     if len(y) < config.min_labels or y.sum() < config.min_failures:
         return champion_auc
-    live = _auc(y, first["probability"].to_numpy(dtype=np.float64))
+    live = rank_auc(y, first["probability"].to_numpy(dtype=np.float64))
     return min(champion_auc, live) if math.isfinite(champion_auc) else live
 
 

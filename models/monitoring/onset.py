@@ -38,9 +38,9 @@ def concordance(y: np.ndarray, p: np.ndarray) -> np.ndarray:
     below = np.searchsorted(neg, p[y], side="left")
     tied = np.searchsorted(neg, p[y], side="right") - below
     out[y] = (below + 0.5 * tied) / len(neg)
-    above = len(pos) - np.searchsorted(pos, p[~y], side="right")
-    tied = np.searchsorted(pos, p[~y], side="right") - np.searchsorted(pos, p[~y], side="left")
-    out[~y] = (above + 0.5 * tied) / len(pos)
+    at_or_below = np.searchsorted(pos, p[~y], side="right")
+    tied = at_or_below - np.searchsorted(pos, p[~y], side="left")
+    out[~y] = (len(pos) - at_or_below + 0.5 * tied) / len(pos)
     return out
 
 

@@ -13,9 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.stats import rankdata
 
-from models.training.evaluation import expected_calibration_error, gating_recall, metrics_by_group
+from models.training.evaluation import expected_calibration_error, gating_recall, metrics_by_group, rank_auc
 
 #: Outcome of a prediction: its label is final, not yet final, or no deploy in the history matches it.
 MATURED, PENDING, UNMATCHED, NOT_ELIGIBLE = "matured", "pending", "unmatched", "not_eligible"
@@ -117,15 +116,6 @@ def bootstrap_interval(
     return float(np.quantile(values, tail)), float(np.quantile(values, 1 - tail))
 
 
-def _auc(y: np.ndarray, p: np.ndarray) -> float:
-    """ROC-AUC by the rank-sum formula (ties averaged): what ``roc_auc_score`` gives, ~10x faster per resample."""
-    pos = int(y.sum())
-    if not 0 < pos < len(y):
-        return math.nan
-    ranks = rankdata(p)
-    return float((ranks[y == 1].sum() - pos * (pos + 1) / 2) / (pos * (len(y) - pos)))
-
-
 def _brier(y: np.ndarray, p: np.ndarray) -> float:
     return float(np.mean((p - y) ** 2)) if len(y) else math.nan
 
@@ -146,14 +136,14 @@ def window_metrics(frame: pd.DataFrame, config: WindowConfig, seed: int = 0) -> 
     """ROC-AUC (with a bootstrap interval), Brier, ECE (with interval), gating recall at 10%, rates."""
     y = frame["label"].to_numpy(dtype=np.int64)
     p = frame["probability"].to_numpy(dtype=np.float64)
-    auc_lo, auc_hi = bootstrap_interval(y, p, _auc, config.n_boot, seed, config.level)
+    auc_lo, auc_hi = bootstrap_interval(y, p, rank_auc, config.n_boot, seed, config.level)
     ece_lo, ece_hi = bootstrap_interval(y, p, expected_calibration_error, config.n_boot, seed + 1, config.level)
     return {
         "n": float(len(y)),
         "failures": float(y.sum()),
         "realised_rate": float(y.mean()) if len(y) else math.nan,
         "predicted_rate": float(p.mean()) if len(p) else math.nan,
-        "roc_auc": _auc(y, p),
+        "roc_auc": rank_auc(y, p),
         "roc_auc_lo": auc_lo,
         "roc_auc_hi": auc_hi,
         "brier": _brier(y, p),

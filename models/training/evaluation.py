@@ -164,14 +164,15 @@ def metrics_by_group(frame: pd.DataFrame, group: str, y: np.ndarray, p: np.ndarr
                 "failures": int(yk.sum()),
                 "observed_rate": float(yk.mean()),
                 "mean_p": float(pk.mean()),
-                "roc_auc": _rank_auc(yk, pk),
+                "roc_auc": rank_auc(yk, pk),
             }
         )
     return pd.DataFrame(rows, columns=[group, "n", "failures", "observed_rate", "mean_p", "roc_auc"])
 
 
-def _rank_auc(y: np.ndarray, p: np.ndarray) -> float:
-    """ROC-AUC as the Mann-Whitney U over average ranks; NaN with one outcome only."""
+def rank_auc(y: np.ndarray, p: np.ndarray) -> float:
+    """ROC-AUC as the Mann-Whitney U over average ranks (what ``roc_auc_score`` gives, ties included,
+    without its per-call checks: per group, per bootstrap resample); NaN with one outcome only."""
     positives = y == 1
     n1 = int(positives.sum())
     n0 = len(y) - n1

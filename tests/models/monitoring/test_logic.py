@@ -16,7 +16,6 @@ from models.monitoring.outcomes import (
     PENDING,
     UNMATCHED,
     WindowConfig,
-    _auc,
     join_outcomes,
     matured,
     realised_vs_predicted,
@@ -24,6 +23,7 @@ from models.monitoring.outcomes import (
     window_metrics,
 )
 from models.monitoring.predlog import records_frame
+from models.training.evaluation import rank_auc
 
 T0 = pd.Timestamp("2026-03-01", tz="UTC")
 
@@ -97,8 +97,8 @@ def test_rank_auc_equals_sklearn() -> None:
     rng = np.random.default_rng(3)
     y = (rng.random(400) < 0.2).astype(int)
     p = np.round(rng.random(400) + 0.4 * y, 1)  # ties
-    assert _auc(y, p) == pytest.approx(roc_auc_score(y, p))
-    assert math.isnan(_auc(np.zeros(5, dtype=int), np.ones(5)))
+    assert rank_auc(y, p) == pytest.approx(roc_auc_score(y, p))
+    assert math.isnan(rank_auc(np.zeros(5, dtype=int), np.ones(5)))
 
 
 def _scored(n: int, auc_signal: float, seed: int = 0, start: pd.Timestamp = T0, days: int = 28) -> pd.DataFrame:
@@ -198,7 +198,7 @@ def test_the_baseline_is_the_lower_of_the_test_auc_and_the_first_live_window() -
     from models.monitoring.assess import baseline_auc
 
     weak = _scored(2000, 0.05, seed=4)  # a live AUC well below a test AUC of 0.9
-    live = _auc(weak["label"].to_numpy(), weak["probability"].to_numpy())
+    live = rank_auc(weak["label"].to_numpy(), weak["probability"].to_numpy())
     assert baseline_auc(weak, 0.9, AlarmConfig()) == pytest.approx(live)
     assert baseline_auc(weak, 0.55, AlarmConfig()) == 0.55
     assert baseline_auc(weak.head(100), 0.9, AlarmConfig()) == 0.9  # too few labels: the test AUC
