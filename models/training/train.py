@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -106,7 +106,8 @@ class CandidateResult:
     A candidate dropped by successive halving has fewer ``fold_metrics`` than ``n_splits`` and no
     out-of-fold scores. A finished one keeps its out-of-fold scores (``oof_scores``, NaN before
     the first validation block and in folds fitted on a cut training period, ``oof_folds`` -1
-    there) so calibration reuses them, and, for boosting with early stopping, the iteration count
+    there, until ``with_whole_folds`` refits those) so calibration reuses them, and, for boosting
+    with early stopping, the iteration count
     of its last fold (``n_iter``). ``fold_rows``: training rows each fold's fit read;
     ``cut_folds``: the folds whose training period was cut to ``halving_min_rows``, which
     ``mean_metrics`` leaves out once the candidate has run a whole fold (``halving.decisive_folds``).
@@ -198,9 +199,10 @@ class _SearchData:
     hands each fold's living candidates over together), so only the current fold is kept.
     """
 
-    def __init__(self, table: TrainingTable, config: TrainConfig) -> None:
+    def __init__(self, table: TrainingTable, config: TrainConfig, whole_folds: bool = False) -> None:
         frame = table.frame
         self.config = config
+        self.whole_folds = whole_folds  # never cut a fold (``fold_row_cap``): calibration's refits
         # categoricals as Python strings once, not per fold fit (pandas' Arrow strings convert per cell)
         self.X = frame[table.features].astype({c: object for c in table.categorical})
         self.y = frame[LABEL].to_numpy(dtype=np.int64)
@@ -211,7 +213,7 @@ class _SearchData:
     def fold(self, k: int) -> tuple[np.ndarray, np.ndarray, bool]:
         """Fold ``k``'s (training rows, validation rows, whether the training rows were cut)."""
         tr, va = self.splits[k]
-        cap = fold_row_cap(self.config, k)
+        cap = None if self.whole_folds else fold_row_cap(self.config, k)
         if cap is not None and len(tr) > cap:
             return tr[-cap:], va, True  # the most recent rows: the nearest to the validation period
         return tr, va, False
@@ -406,6 +408,30 @@ def _halving_search(
     return [results[i] for i in range(len(specs))]
 
 
+def with_whole_folds(table: TrainingTable, config: TrainConfig, chosen: CandidateResult) -> CandidateResult:
+    """``chosen`` with the folds the search cut refitted on their whole training periods, for calibration.
+
+    The cut first rung (``fold_row_cap``) only ranks candidates cheaply: a model fitted on the latest
+    ``halving_min_rows`` rows scores unlike the final one, so those scores stay out of calibration,
+    which would then learn from the latest folds alone and follow their failure rate (at 1M deploys
+    that doubled the test ECE). Each cut fold is refitted whole as the final model is fitted: the
+    chosen parameters with the last fold's iteration count, no early stopping. The calibration map
+    then sees every validation period again; the ranking, mean metrics and iteration count stay the
+    search's.
+    """
+    if not chosen.cut_folds or chosen.oof_scores is None or chosen.oof_folds is None:
+        return chosen
+    data = _SearchData(table, config, whole_folds=True)
+    params = chosen.params if chosen.n_iter is None else {**chosen.params, "max_iter": chosen.n_iter}
+    run = _CandidateRun(table, replace(config, early_stopping=False), (chosen.kind, params), data)
+    scores, folds = chosen.oof_scores.copy(), chosen.oof_folds.copy()
+    for k in chosen.cut_folds:
+        run.run_fold(k)
+        validation = data.splits[k][1]
+        scores[validation], folds[validation] = run.scores[validation], k
+    return replace(chosen, oof_scores=scores, oof_folds=folds)
+
+
 def _as_halving(results: list[CandidateResult], config: TrainConfig) -> list[CandidateResult]:
     """The halving search's results from a full grid run in parallel: the same survivors and choice.
 
@@ -584,6 +610,10 @@ def _train(
     say(f"chosen {chosen.name}")
 
     started = time.perf_counter()
+    if chosen.cut_folds and chosen.oof_scores is not None:
+        folds = ", ".join(str(k + 1) for k in chosen.cut_folds)
+        say(f"calibration: refitting the chosen candidate on whole folds {folds} (the search cut them)")
+        chosen = with_whole_folds(train_table, config, chosen)
     # early stopping's iteration count (last fold) carried into the final fit of boosting
     params = chosen.params if chosen.n_iter is None else {**chosen.params, "max_iter": chosen.n_iter}
     model = RiskModel(

@@ -10,7 +10,7 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 from models.training.config import CandidateGrid, TrainConfig
-from models.training.estimators import RiskModel, rolling_origin_splits
+from models.training.estimators import RiskModel, fold_scores, rolling_origin_splits
 from models.training.halving import decisive_folds, keep_count, rungs, successive_halving
 from models.training.train import (
     LABEL,
@@ -20,6 +20,7 @@ from models.training.train import (
     make_classifier,
     search,
     train,
+    with_whole_folds,
 )
 from tests.helpers.synthetic import synthetic_table
 
@@ -197,6 +198,37 @@ def test_parallel_grid_replay_cuts_the_same_first_rung_as_the_sequential_search(
     assert [(c.name, c.fold_metrics, c.fold_rows, c.n_iter) for c in parallel] == [
         (c.name, c.fold_metrics, c.fold_rows, c.n_iter) for c in sequential
     ]
+
+
+def test_calibration_gets_the_cut_folds_refitted_whole_as_the_final_model_is_fitted():
+    table, _ = synthetic_table(3000, seed=4)
+    table = table.sorted()
+    config = replace(CONFIG, halving_min_rows=300)
+    X, y = table.frame[table.features], table.frame[LABEL].to_numpy()
+    splits = rolling_origin_splits(len(y), config.n_splits)
+    finished = [c for c in search(table, config) if len(c.fold_metrics) == config.n_splits]
+    assert {c.kind for c in finished} == {"logreg", "hgb"}  # per-kind halving: one finalist of each
+    for chosen in finished:
+        whole = with_whole_folds(table, config, chosen)
+        assert whole.oof_folds is not None and whole.oof_scores is not None and chosen.oof_scores is not None
+        assert set(np.unique(whole.oof_folds)) == {-1, 0, 1, 2, 3}
+        later = np.isin(whole.oof_folds, [2, 3])  # the search's whole folds are kept as they are
+        np.testing.assert_array_equal(whole.oof_scores[later], chosen.oof_scores[later])
+        # the chosen parameters with the last fold's iteration count, no early stopping: as the final fit
+        params = chosen.params if chosen.n_iter is None else {**chosen.params, "max_iter": chosen.n_iter}
+        classifier = make_classifier(chosen.kind, params, table, replace(config, early_stopping=False))
+        for tr, va in splits[:2]:
+            np.testing.assert_allclose(whole.oof_scores[va], fold_scores(classifier, X, y, tr, va)[0], atol=1e-12)
+        assert (whole.fold_metrics, whole.mean_metrics, whole.n_iter) == (
+            chosen.fold_metrics,
+            chosen.mean_metrics,
+            chosen.n_iter,
+        )
+    uncut = next(c for c in search(table, CONFIG) if len(c.fold_metrics) == CONFIG.n_splits)
+    assert with_whole_folds(table, CONFIG, uncut) is uncut  # nothing was cut: nothing to refit
+    result = train(table, config)  # calibrates on every fold's validation period again
+    every_fold = sum(len(va) for _, va in rolling_origin_splits(result.n_train, config.n_splits))
+    assert result.chosen.cut_folds == (0, 1) and len(result.model.oof_positions_) == every_fold
 
 
 def test_rows_as_a_resource_cut_only_large_tables():
