@@ -108,6 +108,25 @@ def predictions_of(history: Any, labels: pd.DataFrame, bundle: Any, start: pd.Ti
     return records_frame(records)
 
 
+def day_block_se(done: pd.DataFrame, end: pd.Timestamp, days: int, n_boot: int, seed: int = 0) -> float:
+    """Diagnostic: the window's AUC standard error when whole days are resampled (labels of a day share incidents)."""
+    from models.training.evaluation import rank_auc
+
+    t = pd.to_datetime(done["planned_at"], utc=True)
+    w = done[((t > end - pd.Timedelta(days=days)) & (t <= end)).to_numpy()]
+    if len(w) == 0:
+        return float("nan")
+    day_of = pd.to_datetime(w["planned_at"], utc=True).dt.floor("D").to_numpy()
+    groups = [np.flatnonzero(day_of == d) for d in np.unique(day_of)]
+    y, p = w["label"].to_numpy(dtype=np.int64), w["probability"].to_numpy(dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(n_boot):
+        idx = np.concatenate([groups[i] for i in rng.integers(0, len(groups), len(groups))])
+        values.append(rank_auc(y[idx], p[idx]))
+    return float(np.nanstd(values, ddof=1))
+
+
 def labels_as_of(final: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
     """Labels as known at ``as_of``: a label final by then is the final label (that is what maturity means)."""
     out = final.copy()
@@ -199,6 +218,16 @@ def _retrain(args: argparse.Namespace, history: Any, final: pd.DataFrame, sim: A
     }
 
 
+def _day_se(a: Any, alarm_cfg: Any, n_boot: int) -> float:
+    from models.monitoring.outcomes import matured
+
+    done = matured(a.joined)
+    if done.empty:
+        return float("nan")
+    end = min(a.as_of, pd.to_datetime(done["planned_at"], utc=True).max())
+    return day_block_se(done, end, alarm_cfg.window.days, n_boot)
+
+
 def run_one(args: argparse.Namespace, seed: int, kind: str | None) -> dict[str, Any]:
     from features.labels.attribution import AttributionConfig, attribute
     from features.simulation.drift import drifted_config
@@ -251,6 +280,7 @@ def run_one(args: argparse.Namespace, seed: int, kind: str | None) -> dict[str, 
                 "auc_hi": a.latest["roc_auc_hi"],
                 "auc_se": a.latest.get("roc_auc_se", float("nan")),
                 "baseline": a.extra["baseline_auc"],
+                "auc_se_days": _day_se(a, alarm_cfg, args.n_boot),
                 "ece": a.latest["ece"],
                 "ece_lo": a.latest["ece_lo"],
                 "score_psi": a.score_psi,
