@@ -9,7 +9,8 @@ For each seed, two simulations that differ only by a change of the true hazard a
    service would have written.
 2. Each day the monitor runs as it would that day (``models.monitoring.assess``: labels as known
    then, the last 28 days of matured predictions, drift against the training window) and the
-   first day the alarm fires is recorded. On the undrifted twin it must never fire.
+   first day the alarm fires is recorded (``--all-days``: every day's verdict). On the undrifted
+   twin it must never fire.
 3. On the first alarm a challenger is trained exactly as the monitor's retrain trains it
    (``retrain_options``, ``retrain_table``: at least ``--window-days`` of matured deploys, back to
    the degradation's onset unless ``--fixed-window``; ``fit_models``), and ``--retrains N``: also
@@ -107,6 +108,25 @@ def predictions_of(history: Any, labels: pd.DataFrame, bundle: Any, start: pd.Ti
     return records_frame(records)
 
 
+def day_block_se(done: pd.DataFrame, end: pd.Timestamp, days: int, n_boot: int, seed: int = 0) -> float:
+    """Diagnostic: the window's AUC standard error when whole days are resampled (labels of a day share incidents)."""
+    from models.training.evaluation import rank_auc
+
+    t = pd.to_datetime(done["planned_at"], utc=True)
+    w = done[((t > end - pd.Timedelta(days=days)) & (t <= end)).to_numpy()]
+    if len(w) == 0:
+        return float("nan")
+    day_of = pd.to_datetime(w["planned_at"], utc=True).dt.floor("D").to_numpy()
+    groups = [np.flatnonzero(day_of == d) for d in np.unique(day_of)]
+    y, p = w["label"].to_numpy(dtype=np.int64), w["probability"].to_numpy(dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(n_boot):
+        idx = np.concatenate([groups[i] for i in rng.integers(0, len(groups), len(groups))])
+        values.append(rank_auc(y[idx], p[idx]))
+    return float(np.nanstd(values, ddof=1))
+
+
 def labels_as_of(final: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
     """Labels as known at ``as_of``: a label final by then is the final label (that is what maturity means)."""
     out = final.copy()
@@ -198,6 +218,16 @@ def _retrain(args: argparse.Namespace, history: Any, final: pd.DataFrame, sim: A
     }
 
 
+def _day_se(a: Any, alarm_cfg: Any, n_boot: int) -> float:
+    from models.monitoring.outcomes import matured
+
+    done = matured(a.joined)
+    if done.empty:
+        return float("nan")
+    end = min(a.as_of, pd.to_datetime(done["planned_at"], utc=True).max())
+    return day_block_se(done, end, alarm_cfg.window.days, n_boot)
+
+
 def run_one(args: argparse.Namespace, seed: int, kind: str | None) -> dict[str, Any]:
     from features.labels.attribution import AttributionConfig, attribute
     from features.simulation.drift import drifted_config
@@ -230,6 +260,8 @@ def run_one(args: argparse.Namespace, seed: int, kind: str | None) -> dict[str, 
         pd.Timestamp(period["train_end"]),
     )
     alarm_cfg = replace(AlarmConfig(), window=WindowConfig(max_windows=1, n_boot=args.n_boot))
+    if args.per_look_alarm:
+        alarm_cfg = replace(alarm_cfg, false_alarm_rate=None)
     daily = []
     first_alarm: int | None = None
     for d in range(args.train_day + args.first_check, args.days + 1, args.check_every):
@@ -244,11 +276,16 @@ def run_one(args: argparse.Namespace, seed: int, kind: str | None) -> dict[str, 
                 "day": d,
                 "n": a.latest["n"],
                 "auc": a.latest["roc_auc"],
+                "auc_lo": a.latest["roc_auc_lo"],
                 "auc_hi": a.latest["roc_auc_hi"],
+                "auc_se": a.latest.get("roc_auc_se", float("nan")),
+                "baseline": a.extra["baseline_auc"],
+                "auc_se_days": _day_se(a, alarm_cfg, args.n_boot),
                 "ece": a.latest["ece"],
                 "ece_lo": a.latest["ece_lo"],
                 "score_psi": a.score_psi,
                 "top_psi": float(top[top["rank"] <= alarm_cfg.top_features]["psi"].max()),
+                "drift": a.alarm.checks[3].detail,
                 "firing": a.alarm.firing,
                 "reasons": list(a.alarm.reasons),
             }
@@ -256,7 +293,7 @@ def run_one(args: argparse.Namespace, seed: int, kind: str | None) -> dict[str, 
         if a.alarm.firing and first_alarm is None:
             first_alarm = d
             _say(f"seed {seed} {kind or 'no drift'}: alarm on day {d}: {'; '.join(a.alarm.reasons)}")
-            if kind is None or not args.all_days:
+            if not (args.all_days or (kind is None and args.twin_all_days)):
                 break
     out: dict[str, Any] = {
         "seed": seed,
@@ -269,7 +306,7 @@ def run_one(args: argparse.Namespace, seed: int, kind: str | None) -> dict[str, 
         "days_checked": len(daily),
         "daily": daily,
     }
-    if first_alarm is not None and kind is not None:
+    if first_alarm is not None and kind is not None and args.retrains > 0:
         out["retrain"] = _retrain(args, history, final, sim, preds, champion, first_alarm, day, reference, alarm_cfg)
     out["seconds"] = time.perf_counter() - began
     return out
@@ -292,6 +329,9 @@ def main() -> None:
     parser.add_argument("--n-boot", type=int, default=200)
     parser.add_argument("--check-every", type=int, default=1, help="days between monitor runs")
     parser.add_argument("--all-days", action="store_true", help="keep checking after the first alarm")
+    parser.add_argument("--twin-all-days", action="store_true", help="the undrifted twin: every day's verdict")
+    parser.add_argument("--per-look-alarm", action="store_true",
+                        help="the drift check's rule before 2026-12-06: a 5%% test at each look")  # fmt: skip
     parser.add_argument("--only-drifted", action="store_true", help="skip the undrifted twin")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()

@@ -96,13 +96,12 @@ def realised_vs_predicted(frame: pd.DataFrame, by: str, min_size: int = 1) -> pd
     return table
 
 
-def bootstrap_interval(
-    y: np.ndarray, p: np.ndarray, metric: Callable[[np.ndarray, np.ndarray], float], n_boot: int, seed: int = 0,
-    level: float = 0.9,
-) -> tuple[float, float]:  # fmt: skip
-    """A percentile bootstrap interval of ``metric`` (resampling deploys); NaN when undefined."""
+def bootstrap_values(
+    y: np.ndarray, p: np.ndarray, metric: Callable[[np.ndarray, np.ndarray], float], n_boot: int, seed: int = 0
+) -> np.ndarray:
+    """``metric`` on ``n_boot`` resamples of the deploys (the finite ones); empty when undefined too often."""
     if len(y) == 0 or n_boot <= 0:
-        return math.nan, math.nan
+        return np.zeros(0)
     rng = np.random.default_rng(seed)
     values = []
     for _ in range(n_boot):
@@ -110,7 +109,19 @@ def bootstrap_interval(
         v = metric(y[idx], p[idx])
         if math.isfinite(v):
             values.append(v)
-    if len(values) < n_boot // 2:
+    return np.asarray(values if len(values) >= n_boot // 2 else [], dtype=np.float64)
+
+
+def bootstrap_interval(
+    y: np.ndarray, p: np.ndarray, metric: Callable[[np.ndarray, np.ndarray], float], n_boot: int, seed: int = 0,
+    level: float = 0.9,
+) -> tuple[float, float]:  # fmt: skip
+    """A percentile bootstrap interval of ``metric`` (resampling deploys); NaN when undefined."""
+    return _percentiles(bootstrap_values(y, p, metric, n_boot, seed), level)
+
+
+def _percentiles(values: np.ndarray, level: float) -> tuple[float, float]:
+    if len(values) == 0:
         return math.nan, math.nan
     tail = (1 - level) / 2
     return float(np.quantile(values, tail)), float(np.quantile(values, 1 - tail))
@@ -136,7 +147,8 @@ def window_metrics(frame: pd.DataFrame, config: WindowConfig, seed: int = 0) -> 
     """ROC-AUC (with a bootstrap interval), Brier, ECE (with interval), gating recall at 10%, rates."""
     y = frame["label"].to_numpy(dtype=np.int64)
     p = frame["probability"].to_numpy(dtype=np.float64)
-    auc_lo, auc_hi = bootstrap_interval(y, p, rank_auc, config.n_boot, seed, config.level)
+    aucs = bootstrap_values(y, p, rank_auc, config.n_boot, seed)
+    auc_lo, auc_hi = _percentiles(aucs, config.level)
     ece_lo, ece_hi = bootstrap_interval(y, p, expected_calibration_error, config.n_boot, seed + 1, config.level)
     return {
         "n": float(len(y)),
@@ -146,6 +158,9 @@ def window_metrics(frame: pd.DataFrame, config: WindowConfig, seed: int = 0) -> 
         "roc_auc": rank_auc(y, p),
         "roc_auc_lo": auc_lo,
         "roc_auc_hi": auc_hi,
+        # the bootstrap standard error: the alarm's repeated-looks test needs a level far in the tail,
+        # which 200 percentile resamples cannot place (models/monitoring/alarms.py)
+        "roc_auc_se": float(np.std(aucs, ddof=1)) if len(aucs) > 1 else math.nan,
         "brier": _brier(y, p),
         "ece": expected_calibration_error(y, p) if len(y) else math.nan,
         "ece_lo": ece_lo,

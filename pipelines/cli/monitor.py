@@ -25,6 +25,13 @@ def monitor(
     auc_margin: float = typer.Option(0.03, "--auc-margin", min=0.0, help="Below the champion's test AUC by this."),
     ece_max: float = typer.Option(0.05, "--ece-max", min=0.0, help="Calibration error bound."),
     psi_max: float = typer.Option(0.25, "--psi-max", min=0.0, help="PSI bound on top features and the score."),
+    false_alarm_rate: float = typer.Option(
+        0.05,
+        "--false-alarm-rate",
+        min=0.0001,
+        max=0.9999,
+        help="The drift check's chance of any false fire over 180 days of daily runs (corrects for repeated looks).",
+    ),
     retrain: bool = typer.Option(False, "--retrain", help="On an alarm, run the training flow (the gate decides)."),
     retrain_window_days: float = typer.Option(
         30.0, "--retrain-window-days", min=1, help="Days the retrain learns at least."
@@ -57,6 +64,7 @@ def monitor(
         auc_margin=auc_margin,
         ece_max=ece_max,
         psi_max=psi_max,
+        false_alarm_rate=false_alarm_rate,
     )
     options = MonitorOptions(
         as_of=when,

@@ -270,6 +270,7 @@ def scheduled_monitor(
     auc_margin: float = 0.03,
     ece_max: float = 0.05,
     psi_max: float = 0.25,
+    false_alarm_rate: float = 0.05,
     retrain: bool = False,
     retrain_window_days: float = 30.0,
     retrain_from_onset: bool = True,
@@ -290,7 +291,8 @@ def scheduled_monitor(
         raise DeploymentFlowError(f"retrain_window_days must be positive, got {retrain_window_days}")
     settings = _settings(home)
     alarm = AlarmConfig(window=replace(WindowConfig(), days=window_days), min_labels=min_labels,
-                        auc_margin=auc_margin, ece_max=ece_max, psi_max=psi_max)  # fmt: skip
+                        auc_margin=auc_margin, ece_max=ece_max, psi_max=psi_max,
+                        false_alarm_rate=false_alarm_rate)  # fmt: skip
     retraining = RetrainConfig(window_days=retrain_window_days, from_onset=retrain_from_onset)
     options = MonitorOptions(lookback_days=lookback_days, alarm=alarm, retrain=retrain,
                              retraining=retraining, model_name=model_name)  # fmt: skip

@@ -113,6 +113,8 @@ def test_window_metrics_have_intervals_around_the_point_estimate() -> None:
     m = window_metrics(_scored(1500, 0.1), WindowConfig(n_boot=100))
     assert m["n"] == 1500 and m["roc_auc_lo"] < m["roc_auc"] < m["roc_auc_hi"]
     assert m["ece_lo"] <= m["ece"] + 1e-9 and 0 <= m["recall_at_10pct"] <= 1
+    # the standard error matches the interval's width (a normal 90% interval is 3.29 SE wide)
+    assert m["roc_auc_se"] == pytest.approx((m["roc_auc_hi"] - m["roc_auc_lo"]) / 3.29, rel=0.3)
 
 
 def test_rolling_windows_end_every_step_and_cover_the_period() -> None:
@@ -158,8 +160,8 @@ def test_feature_drift_ranks_by_importance() -> None:
 
 
 def _window(auc: float, hi: float, ece: float = 0.01, ece_lo: float = 0.005, n: float = 2000.0) -> dict:
-    return {"n": n, "failures": 200.0, "roc_auc": auc, "roc_auc_hi": hi, "roc_auc_lo": auc - 0.03,
-            "ece": ece, "ece_lo": ece_lo}  # fmt: skip
+    return {"n": n, "failures": 200.0, "roc_auc": auc, "roc_auc_hi": hi, "roc_auc_lo": auc - (hi - auc),
+            "roc_auc_se": (hi - auc) / 1.645, "ece": ece, "ece_lo": ece_lo}  # fmt: skip
 
 
 def _psi(value: float) -> pd.DataFrame:
@@ -183,10 +185,41 @@ def test_drift_alone_only_warns_unless_configured() -> None:
     report = evaluate_alarm(healthy, 0.72, _psi(0.6), 0.0, AlarmConfig())
     assert not report.firing and "drift without degradation" in report.warnings[0]
     assert evaluate_alarm(healthy, 0.72, _psi(0.6), 0.0, AlarmConfig(drift_alone=True)).firing
-    slightly_worse = _window(0.69, 0.715)  # below the champion, above the floor: fires only with drift
-    assert not evaluate_alarm(slightly_worse, 0.72, _psi(0.1), 0.0, AlarmConfig()).firing
-    assert evaluate_alarm(slightly_worse, 0.72, _psi(0.6), 0.0, AlarmConfig()).firing
-    assert not evaluate_alarm(slightly_worse, 0.72, _psi(0.6).assign(rank=[9, 10]), 0.0, AlarmConfig()).firing
+    worse = _window(0.675, 0.69)  # below the champion beyond repeated looks (0.675 + 3.04 SE), above the floor
+    assert not evaluate_alarm(worse, 0.72, _psi(0.1), 0.0, AlarmConfig()).firing
+    assert evaluate_alarm(worse, 0.72, _psi(0.6), 0.0, AlarmConfig()).firing
+    assert not evaluate_alarm(worse, 0.72, _psi(0.6).assign(rank=[9, 10]), 0.0, AlarmConfig()).firing
+
+
+def test_drift_check_asks_for_more_than_one_looks_interval() -> None:
+    """The whole 90% interval below the baseline is a 5% test at each look; checked daily it fires by chance."""
+    slightly_worse = _window(0.69, 0.715)  # 90% interval below 0.72, but 0.69 + 3.04 SE = 0.737
+    report = evaluate_alarm(slightly_worse, 0.72, _psi(0.6), 0.0, AlarmConfig())
+    assert not report.firing and "drift without degradation" in report.warnings[0]
+    assert evaluate_alarm(slightly_worse, 0.72, _psi(0.6), 0.0, AlarmConfig(false_alarm_rate=None)).firing
+    # a looser budget (fewer or rarer looks, or a higher rate) asks for less
+    assert AlarmConfig(false_alarm_rate=0.2).drift_z() < AlarmConfig().drift_z()
+    assert AlarmConfig(looks_every_days=7).drift_z() < AlarmConfig().drift_z()
+    with pytest.raises(ValueError, match="false_alarm_rate"):
+        AlarmConfig(false_alarm_rate=1.5)
+
+
+def test_repeated_looks_z_controls_the_chance_of_any_false_fire() -> None:
+    from scipy.stats import norm
+
+    from models.monitoring.alarms import repeated_looks_z
+
+    assert repeated_looks_z(0.05, 28, 1) == pytest.approx(norm.ppf(0.95), abs=0.03)  # one look: the plain test
+    z = repeated_looks_z(0.05, 28, 180)
+    assert 2.8 < z < 3.3 and z == repeated_looks_z(0.05, 28, 180)  # seeded
+    assert repeated_looks_z(0.05, 28, 365) > z > repeated_looks_z(0.05, 28, 180, every_days=7)
+    # checked against an independent simulation of the same moving window, at that level
+    rng = np.random.default_rng(11)
+    daily = rng.standard_normal((4000, 180 + 27))
+    cum = np.concatenate([np.zeros((4000, 1)), np.cumsum(daily, axis=1)], axis=1)
+    looks = (cum[:, 28:] - cum[:, :-28]) / math.sqrt(28)
+    assert (looks.max(axis=1) > z).mean() == pytest.approx(0.05, abs=0.015)
+    assert (looks.max(axis=1) > norm.ppf(0.95)).mean() > 0.5  # the uncorrected test: most runs fire somewhere
 
 
 def test_calibration_alarm_needs_the_whole_ece_interval_above_the_bound() -> None:
