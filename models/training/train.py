@@ -107,8 +107,8 @@ class CandidateResult:
     out-of-fold scores. A finished one keeps its out-of-fold scores (``oof_scores``, NaN before
     the first validation block and in folds fitted on a cut training period, ``oof_folds`` -1
     there, until ``with_whole_folds`` refits those) so calibration reuses them, and, for boosting
-    with early stopping, the iteration count
-    of its last fold (``n_iter``). ``fold_rows``: training rows each fold's fit read;
+    with early stopping, the iteration count of its last fold (``n_iter``, which ``final_params``
+    carries into the final fit). ``fold_rows``: training rows each fold's fit read;
     ``cut_folds``: the folds whose training period was cut to ``halving_min_rows``, which
     ``mean_metrics`` leaves out once the candidate has run a whole fold (``halving.decisive_folds``).
     """
@@ -408,6 +408,11 @@ def _halving_search(
     return [results[i] for i in range(len(specs))]
 
 
+def final_params(chosen: CandidateResult) -> dict[str, Any]:
+    """The chosen parameters as the final fit uses them: boosting's early-stopped iteration count as ``max_iter``."""
+    return chosen.params if chosen.n_iter is None else {**chosen.params, "max_iter": chosen.n_iter}
+
+
 def with_whole_folds(table: TrainingTable, config: TrainConfig, chosen: CandidateResult) -> CandidateResult:
     """``chosen`` with the folds the search cut refitted on their whole training periods, for calibration.
 
@@ -422,8 +427,7 @@ def with_whole_folds(table: TrainingTable, config: TrainConfig, chosen: Candidat
     if not chosen.cut_folds or chosen.oof_scores is None or chosen.oof_folds is None:
         return chosen
     data = _SearchData(table, config, whole_folds=True)
-    params = chosen.params if chosen.n_iter is None else {**chosen.params, "max_iter": chosen.n_iter}
-    run = _CandidateRun(table, replace(config, early_stopping=False), (chosen.kind, params), data)
+    run = _CandidateRun(table, replace(config, early_stopping=False), (chosen.kind, final_params(chosen)), data)
     scores, folds = chosen.oof_scores.copy(), chosen.oof_folds.copy()
     for k in chosen.cut_folds:
         run.run_fold(k)
@@ -614,10 +618,8 @@ def _train(
         folds = ", ".join(str(k + 1) for k in chosen.cut_folds)
         say(f"calibration: refitting the chosen candidate on whole folds {folds} (the search cut them)")
         chosen = with_whole_folds(train_table, config, chosen)
-    # early stopping's iteration count (last fold) carried into the final fit of boosting
-    params = chosen.params if chosen.n_iter is None else {**chosen.params, "max_iter": chosen.n_iter}
     model = RiskModel(
-        make_classifier(chosen.kind, params, table, config),
+        make_classifier(chosen.kind, final_params(chosen), table, config),
         calibration=config.calibration,
         n_splits=config.n_splits,
         min_isotonic_positives=config.min_isotonic_positives,

@@ -16,6 +16,7 @@ from models.training.train import (
     LABEL,
     candidate_specs,
     evaluate_candidate,
+    final_params,
     fold_row_cap,
     make_classifier,
     search,
@@ -216,6 +217,7 @@ def test_calibration_gets_the_cut_folds_refitted_whole_as_the_final_model_is_fit
         np.testing.assert_array_equal(whole.oof_scores[later], chosen.oof_scores[later])
         # the chosen parameters with the last fold's iteration count, no early stopping: as the final fit
         params = chosen.params if chosen.n_iter is None else {**chosen.params, "max_iter": chosen.n_iter}
+        assert final_params(chosen) == params
         classifier = make_classifier(chosen.kind, params, table, replace(config, early_stopping=False))
         for tr, va in splits[:2]:
             np.testing.assert_allclose(whole.oof_scores[va], fold_scores(classifier, X, y, tr, va)[0], atol=1e-12)
