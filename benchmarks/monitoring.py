@@ -285,7 +285,7 @@ def run_one(args: argparse.Namespace, seed: int, kind: str | None) -> dict[str, 
                 "ece_lo": a.latest["ece_lo"],
                 "score_psi": a.score_psi,
                 "top_psi": float(top[top["rank"] <= alarm_cfg.top_features]["psi"].max()),
-                "drift": a.alarm.checks[3].detail,
+                "drift": next(c.detail for c in a.alarm.checks if c.name == "drift"),
                 "firing": a.alarm.firing,
                 "reasons": list(a.alarm.reasons),
             }
