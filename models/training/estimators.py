@@ -214,10 +214,17 @@ class RiskClassifier(ClassifierMixin, BaseEstimator):
         return int(self.estimator_.n_iter_) if self.tree_ else None
 
     def _design(self, num: np.ndarray, cat: np.ndarray) -> np.ndarray:
-        parts = [num if self.numeric_step_ is None else self.numeric_step_.transform(num)]
-        if self.categorical_step_ is not None:
-            parts.append(self.categorical_step_.transform(cat))
-        return np.hstack(parts) if len(parts) > 1 else parts[0]
+        """The design matrix, each step writing its own columns of it (no per-step arrays to stack)."""
+        num_step, cat_step = self.numeric_step_, self.categorical_step_
+        k = num.shape[1] if num_step is None else num_step.n_features_out_
+        out = np.empty((len(num), k + (0 if cat_step is None else cat_step.n_features_out_)))
+        if num_step is None:
+            out[:, :k] = num
+        else:
+            num_step.transform_into(num, out[:, :k])
+        if cat_step is not None:
+            cat_step.transform_into(cat, out[:, k:])
+        return out
 
     def to_arrays(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
         """(numeric float array, categorical object array) in the model's column order."""

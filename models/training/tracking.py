@@ -156,13 +156,15 @@ def _log_candidate(client: MlflowClient, experiment_id: str, parent: str, cand: 
     now = int(time.time() * 1000)
     metrics = [
         Metric(k, v, now, step)
-        for step, fold in enumerate(cand.fold_metrics)
+        for step, fold in zip(cand.folds_run, cand.fold_metrics, strict=True)  # step: the fold's number
         for k, v in _finite(fold, "val_fold_").items()
     ]
     metrics += [
         Metric(k, v, now, 0) for k, v in {**_finite(cand.mean_metrics, "val_"), "seconds": cand.seconds}.items()
     ]
-    metrics += [Metric("train_rows_fold", float(n), now, step) for step, n in enumerate(cand.fold_rows)]
+    metrics += [
+        Metric("train_rows_fold", float(n), now, step) for step, n in zip(cand.folds_run, cand.fold_rows, strict=True)
+    ]
     params = [Param("kind", cand.kind), *(Param(k, str(v)) for k, v in cand.params.items())]
     client.log_batch(run.info.run_id, metrics=metrics, params=params)
     client.set_terminated(run.info.run_id)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -103,11 +103,13 @@ def make_classifier(
 class CandidateResult:
     """A candidate's rolling-origin validation: metrics per fold run and their mean.
 
-    A candidate dropped by successive halving has fewer ``fold_metrics`` than ``n_splits`` and no
-    out-of-fold scores. A finished one keeps its out-of-fold scores (``oof_scores``, NaN before
-    the first validation block and in folds fitted on a cut training period, ``oof_folds`` -1
-    there, until ``with_whole_folds`` refits those) so calibration reuses them, and, for boosting
-    with early stopping, the iteration count of its last fold (``n_iter``, which ``final_params``
+    ``folds_run``: the fold numbers run, in order (``fold_metrics`` and ``fold_rows`` follow it); a
+    search whose first rung is cut skips the earlier first-rung folds (``halving.rungs``). A
+    candidate dropped by successive halving has not run the last fold and has no out-of-fold
+    scores. A finished one keeps its out-of-fold scores (``oof_scores``, NaN before
+    the first validation block, in folds fitted on a cut training period and in folds not run,
+    ``oof_folds`` -1 there, until ``with_whole_folds`` refits those) so calibration reuses them,
+    and, for boosting with early stopping, the iteration count of its last fold (``n_iter``, which ``final_params``
     carries into the final fit). ``fold_rows``: training rows each fold's fit read;
     ``cut_folds``: the folds whose training period was cut to ``halving_min_rows``, which
     ``mean_metrics`` leaves out once the candidate has run a whole fold (``halving.decisive_folds``).
@@ -122,6 +124,7 @@ class CandidateResult:
     n_iter: int | None = None
     fold_rows: tuple[int, ...] = ()
     cut_folds: tuple[int, ...] = ()
+    folds_run: tuple[int, ...] = ()
     oof_scores: np.ndarray | None = field(default=None, repr=False, compare=False)
     oof_folds: np.ndarray | None = field(default=None, repr=False, compare=False)
 
@@ -168,6 +171,16 @@ def fold_row_cap(config: TrainConfig, k: int) -> int | None:
     return config.halving_min_rows
 
 
+def halving_rungs(config: TrainConfig, cut_folds: Collection[int]) -> list[list[int]]:
+    """The search's rungs (``halving.rungs``): the first one its latest fold alone when that fold is cut.
+
+    Cut folds train on the same ``halving_min_rows`` rows each, so one of them is as good a cheap
+    look as two; the later, whole folds are as before. Calibration still sees every validation
+    period: ``with_whole_folds`` refits the chosen candidate on the folds the search cut or skipped.
+    """
+    return rungs(config.n_splits, single_first=rungs(config.n_splits)[0][-1] in cut_folds)
+
+
 #: An executor's ``submit``: how ``_SearchData.prepare`` runs the families' encodings on a pool.
 Submit = Callable[..., "Future[_FoldDesign]"]
 
@@ -209,6 +222,10 @@ class _SearchData:
         self.effort = frame[EFFORT].to_numpy(dtype=np.float64, na_value=np.nan) if EFFORT in frame else None
         self.splits = rolling_origin_splits(len(frame), config.n_splits)
         self._designs: dict[tuple[int, bool], Future[_FoldDesign]] = {}
+
+    def rungs(self) -> list[list[int]]:
+        """The folds of each rung of the search on this table (``halving_rungs``; every fold for the grid)."""
+        return halving_rungs(self.config, [k for k in range(self.config.n_splits) if self.fold(k)[2]])
 
     def fold(self, k: int) -> tuple[np.ndarray, np.ndarray, bool]:
         """Fold ``k``'s (training rows, validation rows, whether the training rows were cut)."""
@@ -265,6 +282,7 @@ class _CandidateRun:
         self.fold_metrics: list[dict[str, float]] = []
         self.fold_rows: list[int] = []
         self.cut_folds: list[int] = []
+        self.folds_run: list[int] = []
         self.n_iter: int | None = None
         self.seconds = 0.0
 
@@ -278,6 +296,7 @@ class _CandidateRun:
         tr, va, cut = self.data.fold(k)
         if cut:
             self.cut_folds.append(k)
+        self.folds_run.append(k)
         self.fold_rows.append(len(tr))
         y = self.data.y
         if len(np.unique(y[tr])) < 2:  # one class to learn from: score the training prior
@@ -302,8 +321,8 @@ class _CandidateRun:
     def result(self) -> CandidateResult:
         kind, params = self.spec
         per_fold = self.fold_metrics
-        mean = _mean_metrics(per_fold, self.cut_folds)
-        done = len(per_fold) == self.config.n_splits
+        mean = _mean_metrics(per_fold, self.folds_run, self.cut_folds)
+        done = self.config.n_splits - 1 in self.folds_run  # only the finalists run the last fold
         scores, folds = self.scores, self.folds
         if self.cut_folds:  # calibrate on scores of models fitted as the final one is: on whole periods
             cut = np.isin(folds, self.cut_folds)
@@ -318,15 +337,16 @@ class _CandidateRun:
             n_iter=self.n_iter if done else None,
             fold_rows=tuple(self.fold_rows),
             cut_folds=tuple(self.cut_folds),
+            folds_run=tuple(self.folds_run),
             oof_scores=scores if done else None,
             oof_folds=folds if done else None,
         )
 
 
 def evaluate_candidate(table: TrainingTable, config: TrainConfig, spec: CandidateSpec) -> CandidateResult:
-    """One candidate's rolling-origin validation on every fold; a pure function, so it can run anywhere."""
+    """A candidate's rolling-origin validation on every fold the search runs; pure, so it can run anywhere."""
     run = _CandidateRun(table, config, spec)
-    for k in range(config.n_splits):
+    for k in [k for rung in run.data.rungs() for k in rung]:
         run.run_fold(k)
     return run.result()
 
@@ -343,8 +363,8 @@ def search(
     say = progress or (lambda _msg: None)
 
     def report(i: int, result: CandidateResult) -> None:
-        folds = len(result.fold_metrics)
-        stopped = f", stopped after {folds}/{config.n_splits} folds" if folds < config.n_splits else ""
+        ran = ", ".join(str(k + 1) for k in result.folds_run)
+        stopped = "" if config.n_splits - 1 in result.folds_run else f", stopped after folds {ran} of {config.n_splits}"
         rows = "/".join(f"{n / 1000:.0f}k" for n in result.fold_rows)
         say(
             f"candidate {i + 1}/{len(specs)} {result.name}: "
@@ -404,7 +424,7 @@ def _halving_search(
         report(i, results[i])
 
     cut = [k for k in range(config.n_splits) if data.fold(k)[2]]
-    successive_halving(len(specs), config.n_splits, config.halving_factor, run_fold, on_stop, _families(config), cut)
+    successive_halving(len(specs), data.rungs(), config.halving_factor, run_fold, on_stop, _families(config), cut)
     return [results[i] for i in range(len(specs))]
 
 
@@ -413,23 +433,30 @@ def final_params(chosen: CandidateResult) -> dict[str, Any]:
     return chosen.params if chosen.n_iter is None else {**chosen.params, "max_iter": chosen.n_iter}
 
 
-def with_whole_folds(table: TrainingTable, config: TrainConfig, chosen: CandidateResult) -> CandidateResult:
-    """``chosen`` with the folds the search cut refitted on their whole training periods, for calibration.
+def folds_to_refit(config: TrainConfig, chosen: CandidateResult) -> list[int]:
+    """The folds ``with_whole_folds`` refits: those the search cut, and those it skipped (``halving_rungs``)."""
+    return [k for k in range(config.n_splits) if k in chosen.cut_folds or k not in chosen.folds_run]
 
-    The cut first rung (``fold_row_cap``) only ranks candidates cheaply: a model fitted on the latest
-    ``halving_min_rows`` rows scores unlike the final one, so those scores stay out of calibration,
-    which would then learn from the latest folds alone and follow their failure rate (at 1M deploys
-    that doubled the test ECE). Each cut fold is refitted whole as the final model is fitted: the
+
+def with_whole_folds(table: TrainingTable, config: TrainConfig, chosen: CandidateResult) -> CandidateResult:
+    """``chosen`` with the folds the search cut or skipped refitted on their whole training periods, for calibration.
+
+    The cut first rung (``fold_row_cap``, ``halving_rungs``) only ranks candidates cheaply: a model
+    fitted on the latest ``halving_min_rows`` rows scores unlike the final one, so those scores stay
+    out of calibration, which would then learn from the latest folds alone and follow their failure
+    rate (at 1M deploys that doubled the test ECE). Each such fold, and each earlier fold the cut
+    rung skipped, is refitted whole as the final model is fitted: the
     chosen parameters with the last fold's iteration count, no early stopping. The calibration map
     then sees every validation period again; the ranking, mean metrics and iteration count stay the
     search's.
     """
-    if not chosen.cut_folds or chosen.oof_scores is None or chosen.oof_folds is None:
+    refit = folds_to_refit(config, chosen)
+    if not refit or chosen.oof_scores is None or chosen.oof_folds is None:
         return chosen
     data = _SearchData(table, config, whole_folds=True)
     run = _CandidateRun(table, replace(config, early_stopping=False), (chosen.kind, final_params(chosen)), data)
     scores, folds = chosen.oof_scores.copy(), chosen.oof_folds.copy()
-    for k in chosen.cut_folds:
+    for k in refit:
         run.run_fold(k)
         validation = data.splits[k][1]
         scores[validation], folds[validation] = run.scores[validation], k
@@ -442,31 +469,36 @@ def _as_halving(results: list[CandidateResult], config: TrainConfig) -> list[Can
     A fold's score does not depend on which other candidates ran, so replaying the rungs on the
     grid's fold scores drops the same candidates after the same folds as the sequential run does.
     """
+    cut_folds = results[0].cut_folds if results else ()
+    by_fold = [dict(zip(r.folds_run, r.fold_metrics, strict=True)) for r in results]
     ran = successive_halving(
         len(results),
-        config.n_splits,
+        halving_rungs(config, cut_folds),
         config.halving_factor,
-        lambda alive, k: [_score(results[i].fold_metrics[k], config.selection_metric) for i in alive],
+        lambda alive, k: [_score(by_fold[i][k], config.selection_metric) for i in alive],
         families=_families(config),
-        cut_folds=results[0].cut_folds if results else (),
+        cut_folds=cut_folds,
     )
     out = []
     for i, result in enumerate(results):
-        folds = len(ran[i])
-        if folds == len(result.fold_metrics):
+        folds = list(ran[i])
+        if folds == list(result.folds_run):
             out.append(result)
             continue
-        kept = result.fold_metrics[:folds]
+        kept = [by_fold[i][k] for k in folds]
+        rows = dict(zip(result.folds_run, result.fold_rows, strict=True))
+        cut = tuple(k for k in result.cut_folds if k in folds)
         out.append(
             CandidateResult(
                 result.name,
                 result.kind,
                 result.params,
                 kept,
-                _mean_metrics(kept, result.cut_folds),
+                _mean_metrics(kept, folds, cut),
                 result.seconds,
-                fold_rows=result.fold_rows[:folds],
-                cut_folds=tuple(k for k in result.cut_folds if k < folds),
+                fold_rows=tuple(rows[k] for k in folds),
+                cut_folds=cut,
+                folds_run=tuple(folds),
             )
         )
     return out
@@ -477,9 +509,12 @@ def _families(config: TrainConfig) -> list[str] | None:
     return [kind for kind, _ in candidate_specs(config)] if config.halving_per_kind else None
 
 
-def _mean_metrics(per_fold: list[dict[str, float]], cut_folds: Sequence[int] = ()) -> dict[str, float]:
+def _mean_metrics(
+    per_fold: list[dict[str, float]], folds_run: Sequence[int], cut_folds: Sequence[int] = ()
+) -> dict[str, float]:
     """Mean of each metric over the decisive folds (``halving.decisive_folds``: the whole ones when there are)."""
-    rows = [per_fold[k] for k in decisive_folds(len(per_fold), cut_folds)]
+    by_fold = dict(zip(folds_run, per_fold, strict=True))
+    rows = [by_fold[k] for k in decisive_folds(folds_run, cut_folds)]
     return {m: float(np.nanmean([f[m] for f in rows])) if _any_finite(rows, m) else math.nan for m in METRIC_KEYS}
 
 
@@ -614,9 +649,10 @@ def _train(
     say(f"chosen {chosen.name}")
 
     started = time.perf_counter()
-    if chosen.cut_folds and chosen.oof_scores is not None:
-        folds = ", ".join(str(k + 1) for k in chosen.cut_folds)
-        say(f"calibration: refitting the chosen candidate on whole folds {folds} (the search cut them)")
+    refit = folds_to_refit(config, chosen)
+    if refit and chosen.oof_scores is not None:
+        folds = ", ".join(str(k + 1) for k in refit)
+        say(f"calibration: refitting the chosen candidate on whole folds {folds} (the search cut or skipped them)")
         chosen = with_whole_folds(train_table, config, chosen)
     model = RiskModel(
         make_classifier(chosen.kind, final_params(chosen), table, config),

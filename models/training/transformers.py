@@ -16,9 +16,15 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 
-def signed_log1p(x: np.ndarray) -> np.ndarray:
-    """log1p that keeps the sign: change sizes and counts are heavy-tailed, a few are negative."""
-    return np.sign(x) * np.log1p(np.abs(x))
+def signed_log1p(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """log1p that keeps the sign: change sizes and counts are heavy-tailed, a few are negative.
+
+    ``out``: where to write it (may be a slice of a larger matrix), so a design is built in place.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    out = np.abs(x, out=out)
+    np.log1p(out, out=out)
+    return np.copysign(out, x, out=out)
 
 
 class LogStandardizer(TransformerMixin, BaseEstimator):
@@ -51,14 +57,34 @@ class LogStandardizer(TransformerMixin, BaseEstimator):
         )
         return self
 
-    def transform(self, X: Any) -> np.ndarray:
+    @property
+    def n_features_out_(self) -> int:
+        """Output width: one column per input column, plus the missing indicators."""
         check_is_fitted(self, "median_")
+        return len(self.median_) + len(self.indicator_features_)
+
+    def transform(self, X: Any) -> np.ndarray:
         X = validate_data(self, X, dtype=np.float64, ensure_all_finite="allow-nan", reset=False)
-        Z = signed_log1p(X) if self.log else X
+        return self.transform_into(X, np.empty((len(X), self.n_features_out_)))
+
+    def transform_into(self, X: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """``transform`` of a checked float array, written into ``out`` (e.g. a slice of a design matrix).
+
+        At 1M deploys building the linear design cost as much as fitting it; writing each step's
+        columns in place saves the temporaries and the copies of stacking them.
+        """
+        check_is_fitted(self, "median_")
+        k = X.shape[1]
+        Z = out[:, :k]
+        if self.log:
+            signed_log1p(X, out=Z)
+        else:
+            Z[...] = X
         missing = np.isnan(Z)
-        out = (np.where(missing, self.median_, Z) - self.mean_) / self.scale_
-        if len(self.indicator_features_):
-            out = np.hstack([out, missing[:, self.indicator_features_].astype(np.float64)])
+        np.copyto(Z, np.broadcast_to(self.median_, Z.shape), where=missing)
+        Z -= self.mean_
+        Z /= self.scale_
+        out[:, k:] = missing[:, self.indicator_features_]
         return out
 
     def __sklearn_tags__(self) -> Any:
@@ -140,22 +166,40 @@ class _CategoryLearner(TransformerMixin, BaseEstimator):
 class OneHotArray(_CategoryLearner):
     """One-hot encoding fitted on the training fold only; unknown/missing -> all zeros."""
 
+    @property
+    def n_features_out_(self) -> int:
+        check_is_fitted(self, "categories_")
+        return sum(len(c) for c in self.categories_)
+
     def transform(self, X: Any) -> np.ndarray:
+        return self.transform_into(X, np.empty((len(_as_2d(X)), self.n_features_out_)))
+
+    def transform_into(self, X: Any, out: np.ndarray) -> np.ndarray:
+        """``transform`` written into ``out`` (e.g. a slice of a design matrix)."""
         codes = self._codes(X)
-        widths = [len(c) for c in self.categories_]
-        out = np.zeros((codes.shape[0], int(sum(widths))), dtype=np.float64)
+        out[...] = 0.0
         offset = 0
-        for j, w in enumerate(widths):
+        for j, cats in enumerate(self.categories_):
             rows = np.flatnonzero(codes[:, j] >= 0)
             out[rows, offset + codes[rows, j]] = 1.0
-            offset += w
+            offset += len(cats)
         return out
 
 
 class OrdinalArray(_CategoryLearner):
     """Category codes for HistGradientBoosting's native categorical support; unknown -> NaN."""
 
+    @property
+    def n_features_out_(self) -> int:
+        check_is_fitted(self, "categories_")
+        return len(self.categories_)
+
     def transform(self, X: Any) -> np.ndarray:
-        codes = self._codes(X).astype(np.float64)
-        codes[codes < 0] = np.nan
-        return codes
+        return self.transform_into(X, np.empty((len(_as_2d(X)), self.n_features_out_)))
+
+    def transform_into(self, X: Any, out: np.ndarray) -> np.ndarray:
+        """``transform`` written into ``out`` (e.g. a slice of a design matrix)."""
+        codes = self._codes(X)
+        out[...] = codes
+        out[codes < 0] = np.nan
+        return out

@@ -18,6 +18,7 @@ from models.training.train import (
     evaluate_candidate,
     final_params,
     fold_row_cap,
+    halving_rungs,
     make_classifier,
     search,
     train,
@@ -44,6 +45,9 @@ def _one_thread():
 def test_rungs_run_the_cheap_early_folds_for_all_and_one_later_fold_per_rung():
     assert rungs(4) == [[0, 1], [2], [3]]
     assert rungs(2) == [[0], [1]]
+    assert rungs(4, single_first=True) == [[1], [2], [3]]  # a cut first rung: its latest fold alone
+    assert rungs(5, single_first=True) == [[2], [3], [4]]
+    assert rungs(2, single_first=True) == [[0], [1]]
     assert [keep_count(n, 3) for n in (10, 4, 2, 1)] == [4, 2, 2, 1]
 
 
@@ -61,12 +65,12 @@ def test_halving_drops_losing_candidates_early_and_keeps_the_best():
         calls.append((i, k))
         return quality[i] + 0.01 * k
 
-    scores = successive_halving(len(quality), 4, 3, each(run_fold), lambda i, n: stopped.update({i: n}))
-    assert len(scores[3]) == 4 and len(scores[1]) == 4  # the two best run every fold
+    scores = successive_halving(len(quality), rungs(4), 3, each(run_fold), lambda i, n: stopped.update({i: n}))
+    assert list(scores[3]) == list(scores[1]) == [0, 1, 2, 3]  # the two best run every fold
     assert all(len(scores[i]) == 2 for i in (0, 2, 4, 5))  # the rest stop after the cheap rung
     assert stopped == {i: len(scores[i]) for i in range(len(quality))}
     assert len(calls) == 6 * 2 + 2 + 2  # versus 24 for the full grid
-    assert successive_halving(len(quality), 4, 3, each(lambda i, k: quality[i] + 0.01 * k)) == scores  # deterministic
+    assert successive_halving(len(quality), rungs(4), 3, each(lambda i, k: quality[i] + 0.01 * k)) == scores
 
 
 def test_halving_search_keeps_the_grid_search_winner_and_is_deterministic():
@@ -165,12 +169,14 @@ def test_the_first_rung_trains_on_the_most_recent_rows_and_the_survivors_on_whol
     results = search(table, config)
     whole = [len(tr) for tr, _ in rolling_origin_splits(len(table.frame), config.n_splits)]
     assert whole[0] > 300  # the cut bites on every fold of the first rung
-    for c in results:
-        assert list(c.fold_rows) == [300, 300, *whole[2 : len(c.fold_rows)]]
-    finished = [c for c in results if len(c.fold_metrics) == config.n_splits]
+    for c in results:  # the cut first rung is its latest fold alone: fold 0 is not run
+        assert c.folds_run[0] == 1 and c.cut_folds == (1,)
+        assert list(c.fold_rows) == [300, *whole[2 : len(c.fold_rows) + 1]]
+    finished = [c for c in results if c.folds_run == (1, 2, 3)]
     assert finished and all(c.oof_folds is not None and set(np.unique(c.oof_folds)) == {-1, 2, 3} for c in finished)
     assert all(list(c.fold_rows) == whole for c in search(table, replace(config, search="grid")))
     assert [fold_row_cap(config, k) for k in range(4)] == [300, 300, None, None]
+    assert halving_rungs(config, (0, 1)) == [[1], [2], [3]] and halving_rungs(config, ()) == [[0, 1], [2], [3]]
     assert fold_row_cap(replace(config, n_splits=2), 0) is None  # one whole fold would be left: no cut
     assert fold_row_cap(replace(config, halving_min_rows=None), 0) is None
 
@@ -196,18 +202,19 @@ def test_parallel_grid_replay_cuts_the_same_first_rung_as_the_sequential_search(
 
     sequential = search(table, config)
     parallel = search(table, config, evaluate_all=evaluate_all)
-    assert [(c.name, c.fold_metrics, c.fold_rows, c.n_iter) for c in parallel] == [
-        (c.name, c.fold_metrics, c.fold_rows, c.n_iter) for c in sequential
+    assert [(c.name, c.fold_metrics, c.fold_rows, c.folds_run, c.mean_metrics, c.n_iter) for c in parallel] == [
+        (c.name, c.fold_metrics, c.fold_rows, c.folds_run, c.mean_metrics, c.n_iter) for c in sequential
     ]
+    assert all(c.folds_run[0] == 1 for c in sequential)  # fold 0 is skipped in the grid run too
 
 
-def test_calibration_gets_the_cut_folds_refitted_whole_as_the_final_model_is_fitted():
+def test_calibration_gets_the_cut_and_skipped_folds_refitted_whole_as_the_final_model_is_fitted():
     table, _ = synthetic_table(3000, seed=4)
     table = table.sorted()
     config = replace(CONFIG, halving_min_rows=300)
     X, y = table.frame[table.features], table.frame[LABEL].to_numpy()
     splits = rolling_origin_splits(len(y), config.n_splits)
-    finished = [c for c in search(table, config) if len(c.fold_metrics) == config.n_splits]
+    finished = [c for c in search(table, config) if c.folds_run == (1, 2, 3)]
     assert {c.kind for c in finished} == {"logreg", "hgb"}  # per-kind halving: one finalist of each
     for chosen in finished:
         whole = with_whole_folds(table, config, chosen)
@@ -230,7 +237,8 @@ def test_calibration_gets_the_cut_folds_refitted_whole_as_the_final_model_is_fit
     assert with_whole_folds(table, CONFIG, uncut) is uncut  # nothing was cut: nothing to refit
     result = train(table, config)  # calibrates on every fold's validation period again
     every_fold = sum(len(va) for _, va in rolling_origin_splits(result.n_train, config.n_splits))
-    assert result.chosen.cut_folds == (0, 1) and len(result.model.oof_positions_) == every_fold
+    assert result.chosen.cut_folds == (1,) and result.chosen.folds_run == (1, 2, 3)
+    assert len(result.model.oof_positions_) == every_fold
 
 
 def test_rows_as_a_resource_cut_only_large_tables():
@@ -242,21 +250,22 @@ def test_rows_as_a_resource_cut_only_large_tables():
 
 
 def test_once_a_candidate_ran_a_whole_fold_the_cut_folds_no_longer_rank_it():
-    assert decisive_folds(2, {0, 1}) == [0, 1]  # only cut folds yet: they are all there is
-    assert decisive_folds(4, {0, 1}) == [2, 3]
-    assert decisive_folds(3, ()) == [0, 1, 2]
+    assert decisive_folds([0, 1], {0, 1}) == [0, 1]  # only cut folds yet: they are all there is
+    assert decisive_folds([0, 1, 2, 3], {0, 1}) == [2, 3]
+    assert decisive_folds([1, 2, 3], {1}) == [2, 3]  # by fold number, not position
+    assert decisive_folds([0, 1, 2], ()) == [0, 1, 2]
     # candidate 0 learns fast from the cut first rung; 1 and 2 gain from the whole folds
     fold_score = {0: [0.70, 0.70, 0.60, 0.60], 1: [0.65, 0.65, 0.66, 0.66], 2: [0.64, 0.64, 0.65, 0.65]}
     score = each(lambda i, k: fold_score.get(i, [0.5] * 4)[k])
-    judged_whole = successive_halving(7, 4, 3, score, cut_folds={0, 1})
+    judged_whole = successive_halving(7, rungs(4), 3, score, cut_folds={0, 1})
     assert len(judged_whole[0]) == 3 and len(judged_whole[1]) == len(judged_whole[2]) == 4
-    judged_on_all = successive_halving(7, 4, 3, score)
+    judged_on_all = successive_halving(7, rungs(4), 3, score)
     assert len(judged_on_all[0]) == 4 and len(judged_on_all[2]) == 3
     config = replace(CONFIG, halving_min_rows=300)
     table, _ = synthetic_table(3000, seed=4)
     for c in search(table.sorted(), config):
-        assert c.cut_folds == (0, 1)
-        rows = c.fold_metrics[2:] if len(c.fold_metrics) > 2 else c.fold_metrics
+        assert c.cut_folds == (1,)
+        rows = c.fold_metrics[1:] if len(c.fold_metrics) > 1 else c.fold_metrics
         assert c.mean_metrics["roc_auc"] == pytest.approx(np.mean([f["roc_auc"] for f in rows]))
 
 
