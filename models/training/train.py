@@ -223,9 +223,13 @@ class _SearchData:
         self.splits = rolling_origin_splits(len(frame), config.n_splits)
         self._designs: dict[tuple[int, bool], Future[_FoldDesign]] = {}
 
+    def cut_folds(self) -> list[int]:
+        """The folds whose training rows the search cuts on this table (``fold_row_cap``)."""
+        return [k for k in range(self.config.n_splits) if self.fold(k)[2]]
+
     def rungs(self) -> list[list[int]]:
         """The folds of each rung of the search on this table (``halving_rungs``; every fold for the grid)."""
-        return halving_rungs(self.config, [k for k in range(self.config.n_splits) if self.fold(k)[2]])
+        return halving_rungs(self.config, self.cut_folds())
 
     def fold(self, k: int) -> tuple[np.ndarray, np.ndarray, bool]:
         """Fold ``k``'s (training rows, validation rows, whether the training rows were cut)."""
@@ -423,8 +427,9 @@ def _halving_search(
         results[i] = runs[i].result()
         report(i, results[i])
 
-    cut = [k for k in range(config.n_splits) if data.fold(k)[2]]
-    successive_halving(len(specs), data.rungs(), config.halving_factor, run_fold, on_stop, _families(config), cut)
+    cut = data.cut_folds()
+    schedule = halving_rungs(config, cut)
+    successive_halving(len(specs), schedule, config.halving_factor, run_fold, on_stop, _families(config), cut)
     return [results[i] for i in range(len(specs))]
 
 
