@@ -367,8 +367,8 @@ def search(
     say = progress or (lambda _msg: None)
 
     def report(i: int, result: CandidateResult) -> None:
-        ran = ", ".join(str(k + 1) for k in result.folds_run)
-        stopped = "" if config.n_splits - 1 in result.folds_run else f", stopped after folds {ran} of {config.n_splits}"
+        ran = ("folds " if len(result.folds_run) > 1 else "fold ") + ", ".join(str(k + 1) for k in result.folds_run)
+        stopped = "" if config.n_splits - 1 in result.folds_run else f", stopped after {ran} of {config.n_splits}"
         rows = "/".join(f"{n / 1000:.0f}k" for n in result.fold_rows)
         say(
             f"candidate {i + 1}/{len(specs)} {result.name}: "
