@@ -96,6 +96,34 @@ def realised_vs_predicted(frame: pd.DataFrame, by: str, min_size: int = 1) -> pd
     return table
 
 
+def expected_auc(p: np.ndarray) -> float:
+    """The ROC-AUC to expect if each deploy failed with its predicted probability (NaN when undefined).
+
+    Confidence-based performance estimation (NannyML's CBPE): a (failure, success) pair is
+    (i, j) with probability p_i (1 - p_j), concordant when p_i > p_j (ties count half), so the
+    expected AUC is the concordant weight over all pairs' weight (i != j). It needs no labels: a
+    window whose deploys are alike in risk is harder to rank for any model, and a calibrated
+    model's probabilities say so there, where a baseline from other months cannot
+    (``alarms.AlarmConfig.expected_auc_check``).
+    """
+    p = np.asarray(p, dtype=np.float64)
+    if len(p) < 2:
+        return math.nan
+    values, group = np.unique(p, return_inverse=True)
+    fail = np.bincount(group, weights=p, minlength=len(values))
+    succeed = np.bincount(group, weights=1.0 - p, minlength=len(values))
+    both = float(np.sum(p * (1.0 - p)))  # a deploy is not paired with itself
+    below = np.cumsum(succeed) - succeed
+    concordant = float(np.sum(fail * below)) + 0.5 * (float(np.sum(fail * succeed)) - both)
+    pairs = float(p.sum() * (1.0 - p).sum()) - both
+    return concordant / pairs if pairs > 0 else math.nan
+
+
+def _auc_gap(y: np.ndarray, p: np.ndarray) -> float:
+    """Realised minus expected ROC-AUC of the same deploys (``expected_auc``)."""
+    return rank_auc(y, p) - expected_auc(p)
+
+
 def bootstrap_values(
     y: np.ndarray, p: np.ndarray, metric: Callable[[np.ndarray, np.ndarray], float], n_boot: int, seed: int = 0
 ) -> np.ndarray:
@@ -148,6 +176,7 @@ def window_metrics(frame: pd.DataFrame, config: WindowConfig, seed: int = 0) -> 
     y = frame["label"].to_numpy(dtype=np.int64)
     p = frame["probability"].to_numpy(dtype=np.float64)
     aucs = bootstrap_values(y, p, rank_auc, config.n_boot, seed)
+    gaps = bootstrap_values(y, p, _auc_gap, config.n_boot, seed)
     auc_lo, auc_hi = _percentiles(aucs, config.level)
     ece_lo, ece_hi = bootstrap_interval(y, p, expected_calibration_error, config.n_boot, seed + 1, config.level)
     return {
@@ -161,6 +190,9 @@ def window_metrics(frame: pd.DataFrame, config: WindowConfig, seed: int = 0) -> 
         # the bootstrap standard error: the alarm's repeated-looks test needs a level far in the tail,
         # which 200 percentile resamples cannot place (models/monitoring/alarms.py)
         "roc_auc_se": float(np.std(aucs, ddof=1)) if len(aucs) > 1 else math.nan,
+        # what the window's own probabilities promise, and the noise of falling short of it (same resamples)
+        "expected_roc_auc": expected_auc(p),
+        "roc_auc_gap_se": float(np.std(gaps, ddof=1)) if len(gaps) > 1 else math.nan,
         "brier": _brier(y, p),
         "ece": expected_calibration_error(y, p) if len(y) else math.nan,
         "ece_lo": ece_lo,

@@ -159,9 +159,13 @@ def test_feature_drift_ranks_by_importance() -> None:
     assert out.set_index("feature").loc["x", "rank"] == 2 and out["feature"].iloc[-1] == "y"
 
 
-def _window(auc: float, hi: float, ece: float = 0.01, ece_lo: float = 0.005, n: float = 2000.0) -> dict:
+def _window(
+    auc: float, hi: float, ece: float = 0.01, ece_lo: float = 0.005, n: float = 2000.0, expected: float = 0.78
+) -> dict:
+    """A window's metrics; by default its probabilities expected more than it ranked (``expected``)."""
     return {"n": n, "failures": 200.0, "roc_auc": auc, "roc_auc_hi": hi, "roc_auc_lo": auc - (hi - auc),
-            "roc_auc_se": (hi - auc) / 1.645, "ece": ece, "ece_lo": ece_lo}  # fmt: skip
+            "roc_auc_se": (hi - auc) / 1.645, "ece": ece, "ece_lo": ece_lo,
+            "expected_roc_auc": expected, "roc_auc_gap_se": (hi - auc) / 1.645}  # fmt: skip
 
 
 def _psi(value: float) -> pd.DataFrame:
@@ -189,6 +193,41 @@ def test_drift_alone_only_warns_unless_configured() -> None:
     assert not evaluate_alarm(worse, 0.72, _psi(0.1), 0.0, AlarmConfig()).firing
     assert evaluate_alarm(worse, 0.72, _psi(0.6), 0.0, AlarmConfig()).firing
     assert not evaluate_alarm(worse, 0.72, _psi(0.6).assign(rank=[9, 10]), 0.0, AlarmConfig()).firing
+
+
+def test_a_window_that_ranks_as_its_probabilities_expect_is_a_harder_month_not_decay() -> None:
+    harder = _window(0.675, 0.69, expected=0.68)  # below the baseline, but as its own probabilities expect
+    report = evaluate_alarm(harder, 0.72, _psi(0.6), 0.0, AlarmConfig())
+    assert not report.firing and "drift without degradation" in report.warnings[0]
+    assert evaluate_alarm(harder, 0.72, _psi(0.6), 0.0, AlarmConfig(expected_auc_check=False)).firing
+    decayed = _window(0.675, 0.69, expected=0.72)  # 0.675 + 3.04 gap SE = 0.703 < 0.72
+    fired = evaluate_alarm(decayed, 0.72, _psi(0.6), 0.0, AlarmConfig())
+    assert fired.firing and "its probabilities expected 0.720" in fired.reasons[0]
+    unknown = {k: v for k, v in decayed.items() if k != "expected_roc_auc"}  # an older assessment
+    assert evaluate_alarm(unknown, 0.72, _psi(0.6), 0.0, AlarmConfig()).firing  # the baseline alone decides
+
+
+def test_expected_auc_is_the_mean_auc_of_outcomes_drawn_from_the_probabilities() -> None:
+    from models.monitoring.outcomes import expected_auc
+
+    rng = np.random.default_rng(5)
+    p = np.round(rng.beta(2, 12, 600), 2)  # ties
+    draws = [rank_auc((rng.random(600) < p).astype(int), p) for _ in range(2000)]
+    assert expected_auc(p) == pytest.approx(np.nanmean(draws), abs=0.005)
+    assert expected_auc(np.full(50, 0.2)) == pytest.approx(0.5)  # no spread: nothing to rank
+    assert math.isnan(expected_auc(np.array([0.3])))
+    # in a window of deploys scored by their true risk, realised and expected agree; when outcomes stop
+    # following the scores (the drift), realised falls short by many gap standard errors
+    scores = p.repeat(4)[:2000]
+
+    def window(risk: np.ndarray) -> dict[str, float]:
+        labels = (rng.random(len(risk)) < risk).astype(int)
+        return window_metrics(pd.DataFrame({"label": labels, "probability": scores}), WindowConfig(n_boot=100))
+
+    calibrated = window(scores)
+    assert abs(calibrated["roc_auc"] - calibrated["expected_roc_auc"]) / calibrated["roc_auc_gap_se"] < 3
+    drifted = window(rng.permutation(scores))
+    assert (drifted["expected_roc_auc"] - drifted["roc_auc"]) / drifted["roc_auc_gap_se"] > 3
 
 
 def test_drift_check_asks_for_more_than_one_looks_interval() -> None:
