@@ -7,20 +7,25 @@ For each seed, two simulations that differ only by a change of the true hazard a
    (``recent_table``, its 180-day window, ``fit_models`` with the default ``TrainConfig``) and
    scores every production deploy from then on at its ship time: the prediction log an online
    service would have written.
-2. Each day the monitor runs as it would that day (``models.monitoring.assess``: labels as known
-   then, the last 28 days of matured predictions, drift against the training window) and the
-   first day the alarm fires is recorded (``--all-days``: every day's verdict). On the undrifted
-   twin it must never fire.
-3. On the first alarm a challenger is trained exactly as the monitor's retrain trains it
-   (``retrain_options``, ``retrain_table``: at least ``--window-days`` of matured deploys, back to
-   the degradation's onset unless ``--fixed-window``; ``fit_models``), and ``--retrains N``: also
-   weekly after it, as the daily deployment with ``retrain: true`` does while the alarm fires. The
-   promotion gate's own ``judge`` compares it with the champion on the test deploys after both
-   training ends; it replaces the champion only when better. The stale model, the champion the
-   gates kept and the oracle (the simulator's true probabilities) are then scored on every
-   deploy after the last retrain.
+2. Every ``--check-every`` days the monitor runs as the product's daily deployment with ``retrain:
+   true`` would (``run_live``, the default): ``models.monitoring.assess`` of the *current* champion,
+   on its own log (scored at ship time by it), labels as known that day, against its own training
+   window and baseline. On the undrifted twin it must never fire (the twin only monitors). On a
+   drifted run, each check its alarm fires (up to 21 days before the end) a challenger is trained
+   as the monitor's retrain trains it (``retrain_options``, ``retrain_table``: at least
+   ``--window-days`` of matured deploys, back to the onset placed on that champion's log unless
+   ``--fixed-window``; ``fit_models``) and the retrain's gate (``RetrainConfig.gate``, ``--gate``)
+   decides through the registry's own ``judge``; a promoted challenger serves from that day and is
+   judged from then on. Reported: the final champion, stale model and oracle on the matured
+   deploys after the last retrain, and prequentially (every matured post-change deploy scored by
+   the champion live when it shipped).
+3. ``--capped``: the benchmark before 2026-12-06 (sixth round). The stale model's log only; on its
+   first alarm a challenger is trained, and ``--retrains N``: weekly after it; the gate decides
+   (``--gate margin --exact-baseline`` for the earlier figures); the stale model, the kept
+   champion and the oracle are scored on every deploy after the last retrain.
 
-    .venv/bin/python -m benchmarks.monitoring --seeds 0 1 2 --retrains 4 --check-every 2 --window-days 30
+    .venv/bin/python -m benchmarks.monitoring --seeds 0 1 2 --check-every 2 --window-days 30 --twin-all-days
+    .venv/bin/python -m benchmarks.monitoring --seeds 0 --capped --retrains 4 --gate margin --exact-baseline
     .venv/bin/python -m benchmarks.monitoring --seeds 0 --kind squad --days 240 --services 40
 """
 
@@ -146,7 +151,7 @@ def _retrain(args: argparse.Namespace, history: Any, final: pd.DataFrame, sim: A
     from models.training.train import EFFORT, LABEL
     from pipelines.flows.monitor import RetrainConfig, retrain_options, retrain_table
 
-    retraining = RetrainConfig(window_days=args.window_days, from_onset=not args.fixed_window)
+    retraining = RetrainConfig(window_days=args.window_days, from_onset=not args.fixed_window, gate_rule=args.gate)
 
     current, current_name, gates = champion, "stale", []
     last = first_alarm
@@ -154,7 +159,7 @@ def _retrain(args: argparse.Namespace, history: Any, final: pd.DataFrame, sim: A
         rday = first_alarm + 7 * k
         if rday > args.days - 21:
             break
-        options = retrain_options(day(rday))
+        options = retrain_options(day(rday), config=retraining)
         # the onset as the monitor would place it that day (None when the stale model's alarm is quiet)
         onset = assess(preds, labels_as_of(final, day(rday)), history.deploys, reference, alarm_cfg, day(rday)).onset
         table = retrain_table(history, options, retraining, onset)

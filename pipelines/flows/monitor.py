@@ -347,8 +347,9 @@ def retrain_table_task(
 def retrain(
     settings: Settings, config: RetrainConfig, as_of: pd.Timestamp | None = None, onset: pd.Timestamp | None = None
 ) -> dict[str, Any]:
-    """The training flow on the recent matured deploys (``retrain_table``); its promotion gate keeps the
-    champion unless the retrain beats it on the recent out-of-sample period.
+    """The training flow on the recent matured deploys (``retrain_table``) with the retrain's gate
+    (``RetrainConfig.gate``: by default promoted only when a paired test finds it better on the recent
+    out-of-sample period).
 
     Weeks after a change every row since its onset is of the new regime, so the window reaches back
     to it; on the simulated drift that recovered 97.2% of the oracle AUC where a fixed 30 days
