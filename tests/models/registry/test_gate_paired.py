@@ -66,3 +66,40 @@ def test_paired_rule_needs_roc_auc_and_a_sane_alpha() -> None:
         GateConfig(rule="paired", alpha=0.7)
     with pytest.raises(ValueError, match="rule"):
         GateConfig(rule="sometimes")  # type: ignore[arg-type]
+
+
+class _Stub:
+    """A champion as ``judge`` sees it: its columns, its training end, its probabilities (column ``old``)."""
+
+    def __init__(self, end: str) -> None:
+        self.metadata = {"training_period": {"start": "2026-01-01", "end": end}}
+        self.classifier_ = type("C", (), {"numeric_": ["old"], "categorical_": []})()
+
+    def predict_proba(self, frame):  # type: ignore[no-untyped-def]
+        p = 1 / (1 + np.exp(-frame["old"].to_numpy(dtype=np.float64)))
+        return np.column_stack([1 - p, p])
+
+
+def test_judge_runs_the_paired_test_on_the_deploys_after_both_training_ends() -> None:
+    import pandas as pd
+
+    from models.registry.gate import ChampionInfo, judge
+    from models.training.evaluation import evaluate
+
+    rng = np.random.default_rng(3)
+    n = 1200
+    y = (rng.random(n) < 0.15).astype(int)
+    old = y * 0.5 + rng.standard_normal(n)  # the champion ranks weakly
+    new = y * 1.5 + rng.standard_normal(n)  # the challenger clearly better
+    t = pd.date_range("2026-03-01", periods=n, freq="h", tz="UTC")
+    frame = pd.DataFrame({"created_at": t, "old": old})
+    metrics = {**evaluate(y, 1 / (1 + np.exp(-new))), "ece": 0.01}  # calibration is not what this test is about
+    champion = ChampionInfo("1", _Stub("2026-03-20"), "")  # type: ignore[arg-type]
+    verdict = judge(champion, metrics, frame, y, None, PAIRED, 1 / (1 + np.exp(-new)), t[100])
+    after = (t > pd.Timestamp("2026-03-20", tz="UTC")).sum()
+    assert verdict.period is not None and verdict.period.n == after
+    assert verdict.decision.promote and "paired se" in verdict.decision.reason
+    # the same challenger against itself as champion: no difference, not promoted
+    frame_same = frame.assign(old=new)
+    same = judge(champion, metrics, frame_same, y, None, PAIRED, 1 / (1 + np.exp(-new)), t[100])
+    assert not same.decision.promote and "not better beyond noise" in same.decision.reason
