@@ -7,20 +7,25 @@ For each seed, two simulations that differ only by a change of the true hazard a
    (``recent_table``, its 180-day window, ``fit_models`` with the default ``TrainConfig``) and
    scores every production deploy from then on at its ship time: the prediction log an online
    service would have written.
-2. Each day the monitor runs as it would that day (``models.monitoring.assess``: labels as known
-   then, the last 28 days of matured predictions, drift against the training window) and the
-   first day the alarm fires is recorded (``--all-days``: every day's verdict). On the undrifted
-   twin it must never fire.
-3. On the first alarm a challenger is trained exactly as the monitor's retrain trains it
-   (``retrain_options``, ``retrain_table``: at least ``--window-days`` of matured deploys, back to
-   the degradation's onset unless ``--fixed-window``; ``fit_models``), and ``--retrains N``: also
-   weekly after it, as the daily deployment with ``retrain: true`` does while the alarm fires. The
-   promotion gate's own ``judge`` compares it with the champion on the test deploys after both
-   training ends; it replaces the champion only when better. The stale model, the champion the
-   gates kept and the oracle (the simulator's true probabilities) are then scored on every
-   deploy after the last retrain.
+2. Every ``--check-every`` days the monitor runs as the product's daily deployment with ``retrain:
+   true`` would (``run_live``, the default): ``models.monitoring.assess`` of the *current* champion,
+   on its own log (scored at ship time by it), labels as known that day, against its own training
+   window and baseline. On the undrifted twin it must never fire (the twin only monitors). On a
+   drifted run, each check its alarm fires (up to 21 days before the end) a challenger is trained
+   as the monitor's retrain trains it (``retrain_options``, ``retrain_table``: at least
+   ``--window-days`` of matured deploys, back to the onset placed on that champion's log unless
+   ``--fixed-window``; ``fit_models``) and the retrain's gate (``RetrainConfig.gate``, ``--gate``)
+   decides through the registry's own ``judge``; a promoted challenger serves from that day and is
+   judged from then on. Reported: the final champion, stale model and oracle on the matured
+   deploys after the last retrain, and prequentially (every matured post-change deploy scored by
+   the champion live when it shipped).
+3. ``--capped``: the benchmark before 2026-12-06 (sixth round). The stale model's log only; on its
+   first alarm a challenger is trained, and ``--retrains N``: weekly after it; the gate decides
+   (``--gate margin --exact-baseline`` for the earlier figures); the stale model, the kept
+   champion and the oracle are scored on every deploy after the last retrain.
 
-    .venv/bin/python -m benchmarks.monitoring --seeds 0 1 2 --retrains 4 --check-every 2 --window-days 30
+    .venv/bin/python -m benchmarks.monitoring --seeds 0 1 2 --check-every 2 --window-days 30 --twin-all-days
+    .venv/bin/python -m benchmarks.monitoring --seeds 0 --capped --retrains 4 --gate margin --exact-baseline
     .venv/bin/python -m benchmarks.monitoring --seeds 0 --kind squad --days 240 --services 40
 """
 
@@ -146,7 +151,7 @@ def _retrain(args: argparse.Namespace, history: Any, final: pd.DataFrame, sim: A
     from models.training.train import EFFORT, LABEL
     from pipelines.flows.monitor import RetrainConfig, retrain_options, retrain_table
 
-    retraining = RetrainConfig(window_days=args.window_days, from_onset=not args.fixed_window)
+    retraining = RetrainConfig(window_days=args.window_days, from_onset=not args.fixed_window, gate_rule=args.gate)
 
     current, current_name, gates = champion, "stale", []
     last = first_alarm
@@ -154,7 +159,7 @@ def _retrain(args: argparse.Namespace, history: Any, final: pd.DataFrame, sim: A
         rday = first_alarm + 7 * k
         if rday > args.days - 21:
             break
-        options = retrain_options(day(rday))
+        options = retrain_options(day(rday), config=retraining)
         # the onset as the monitor would place it that day (None when the stale model's alarm is quiet)
         onset = assess(preds, labels_as_of(final, day(rday)), history.deploys, reference, alarm_cfg, day(rday)).onset
         table = retrain_table(history, options, retraining, onset)
@@ -218,6 +223,183 @@ def _retrain(args: argparse.Namespace, history: Any, final: pd.DataFrame, sim: A
     }
 
 
+def _champion(result: Any, name: str, since: int, history: Any, final: pd.DataFrame, day: Any) -> dict[str, Any]:
+    """A model as the product serves it from day ``since``: its bundle, the log it writes from then on
+    (scored at ship time by it) and its own reference (its training window), which its monitor judges."""
+    from models.monitoring.assess import reference_of
+    from models.scoring.context import make_scoring_context
+
+    bundle = _bundle(result, name)
+    period = result.split
+    reference = reference_of(
+        make_scoring_context(bundle, history, 0, final),
+        pd.Timestamp(period["train_start"]),
+        pd.Timestamp(period["train_end"]),
+    )
+    return {
+        "name": name,
+        "result": result,
+        "since": since,
+        "preds": predictions_of(history, final, bundle, day(since)),
+        "reference": reference,
+        "first_alarm": None,
+    }
+
+
+def _scored_by(champions: list[dict[str, Any]], day: Any) -> pd.DataFrame:
+    """Each deploy's score from the champion live when it shipped (the prequential log)."""
+    parts = []
+    for i, c in enumerate(champions):
+        t = pd.to_datetime(c["preds"]["planned_at"], utc=True)
+        keep = t >= day(c["since"])
+        if i + 1 < len(champions):
+            keep &= t < day(champions[i + 1]["since"])
+        parts.append(c["preds"][keep.to_numpy()].assign(champion=c["name"]))
+    return pd.concat(parts, ignore_index=True)
+
+
+def _aucs(frame: pd.DataFrame, final: pd.DataFrame, sim: Any, stale: pd.DataFrame) -> dict[str, Any]:
+    """Oracle, stale model and ``frame``'s scores on its matured, eligible deploys."""
+    from models.training.evaluation import rank_auc
+
+    lab = final.set_index("deploy_id").reindex(frame["deploy_id"].astype(str))
+    keep = (lab["eligible"].fillna(False) & lab["mature"].fillna(False)).to_numpy(dtype=bool)
+    ids = frame["deploy_id"].astype(str).to_numpy()[keep]
+    y = lab["failed"].to_numpy(dtype=bool)[keep].astype(int)
+    truth = sim.deploy_truth.set_index("deploy_id").loc[ids, "p_incident"].to_numpy()
+    stale_p = stale.set_index("deploy_id").loc[ids, "probability"].to_numpy(dtype=np.float64)
+    oracle, st, mine = rank_auc(y, truth), rank_auc(y, stale_p), rank_auc(y, frame["probability"].to_numpy()[keep])
+    return {
+        "deploys": int(len(y)),
+        "failures": int(y.sum()),
+        "oracle_auc": oracle,
+        "stale_auc": st,
+        "champion_auc": mine,
+        "stale_share_of_oracle": st / oracle,
+        "champion_share_of_oracle": mine / oracle,
+    }
+
+
+def run_live(
+    args: argparse.Namespace,
+    seed: int,
+    kind: str | None,
+    sim: Any,
+    final: pd.DataFrame,
+    day: Any,
+    champion: Any,
+    alarm_cfg: Any,
+) -> dict[str, Any]:
+    """The product's daily monitor with ``retrain: true``: each check judges the *current* champion on its own
+    log against its own reference and baseline; on each day its alarm fires (a drifted run, up to 21 days
+    before the end) a challenger is trained from the onset placed on that champion's log and the retrain's
+    gate (``RetrainConfig.gate``) decides; a promoted challenger serves, and is judged, from that day on."""
+    from models.monitoring.assess import assess
+    from models.registry.gate import ChampionInfo, judge
+    from models.training.train import EFFORT, LABEL
+    from pipelines.flows.monitor import RetrainConfig, retrain_options, retrain_table
+
+    history = sim.history
+    retraining = RetrainConfig(window_days=args.window_days, from_onset=not args.fixed_window, gate_rule=args.gate)
+    champions = [_champion(champion, "stale", args.train_day, history, final, day)]
+    daily: list[dict[str, Any]] = []
+    gates: list[dict[str, Any]] = []
+    first_alarm: int | None = None
+    retrain_until = args.days - 21
+    for d in range(args.train_day + args.first_check, args.days + 1, args.check_every):
+        cur = champions[-1]
+        try:
+            a = assess(cur["preds"], labels_as_of(final, day(d)), history.deploys, cur["reference"], alarm_cfg, day(d))
+        except ValueError:
+            continue  # a new champion's log has no matured label yet
+        daily.append(
+            {
+                "day": d,
+                "champion": cur["name"],
+                "n": a.latest["n"],
+                "auc": a.latest["roc_auc"],
+                "auc_se": a.latest.get("roc_auc_se", float("nan")),
+                "baseline": a.extra["baseline_auc"],
+                "baseline_se": a.extra.get("baseline_se"),
+                "baseline_source": a.extra.get("baseline_source"),
+                "firing": a.alarm.firing,
+                "reasons": list(a.alarm.reasons),
+            }
+        )
+        if not a.alarm.firing:
+            continue
+        if cur["first_alarm"] is None:
+            cur["first_alarm"] = d
+            _say(f"seed {seed} {kind or 'no drift'}: {cur['name']}'s alarm on day {d}: {'; '.join(a.alarm.reasons)}")
+        if first_alarm is None:
+            first_alarm = d
+        retrain = kind is not None and args.retrains != 0 and d <= retrain_until
+        if not retrain:
+            if args.all_days or (kind is None and args.twin_all_days):
+                continue
+            break
+        options = retrain_options(day(d), config=retraining)
+        table = retrain_table(history, options, retraining, a.onset)  # the onset on the current champion's log
+        challenger = _fit(table, options)
+        test = challenger.test_frame
+        y_test = test[LABEL].to_numpy(dtype=np.int64)
+        effort = test[EFFORT].to_numpy(dtype=np.float64, na_value=np.nan) if EFFORT in test else None
+        verdict = judge(
+            ChampionInfo(cur["name"], cur["result"].model, ""),
+            challenger.test_metrics,
+            test,
+            y_test,
+            effort,
+            options.train.gate,
+            challenger.test_scores,
+            pd.Timestamp(challenger.split["train_end"]),
+        )
+        decision = verdict.decision
+        gates.append(
+            {
+                "day": d,
+                "champion": cur["name"],
+                "onset": None if a.onset is None else str(a.onset),
+                "onset_from": cur["name"],
+                "rows_from": str(pd.to_datetime(table.frame["created_at"], utc=True).min()),
+                "train_rows": challenger.n_train,
+                "compared": None if verdict.period is None else verdict.period.n,
+                "promote": decision.promote,
+                "reason": decision.reason,
+            }
+        )
+        _say(f"retrain day {d} (judging {cur['name']}, onset {a.onset}): {challenger.n_train} rows; {decision.reason}")
+        if decision.promote:
+            champions.append(_champion(challenger, f"retrained day {d}", d, history, final, day))
+    out: dict[str, Any] = {
+        "first_alarm": first_alarm,
+        "daily": daily,
+        "gates": gates,
+        "champions": [{"name": c["name"], "since": c["since"], "first_alarm": c["first_alarm"]} for c in champions],
+    }
+    if kind is None or not gates:
+        return out
+    stale = champions[0]["preds"]
+    last = max(g["day"] for g in gates)
+    final_log = champions[-1]["preds"]
+    after = final_log[pd.to_datetime(final_log["planned_at"], utc=True) > day(last)]
+    prequential = _scored_by(champions, day)
+    post = prequential[pd.to_datetime(prequential["planned_at"], utc=True) >= day(args.drift_day)]
+    out["retrain"] = {
+        "last_day": last,
+        "retrains": len(gates),
+        "promoted": [g["day"] for g in gates if g["promote"]],
+        "champion": champions[-1]["name"],
+        "final": _aucs(after, final, sim, stale),
+        "prequential": _aucs(post, final, sim, stale),
+    }
+    fin, pre = out["retrain"]["final"], out["retrain"]["prequential"]
+    share = "champion_share_of_oracle"
+    _say(f"seed {seed}: final {fin[share]:.1%} (stale {fin['stale_share_of_oracle']:.1%}), "
+         f"prequential {pre[share]:.1%} (stale {pre['stale_share_of_oracle']:.1%})")  # fmt: skip
+    return out
+
+
 def _day_se(a: Any, alarm_cfg: Any, n_boot: int) -> float:
     from models.monitoring.outcomes import matured
 
@@ -261,7 +443,26 @@ def run_one(args: argparse.Namespace, seed: int, kind: str | None) -> dict[str, 
     )
     alarm_cfg = replace(AlarmConfig(), window=WindowConfig(max_windows=1, n_boot=args.n_boot))
     if args.per_look_alarm:
-        alarm_cfg = replace(alarm_cfg, false_alarm_rate=None)
+        alarm_cfg = replace(alarm_cfg, false_alarm_rate=None, baseline_windows=None)
+    elif args.exact_baseline:
+        alarm_cfg = replace(alarm_cfg, baseline_windows=None)
+    if not args.capped:
+        live = run_live(args, seed, kind, sim, final, day, champion, alarm_cfg)
+        first = live["first_alarm"]
+        return {
+            "seed": seed,
+            "kind": kind or "none",
+            "mode": "live",
+            "drift_day": args.drift_day if kind else None,
+            "champion_test_auc": champion.test_metrics["roc_auc"],
+            "first_alarm_day": first,
+            "days_after_change": None if first is None or kind is None else first - args.drift_day,
+            "false_alarm": first is not None and (kind is None or first < args.drift_day),
+            "days_checked": len(live["daily"]),
+            "twin_fires": sum(r["firing"] for r in live["daily"]) if kind is None else None,
+            **{k: v for k, v in live.items() if k != "first_alarm"},
+            "seconds": time.perf_counter() - began,
+        }
     daily = []
     first_alarm: int | None = None
     for d in range(args.train_day + args.first_check, args.days + 1, args.check_every):
@@ -325,7 +526,28 @@ def main() -> None:
     parser.add_argument("--first-check", type=int, default=14, help="days after --train-day of the first check")
     parser.add_argument("--window-days", type=float, default=30.0, help="the retrain's least window")
     parser.add_argument("--fixed-window", action="store_true", help="retrain on --window-days only, not from the onset")
-    parser.add_argument("--retrains", type=int, default=1, help="retrain on the alarm and weekly after it, N times")
+    parser.add_argument(
+        "--retrains",
+        type=int,
+        default=1,
+        help="--capped: retrain on the alarm and weekly after it, N times; live: 0 turns retraining off",
+    )
+    parser.add_argument(
+        "--capped",
+        action="store_true",
+        help="the benchmark before 2026-12-06 (sixth): the stale model's log only, --retrains weekly retrains",
+    )
+    parser.add_argument(
+        "--gate",
+        choices=("paired", "margin"),
+        default="paired",
+        help="live: the retrain's gate (RetrainConfig.gate_rule); --capped uses the margin gate",
+    )
+    parser.add_argument(
+        "--exact-baseline",
+        action="store_true",
+        help="the alarm's baseline treated as exact (AlarmConfig.baseline_windows=None), the rule before",
+    )
     parser.add_argument("--n-boot", type=int, default=200)
     parser.add_argument("--check-every", type=int, default=1, help="days between monitor runs")
     parser.add_argument("--all-days", action="store_true", help="keep checking after the first alarm")

@@ -19,7 +19,14 @@ import pandas as pd
 from models.monitoring.alarms import AlarmConfig, AlarmReport, evaluate_alarm
 from models.monitoring.drift import feature_drift, newcomer_share, psi_numeric
 from models.monitoring.onset import OnsetConfig, degradation_onset
-from models.monitoring.outcomes import join_outcomes, matured, outcome_counts, per_group, rolling_metrics
+from models.monitoring.outcomes import (
+    bootstrap_values,
+    join_outcomes,
+    matured,
+    outcome_counts,
+    per_group,
+    rolling_metrics,
+)
 from models.monitoring.predlog import feature_rows
 from models.scoring.context import ScoringContext
 from models.scoring.explain import batch_features
@@ -152,9 +159,17 @@ def assess(
         "new_services": newcomer_share(list(reference.services), recent["service"].tolist()),
         "new_authors": newcomer_share(list(reference.authors), recent["author"].tolist()),
     }
-    baseline = baseline_auc(done, reference.champion_auc, config)
-    alarm = evaluate_alarm(latest, baseline, fpsi, score_psi, config)
-    extra = {"champion_test_auc": reference.champion_auc, "baseline_auc": baseline}
+    if config.baseline_windows is None:
+        baseline, baseline_se, source = baseline_auc(done, reference.champion_auc, config), 0.0, "exact"
+    else:
+        baseline, baseline_se, source = live_baseline(done, reference.champion_auc, config, end)
+    alarm = evaluate_alarm(latest, baseline, fpsi, score_psi, config, baseline_se)
+    extra = {
+        "champion_test_auc": reference.champion_auc,
+        "baseline_auc": baseline,
+        "baseline_se": None if not math.isfinite(baseline_se) else baseline_se,
+        "baseline_source": source,
+    }
     onset = None
     if alarm.firing:  # a retrain learns from the onset on (pipelines/flows/monitor.py)
         y, p = done["label"].to_numpy(dtype=np.int64), done["probability"].to_numpy(dtype=np.float64)
@@ -165,7 +180,8 @@ def assess(
 
 
 def baseline_auc(done: pd.DataFrame, champion_auc: float, config: AlarmConfig) -> float:
-    """The AUC the alarm compares with: the champion's test AUC, or its AUC over its first live window if lower.
+    """The rule before ``baseline_windows`` (``AlarmConfig.baseline_windows=None``): the champion's test AUC,
+    or its AUC over its first live window if lower, treated as exact.
 
     A test AUC measured on a few weeks is itself noisy (+-0.03 on the simulations) and often
     optimistic; judged against it alone, an undrifted run false-fired. The first ``window.days`` of
@@ -179,6 +195,32 @@ def baseline_auc(done: pd.DataFrame, champion_auc: float, config: AlarmConfig) -
         return champion_auc
     live = rank_auc(y, first["probability"].to_numpy(dtype=np.float64))
     return min(champion_auc, live) if math.isfinite(champion_auc) else live
+
+
+def live_baseline(
+    done: pd.DataFrame, champion_auc: float, config: AlarmConfig, window_end: pd.Timestamp
+) -> tuple[float, float, str]:
+    """The baseline AUC, its standard error and where it comes from (``AlarmConfig.baseline_windows``).
+
+    The model's matured live predictions planned in its first ``baseline_windows * window.days`` and
+    before the judged window (ending ``window_end``) starts: out of sample, of the same kind as the
+    windows judged later, and fixed once complete, so a drop after it is measured against the model
+    as it first served. Its SE is the bootstrap's over those deploys. With fewer than ``min_labels``
+    labels or ``min_failures`` failures there: the test AUC, its SE unknown (NaN: the alarm takes the
+    window's).
+    """
+    planned = pd.to_datetime(done["planned_at"], utc=True)
+    days = config.baseline_days() or config.window.days
+    window_start = pd.Timestamp(window_end) - pd.Timedelta(days=config.window.days)
+    stop = min(planned.min() + pd.Timedelta(days=days), window_start)
+    base = done[(planned <= stop).to_numpy()]
+    y = base["label"].to_numpy(dtype=np.int64)
+    if len(y) < config.min_labels or y.sum() < config.min_failures:
+        return champion_auc, math.nan, "test AUC (too few live labels before the window)"
+    p = base["probability"].to_numpy(dtype=np.float64)
+    boots = bootstrap_values(y, p, rank_auc, config.window.n_boot, config.window.seed + 1_000)
+    se = float(np.std(boots, ddof=1)) if len(boots) > 1 else math.nan
+    return rank_auc(y, p), se, f"live: {len(y)} deploys up to {stop:%Y-%m-%d}"
 
 
 def prometheus_text(a: Assessment, model_name: str, model_version: str, now: float) -> str:

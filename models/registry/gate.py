@@ -13,6 +13,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,7 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from models.monitoring.onset import concordance
 from models.registry.artifacts import CHALLENGER, CHAMPION, LOG_TAG, MODEL_NAME, STACK_TAG, RegistryError, load_model
 from models.training.config import GateConfig
 from models.training.estimators import RiskModel
@@ -58,6 +60,7 @@ def decide(
     champion_note: str = "",
     challenger_compared: dict[str, float] | None = None,
     no_common_period: str = "",
+    paired: tuple[float, float, float] | None = None,
 ) -> GateDecision:
     """Promote when the challenger meets minimum quality and beats the champion by the margin.
 
@@ -66,7 +69,8 @@ def decide(
     challenger's on the same deploys (default: ``challenger``); None when there is no usable
     champion (``champion_note`` says why). ``no_common_period`` says why the two cannot be compared
     out of sample: then nothing is promoted (re-scoring the champion on deploys it was trained on
-    would favour it).
+    would favour it). ``paired``: (difference, standard error, z) of the challenger's ROC-AUC over the
+    champion's on those deploys (``paired_auc_test``), which the rule "paired" decides on.
     """
     problems = quality_failures(challenger, failure_rate, gate)
     if problems:
@@ -85,9 +89,37 @@ def decide(
     gain = (old - new) if metric in LOWER_IS_BETTER else (new - old)
     if math.isnan(old):
         return GateDecision(True, f"champion's {metric} is undefined on this test period")
+    if gate.rule == "paired":
+        diff, se, z = paired if paired is not None else (math.nan, math.nan, math.nan)
+        said = f"{metric} {new:.4f} vs champion {old:.4f}: difference {diff:+.4f} (paired se {se:.4f}, z {z:.2f})"
+        need = NormalDist().inv_cdf(1 - gate.alpha)
+        if not z >= need:
+            return GateDecision(False, f"{said}: not better beyond noise (z < {need:.2f}, one-sided {gate.alpha})")
+        return GateDecision(True, f"{said}: better (z >= {need:.2f}, one-sided {gate.alpha})")
     if gain >= gate.margin:
         return GateDecision(True, f"{metric} {new:.4f} beats champion {old:.4f} by {gain:.4f} >= {gate.margin}")
     return GateDecision(False, f"{metric} {new:.4f} vs champion {old:.4f}: gain {gain:.4f} < margin {gate.margin}")
+
+
+def paired_auc_test(y: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
+    """AUC(a) - AUC(b) on the same deploys, its standard error and z (DeLong, DeLong & Clarke-Pearson 1988).
+
+    Each deploy's placement (``onset.concordance``: its share of the AUC) averages to the AUC per
+    class; the variance of the difference is that of the paired placement differences over the
+    failures divided by their number, plus the same over the non-failures. Paired, so what both
+    scores get right or wrong on the same deploys cancels: far less noise than two separate AUCs.
+    NaN when an outcome has fewer than two deploys; z is +-inf with zero variance and a difference.
+    """
+    y = np.asarray(y, dtype=bool)
+    m, n = int(y.sum()), int((~y).sum())
+    if m < 2 or n < 2:
+        return math.nan, math.nan, math.nan
+    d = concordance(y, a) - concordance(y, b)
+    diff = float(d[y].mean())
+    se = math.sqrt(float(d[y].var(ddof=1)) / m + float(d[~y].var(ddof=1)) / n)
+    if se == 0:
+        return diff, 0.0, (0.0 if diff == 0 else math.copysign(math.inf, diff))
+    return diff, se, diff / se
 
 
 @dataclass(frozen=True)
@@ -279,6 +311,7 @@ def judge(
     """
     champion_metrics, note = None, champion.note
     compared, period, no_common = None, None, ""
+    paired: tuple[float, float, float] | None = None
     if champion.model is not None:
         champion_end = training_end(champion.model)
         if champion_end is None:
@@ -293,8 +326,13 @@ def judge(
                     compared = evaluate(y[rows], challenger_scores[rows], sub_effort)
                 elif len(rows) != len(y):
                     raise ValueError("challenger_scores are needed to compare on part of the test period")
+                if gate.rule == "paired" and champion_metrics is not None:
+                    mine = challenger_scores[rows] if challenger_scores is not None else None
+                    if mine is not None:
+                        theirs = champion.model.predict_proba(test_frame.iloc[rows])[:, 1]
+                        paired = paired_auc_test(y[rows], mine, theirs)
     failure_rate = float(np.mean(y)) if len(y) else math.nan
-    decision = decide(challenger_metrics, champion_metrics, failure_rate, gate, note, compared, no_common)
+    decision = decide(challenger_metrics, champion_metrics, failure_rate, gate, note, compared, no_common, paired)
     if champion_metrics is not None and period is not None:  # say which deploys the comparison used
         where = f"on {period.n} test deploys after {period.after}"
         decision = GateDecision(decision.promote, f"{decision.reason} ({where})")

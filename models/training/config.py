@@ -36,6 +36,8 @@ CalibrationMethod = Literal["auto", "isotonic", "sigmoid"]
 #: How candidates are searched: every candidate on every fold ("grid"), or successive halving
 #: over the time-ordered folds ("halving": losers of the early, cheap folds stop there).
 SearchStrategy = Literal["halving", "grid"]
+#: How the gate weighs a challenger against the champion (``GateConfig.rule``).
+GateRule = Literal["margin", "paired"]
 
 
 @dataclass(frozen=True)
@@ -92,9 +94,19 @@ class GateConfig:
     #: The champion is compared only on test deploys after both models' training ends (it has seen
     #: the earlier ones); fewer than this many, or only one outcome among them: no comparison.
     min_comparison_rows: int = 50
+    #: "margin": promote when the challenger beats the champion by ``margin`` on ``metric`` (the nightly
+    #: training). "paired" (the monitor's retrain): promote when a paired DeLong test on the comparison
+    #: deploys says the challenger ranks better, one-sided at ``alpha``; ``metric`` must be roc_auc.
+    rule: GateRule = "margin"
+    alpha: float = 0.05
 
     def __post_init__(self) -> None:
         check_choice("gate metric", self.metric, Metric)
+        check_choice("gate rule", self.rule, GateRule)
+        if self.rule == "paired" and self.metric != "roc_auc":
+            raise ValueError(f"the gate's paired test compares roc_auc; rule 'paired' with metric {self.metric!r}")
+        if not 0 < self.alpha < 0.5:
+            raise ValueError(f"the gate's alpha must be in (0, 0.5), got {self.alpha}")
 
 
 @dataclass(frozen=True)

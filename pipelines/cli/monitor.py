@@ -10,6 +10,7 @@ import json
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -39,6 +40,9 @@ def monitor(
     retrain_from_onset: bool = typer.Option(
         True, "--retrain-from-onset/--retrain-fixed-window", help="Learn back to the degradation's onset."
     ),
+    retrain_gate: str = typer.Option(
+        "paired", "--retrain-gate", help="The retrain's gate: paired (a paired DeLong test) or margin (nightly's)."
+    ),
     model: str = typer.Option("incident-risk", "--model", help="Registered model name."),
     json_out: bool = typer.Option(False, "--json", help="Print the assessment as JSON."),
 ) -> None:
@@ -58,6 +62,11 @@ def monitor(
     from models.monitoring.outcomes import WindowConfig
     from pipelines.flows.monitor import EXIT_CANNOT, MonitorError, MonitorOptions, RetrainConfig, run_monitor
 
+    if retrain_gate not in ("paired", "margin"):
+        print(f"incident-risk monitor: --retrain-gate must be paired or margin, got {retrain_gate!r}", file=sys.stderr)
+        raise typer.Exit(2)
+    gate_rule: Any = retrain_gate  # checked above
+
     alarm = AlarmConfig(
         window=replace(WindowConfig(), days=window_days),
         min_labels=min_labels,
@@ -71,7 +80,7 @@ def monitor(
         lookback_days=lookback_days,
         alarm=alarm,
         retrain=retrain,
-        retraining=RetrainConfig(window_days=retrain_window_days, from_onset=retrain_from_onset),
+        retraining=RetrainConfig(window_days=retrain_window_days, from_onset=retrain_from_onset, gate_rule=gate_rule),
         model_name=model,
     )
     try:

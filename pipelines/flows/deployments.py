@@ -274,6 +274,7 @@ def scheduled_monitor(
     retrain: bool = False,
     retrain_window_days: float = 30.0,
     retrain_from_onset: bool = True,
+    retrain_gate: str = "paired",
     model_name: str = "incident-risk",
 ) -> dict[str, Any]:
     """Judge the served model on matured outcomes (the daily monitoring deployment); ``retrain`` on an alarm.
@@ -293,7 +294,10 @@ def scheduled_monitor(
     alarm = AlarmConfig(window=replace(WindowConfig(), days=window_days), min_labels=min_labels,
                         auc_margin=auc_margin, ece_max=ece_max, psi_max=psi_max,
                         false_alarm_rate=false_alarm_rate)  # fmt: skip
-    retraining = RetrainConfig(window_days=retrain_window_days, from_onset=retrain_from_onset)
+    if retrain_gate not in ("paired", "margin"):
+        raise DeploymentFlowError(f"retrain_gate must be paired or margin, got {retrain_gate!r}")
+    gate_rule: Any = retrain_gate  # checked above
+    retraining = RetrainConfig(window_days=retrain_window_days, from_onset=retrain_from_onset, gate_rule=gate_rule)
     options = MonitorOptions(lookback_days=lookback_days, alarm=alarm, retrain=retrain,
                              retraining=retraining, model_name=model_name)  # fmt: skip
     try:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pandas as pd
 import pytest
 
-from models.training.config import TrainConfig
+from models.training.config import GateConfig, TrainConfig
 from models.training.train import TrainingTable
 from pipelines.flows.deployments import window_table
 from pipelines.flows.monitor import RetrainConfig, retrain_options
@@ -40,4 +42,9 @@ def test_window_table_keeps_the_latest_rows_and_refuses_an_empty_cut() -> None:
 def test_the_retrain_trains_as_the_product_does_with_labels_as_of_the_monitor() -> None:
     options = retrain_options(LATEST, "monitor: test")
     assert options.as_of == LATEST and options.source == "monitor: test"
-    assert options.train == TrainConfig()  # the default training config, no reduced search
+    # the default training config, no reduced search; the retrain's gate is the paired test
+    assert options.train == replace(TrainConfig(), gate=replace(GateConfig(), rule="paired"))
+    margin = retrain_options(LATEST, "monitor: test", RetrainConfig(gate_rule="margin"))
+    assert margin.train == TrainConfig()
+    with pytest.raises(ValueError, match="rule"):
+        RetrainConfig(gate_rule="sometimes")  # type: ignore[arg-type]

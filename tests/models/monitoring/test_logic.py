@@ -172,11 +172,25 @@ def _psi(value: float) -> pd.DataFrame:
     return pd.DataFrame({"feature": ["x", "y"], "kind": "numeric", "psi": [value, 0.0], "rank": [1, 2]})
 
 
+#: The rule before the baseline's own noise was counted: the baseline treated as exact.
+EXACT = AlarmConfig(baseline_windows=None)
+
+
 def test_alarm_fires_when_the_whole_auc_interval_is_below_the_floor() -> None:
-    cfg = AlarmConfig()
-    fired = evaluate_alarm(_window(0.62, 0.66), 0.72, _psi(0.0), 0.0, cfg)
+    fired = evaluate_alarm(_window(0.62, 0.66), 0.72, _psi(0.0), 0.0, EXACT)
     assert fired.firing and fired.reasons[0].startswith("AUC")
-    assert not evaluate_alarm(_window(0.66, 0.70), 0.72, _psi(0.0), 0.0, cfg).firing  # within noise
+    assert not evaluate_alarm(_window(0.66, 0.70), 0.72, _psi(0.0), 0.0, EXACT).firing  # within noise
+
+
+def test_auc_check_counts_the_baselines_own_error() -> None:
+    """A drop the exact-baseline rule fires on is within the noise of a difference of two estimates."""
+    window = _window(0.62, 0.66)  # SE 0.024: 0.62 + 3.0 * 0.024 = 0.69 < 0.72, not < 0.69 with the margin
+    assert not evaluate_alarm(window, 0.72, _psi(0.0), 0.0, AlarmConfig(), baseline_se=0.0).firing
+    much_worse = _window(0.55, 0.57)  # SE 0.012; SE_d with a 0.012 baseline SE: 0.017, bound 0.602 < 0.69
+    report = evaluate_alarm(much_worse, 0.72, _psi(0.0), 0.0, AlarmConfig(), baseline_se=0.012)
+    assert report.firing and report.reasons[0].startswith("AUC")
+    # the same drop against a noisier baseline is no longer beyond noise
+    assert not evaluate_alarm(much_worse, 0.72, _psi(0.0), 0.0, AlarmConfig(), baseline_se=0.05).firing
 
 
 def test_alarm_needs_enough_labels() -> None:
@@ -190,9 +204,16 @@ def test_drift_alone_only_warns_unless_configured() -> None:
     assert not report.firing and "drift without degradation" in report.warnings[0]
     assert evaluate_alarm(healthy, 0.72, _psi(0.6), 0.0, AlarmConfig(drift_alone=True)).firing
     worse = _window(0.675, 0.69)  # below the champion beyond repeated looks (0.675 + 3.04 SE), above the floor
-    assert not evaluate_alarm(worse, 0.72, _psi(0.1), 0.0, AlarmConfig()).firing
-    assert evaluate_alarm(worse, 0.72, _psi(0.6), 0.0, AlarmConfig()).firing
-    assert not evaluate_alarm(worse, 0.72, _psi(0.6).assign(rank=[9, 10]), 0.0, AlarmConfig()).firing
+    assert not evaluate_alarm(worse, 0.72, _psi(0.1), 0.0, EXACT).firing
+    assert evaluate_alarm(worse, 0.72, _psi(0.6), 0.0, EXACT).firing
+    assert not evaluate_alarm(worse, 0.72, _psi(0.6).assign(rank=[9, 10]), 0.0, EXACT).firing
+    # with the baseline's own error: the same window against a baseline of SE 0.009 is still within noise,
+    # (0.675 + 3.02 * sqrt(0.0091**2 + 0.009**2) = 0.714 < 0.72 fires; with SE 0.02 it does not)
+    assert evaluate_alarm(worse, 0.72, _psi(0.6), 0.0, AlarmConfig(), baseline_se=0.002).firing
+    assert not evaluate_alarm(worse, 0.72, _psi(0.6), 0.0, AlarmConfig(), baseline_se=0.02).firing
+    # unknown baseline SE (the test AUC): taken to be the window's
+    unknown = evaluate_alarm(worse, 0.72, _psi(0.6), 0.0, AlarmConfig())
+    assert unknown == evaluate_alarm(worse, 0.72, _psi(0.6), 0.0, AlarmConfig(), baseline_se=worse["roc_auc_se"])
 
 
 def test_a_window_that_ranks_as_its_probabilities_expect_is_a_harder_month_not_decay() -> None:
@@ -233,14 +254,19 @@ def test_expected_auc_is_the_mean_auc_of_outcomes_drawn_from_the_probabilities()
 def test_drift_check_asks_for_more_than_one_looks_interval() -> None:
     """The whole 90% interval below the baseline is a 5% test at each look; checked daily it fires by chance."""
     slightly_worse = _window(0.69, 0.715)  # 90% interval below 0.72, but 0.69 + 3.04 SE = 0.737
-    report = evaluate_alarm(slightly_worse, 0.72, _psi(0.6), 0.0, AlarmConfig())
+    report = evaluate_alarm(slightly_worse, 0.72, _psi(0.6), 0.0, EXACT)
     assert not report.firing and "drift without degradation" in report.warnings[0]
-    assert evaluate_alarm(slightly_worse, 0.72, _psi(0.6), 0.0, AlarmConfig(false_alarm_rate=None)).firing
+    per_look = AlarmConfig(false_alarm_rate=None, baseline_windows=None)
+    assert evaluate_alarm(slightly_worse, 0.72, _psi(0.6), 0.0, per_look).firing
     # a looser budget (fewer or rarer looks, or a higher rate) asks for less
     assert AlarmConfig(false_alarm_rate=0.2).drift_z() < AlarmConfig().drift_z()
     assert AlarmConfig(looks_every_days=7).drift_z() < AlarmConfig().drift_z()
     with pytest.raises(ValueError, match="false_alarm_rate"):
         AlarmConfig(false_alarm_rate=1.5)
+    with pytest.raises(ValueError, match="needs false_alarm_rate"):
+        AlarmConfig(false_alarm_rate=None)
+    with pytest.raises(ValueError, match="baseline_windows"):
+        AlarmConfig(baseline_windows=0)
 
 
 def test_repeated_looks_z_controls_the_chance_of_any_false_fire() -> None:
@@ -261,6 +287,49 @@ def test_repeated_looks_z_controls_the_chance_of_any_false_fire() -> None:
     assert (looks.max(axis=1) > norm.ppf(0.95)).mean() > 0.5  # the uncorrected test: most runs fire somewhere
 
 
+def test_repeated_looks_z_with_a_noisy_baseline_keeps_the_false_fire_budget() -> None:
+    """An independent simulation of the rule: a baseline of the first 56 days before the window, a 28-day
+    window, 180 daily looks, nothing changed. At the level z fires in about 5% of runs; the exact-baseline
+    level (the window's SE alone) fires far more often, because every look shares one baseline draw."""
+    from models.monitoring.alarms import repeated_looks_z
+
+    z = repeated_looks_z(0.05, 28, 180, baseline_days=56)
+    assert 2.7 < z < 3.4 and z == AlarmConfig().drift_z()
+    rng = np.random.default_rng(12)
+    runs, w, looks = 4000, 28, 180
+    daily = rng.standard_normal((runs, 1 + w + looks - 1))
+    cum = np.concatenate([np.zeros((runs, 1)), np.cumsum(daily, axis=1)], axis=1)
+    ends = 1 + w + np.arange(looks)
+    window = (cum[:, ends] - cum[:, ends - w]) / w
+    b = np.minimum(ends - w, 56)
+    base = cum[:, b] / b
+    gap = base - window
+    assert (gap / np.sqrt(1 / b + 1 / w)).max(axis=1).__gt__(z).mean() == pytest.approx(0.05, abs=0.015)
+    exact = repeated_looks_z(0.05, 28, 180)  # the window's SE only, the baseline taken as exact
+    assert (gap / np.sqrt(1 / w)).max(axis=1).__gt__(exact).mean() > 0.15
+
+
+def test_live_baseline_is_the_first_windows_before_the_judged_one() -> None:
+    from models.monitoring.assess import live_baseline
+
+    good = _scored(3000, 0.12, seed=5, days=56)  # the first 56 days, ranked well
+    bad = _scored(1500, 0.02, seed=6, start=T0 + pd.Timedelta(days=56), days=28)  # then worse
+    done = pd.concat([good, bad], ignore_index=True)
+    cfg = AlarmConfig()
+    end = pd.Timestamp(bad["planned_at"].max())
+    auc, se, source = live_baseline(done, 0.9, cfg, end)
+    assert auc == pytest.approx(rank_auc(good["label"].to_numpy(), good["probability"].to_numpy()))
+    assert 0 < se < 0.03 and source.startswith("live")
+    # the judged window is never in its own baseline: judged at day 40, only the first 12 days count
+    early = done[pd.to_datetime(done["planned_at"]) <= T0 + pd.Timedelta(days=40)]
+    first = good[pd.to_datetime(good["planned_at"]) <= T0 + pd.Timedelta(days=12)]
+    auc12, _, _ = live_baseline(early, 0.9, cfg, T0 + pd.Timedelta(days=40))
+    assert auc12 == pytest.approx(rank_auc(first["label"].to_numpy(), first["probability"].to_numpy()))
+    # too few live labels before the window: the test AUC, SE unknown
+    auc0, se0, source0 = live_baseline(early, 0.9, cfg, T0 + pd.Timedelta(days=29))
+    assert auc0 == 0.9 and math.isnan(se0) and source0.startswith("test")
+
+
 def test_calibration_alarm_needs_the_whole_ece_interval_above_the_bound() -> None:
     assert evaluate_alarm(_window(0.72, 0.75, ece=0.09, ece_lo=0.07), 0.72, _psi(0), 0.0, AlarmConfig()).firing
     assert not evaluate_alarm(_window(0.72, 0.75, ece=0.06, ece_lo=0.03), 0.72, _psi(0), 0.0, AlarmConfig()).firing
@@ -271,6 +340,6 @@ def test_the_baseline_is_the_lower_of_the_test_auc_and_the_first_live_window() -
 
     weak = _scored(2000, 0.05, seed=4)  # a live AUC well below a test AUC of 0.9
     live = rank_auc(weak["label"].to_numpy(), weak["probability"].to_numpy())
-    assert baseline_auc(weak, 0.9, AlarmConfig()) == pytest.approx(live)
-    assert baseline_auc(weak, 0.55, AlarmConfig()) == 0.55
-    assert baseline_auc(weak.head(100), 0.9, AlarmConfig()) == 0.9  # too few labels: the test AUC
+    assert baseline_auc(weak, 0.9, EXACT) == pytest.approx(live)
+    assert baseline_auc(weak, 0.55, EXACT) == 0.55
+    assert baseline_auc(weak.head(100), 0.9, EXACT) == 0.9  # too few labels: the test AUC
