@@ -60,6 +60,9 @@ def auc_over_time(rolling: pd.DataFrame, champion_auc: float, floor: float) -> F
         t = pd.to_datetime(rolling["window_end"], utc=True).dt.tz_localize(None)
         ax.plot(t, rolling["roc_auc"], marker="o", label="rolling ROC-AUC (matured labels)")
         ax.fill_between(t, rolling["roc_auc_lo"], rolling["roc_auc_hi"], alpha=0.2, label="bootstrap interval")
+        if "expected_roc_auc" in rolling:  # what the window's own probabilities expect (the drift check's promise)
+            ax.plot(t, rolling["expected_roc_auc"], color="tab:purple", linestyle="-.", linewidth=1,
+                    label="expected from its own probabilities")  # fmt: skip
     if np.isfinite(champion_auc):
         ax.axhline(champion_auc, color="tab:green", linestyle="--", linewidth=1, label="champion's test AUC")
     if np.isfinite(floor):

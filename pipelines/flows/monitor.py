@@ -200,6 +200,12 @@ def _metric_name(key: str) -> str:
     return key.replace("@", "_at_")
 
 
+#: The rolling metrics logged as MLflow time series (``rolling_<key>``), for the UI's charts.
+ROLLING_SERIES = (
+    "roc_auc", "expected_roc_auc", "brier", "ece", "recall_at_10pct", "realised_rate", "predicted_rate", "n"
+)  # fmt: skip
+
+
 @task(name="log-monitoring", cache_policy=NO_CACHE)
 def log_assessment(a: Assessment, bundle: ModelBundle, options: MonitorOptions, settings: Settings) -> str:
     """One MLflow run: latest metrics, the rolling metrics as a time series, tables and figures as artifacts."""
@@ -247,7 +253,7 @@ def log_assessment(a: Assessment, bundle: ModelBundle, options: MonitorOptions, 
             ends = pd.to_datetime(a.rolling["window_end"], utc=True)
             for i, row in enumerate(a.rolling.itertuples(index=False)):
                 stamp = int(ends.iloc[i].timestamp() * 1000)
-                for key in ("roc_auc", "brier", "ece", "recall_at_10pct", "realised_rate", "predicted_rate", "n"):
+                for key in ROLLING_SERIES:
                     value = float(getattr(row, key))
                     if math.isfinite(value):
                         series.append(Metric(f"rolling_{key}", value, stamp, i))
