@@ -21,11 +21,12 @@ For each seed, two simulations that differ only by a change of the true hazard a
    the champion live when it shipped).
 3. ``--capped``: the benchmark before 2026-12-06 (sixth round). The stale model's log only; on its
    first alarm a challenger is trained, and ``--retrains N``: weekly after it; the gate decides
-   (``--gate margin --exact-baseline`` for the earlier figures); the stale model, the kept
-   champion and the oracle are scored on every deploy after the last retrain.
+   (``--gate margin --exact-baseline --no-expected-auc`` for the earlier figures); the stale model,
+   the kept champion and the oracle are scored on every deploy after the last retrain.
 
     .venv/bin/python -m benchmarks.monitoring --seeds 0 1 2 --check-every 2 --window-days 30 --twin-all-days
-    .venv/bin/python -m benchmarks.monitoring --seeds 0 --capped --retrains 4 --gate margin --exact-baseline
+    .venv/bin/python -m benchmarks.monitoring --seeds 0 --capped --retrains 4 --gate margin \
+        --exact-baseline --no-expected-auc
     .venv/bin/python -m benchmarks.monitoring --seeds 0 --kind squad --days 240 --services 40
 """
 
@@ -144,12 +145,10 @@ def _retrain(args: argparse.Namespace, history: Any, final: pd.DataFrame, sim: A
     """Retrain on the first alarm (and weekly after it, ``--retrains``), the gate deciding each time; then
     score the stale model, the champion the gates kept and the oracle on every deploy after the last retrain."""
     from models.monitoring.assess import assess
-    from models.registry.gate import ChampionInfo, judge
     from models.scoring.context import make_scoring_context
     from models.scoring.explain import batch_features
     from models.training.evaluation import rank_auc
-    from models.training.train import EFFORT, LABEL
-    from pipelines.flows.monitor import RetrainConfig, retrain_options, retrain_table
+    from pipelines.flows.monitor import RetrainConfig, retrain_options
 
     retraining = RetrainConfig(window_days=args.window_days, from_onset=not args.fixed_window, gate_rule=args.gate)
 
@@ -162,21 +161,7 @@ def _retrain(args: argparse.Namespace, history: Any, final: pd.DataFrame, sim: A
         options = retrain_options(day(rday), config=retraining)
         # the onset as the monitor would place it that day (None when the stale model's alarm is quiet)
         onset = assess(preds, labels_as_of(final, day(rday)), history.deploys, reference, alarm_cfg, day(rday)).onset
-        table = retrain_table(history, options, retraining, onset)
-        challenger = _fit(table, options)
-        test = challenger.test_frame
-        y_test = test[LABEL].to_numpy(dtype=np.int64)
-        effort = test[EFFORT].to_numpy(dtype=np.float64, na_value=np.nan) if EFFORT in test else None
-        verdict = judge(
-            ChampionInfo(current_name, current.model, ""),
-            challenger.test_metrics,
-            test,
-            y_test,
-            effort,
-            options.train.gate,
-            challenger.test_scores,
-            pd.Timestamp(challenger.split["train_end"]),
-        )
+        table, challenger, verdict = _challenge(history, options, retraining, onset, current_name, current.model)
         decision = verdict.decision
         gates.append(
             {
@@ -221,6 +206,33 @@ def _retrain(args: argparse.Namespace, history: Any, final: pd.DataFrame, sim: A
         "stale_share_of_oracle": stale / oracle,
         "champion_share_of_oracle": kept / oracle,
     }
+
+
+def _challenge(
+    history: Any, options: Any, retraining: Any, onset: pd.Timestamp | None, champion_name: str, champion_model: Any
+) -> tuple[Any, Any, Any]:
+    """A retrain as the monitor trains it (``retrain_table``, ``fit_models``) and the gate's ``judge`` against
+    the champion on the test deploys after both training ends: (table, challenger, verdict)."""
+    from models.registry.gate import ChampionInfo, judge
+    from models.training.train import EFFORT, LABEL
+    from pipelines.flows.monitor import retrain_table
+
+    table = retrain_table(history, options, retraining, onset)
+    challenger = _fit(table, options)
+    test = challenger.test_frame
+    y_test = test[LABEL].to_numpy(dtype=np.int64)
+    effort = test[EFFORT].to_numpy(dtype=np.float64, na_value=np.nan) if EFFORT in test else None
+    verdict = judge(
+        ChampionInfo(champion_name, champion_model, ""),
+        challenger.test_metrics,
+        test,
+        y_test,
+        effort,
+        options.train.gate,
+        challenger.test_scores,
+        pd.Timestamp(challenger.split["train_end"]),
+    )
+    return table, challenger, verdict
 
 
 def _champion(result: Any, name: str, since: int, history: Any, final: pd.DataFrame, day: Any) -> dict[str, Any]:
@@ -295,9 +307,7 @@ def run_live(
     before the end) a challenger is trained from the onset placed on that champion's log and the retrain's
     gate (``RetrainConfig.gate``) decides; a promoted challenger serves, and is judged, from that day on."""
     from models.monitoring.assess import assess
-    from models.registry.gate import ChampionInfo, judge
-    from models.training.train import EFFORT, LABEL
-    from pipelines.flows.monitor import RetrainConfig, retrain_options, retrain_table
+    from pipelines.flows.monitor import RetrainConfig, retrain_options
 
     history = sim.history
     retraining = RetrainConfig(window_days=args.window_days, from_onset=not args.fixed_window, gate_rule=args.gate)
@@ -339,21 +349,8 @@ def run_live(
                 continue
             break
         options = retrain_options(day(d), config=retraining)
-        table = retrain_table(history, options, retraining, a.onset)  # the onset on the current champion's log
-        challenger = _fit(table, options)
-        test = challenger.test_frame
-        y_test = test[LABEL].to_numpy(dtype=np.int64)
-        effort = test[EFFORT].to_numpy(dtype=np.float64, na_value=np.nan) if EFFORT in test else None
-        verdict = judge(
-            ChampionInfo(cur["name"], cur["result"].model, ""),
-            challenger.test_metrics,
-            test,
-            y_test,
-            effort,
-            options.train.gate,
-            challenger.test_scores,
-            pd.Timestamp(challenger.split["train_end"]),
-        )
+        # the onset on the current champion's log
+        table, challenger, verdict = _challenge(history, options, retraining, a.onset, cur["name"], cur["result"].model)
         decision = verdict.decision
         gates.append(
             {
@@ -446,6 +443,8 @@ def run_one(args: argparse.Namespace, seed: int, kind: str | None) -> dict[str, 
         alarm_cfg = replace(alarm_cfg, false_alarm_rate=None, baseline_windows=None)
     elif args.exact_baseline:
         alarm_cfg = replace(alarm_cfg, baseline_windows=None)
+    if args.no_expected_auc or args.per_look_alarm:
+        alarm_cfg = replace(alarm_cfg, expected_auc_check=False)
     if not args.capped:
         live = run_live(args, seed, kind, sim, final, day, champion, alarm_cfg)
         first = live["first_alarm"]
@@ -547,6 +546,11 @@ def main() -> None:
         "--exact-baseline",
         action="store_true",
         help="the alarm's baseline treated as exact (AlarmConfig.baseline_windows=None), the rule before",
+    )
+    parser.add_argument(
+        "--no-expected-auc",
+        action="store_true",
+        help="the drift check without the expected-AUC condition (AlarmConfig.expected_auc_check=False)",
     )
     parser.add_argument("--n-boot", type=int, default=200)
     parser.add_argument("--check-every", type=int, default=1, help="days between monitor runs")
