@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -119,15 +120,19 @@ def expected_auc(p: np.ndarray) -> float:
     return concordant / pairs if pairs > 0 else math.nan
 
 
-def _auc_gap(y: np.ndarray, p: np.ndarray) -> float:
-    """Realised minus expected ROC-AUC of the same deploys (``expected_auc``)."""
-    return rank_auc(y, p) - expected_auc(p)
+def _auc_and_gap(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
+    """ROC-AUC and realised minus expected ROC-AUC of the same deploys (``expected_auc``)."""
+    auc = rank_auc(y, p)
+    return auc, auc - expected_auc(p)
 
 
 def bootstrap_values(
-    y: np.ndarray, p: np.ndarray, metric: Callable[[np.ndarray, np.ndarray], float], n_boot: int, seed: int = 0
+    y: np.ndarray, p: np.ndarray, metric: Callable[[np.ndarray, np.ndarray], Any], n_boot: int, seed: int = 0
 ) -> np.ndarray:
-    """``metric`` on ``n_boot`` resamples of the deploys (the finite ones); empty when undefined too often."""
+    """``metric`` on ``n_boot`` resamples of the deploys (the finite ones); empty when undefined too often.
+
+    A metric of several values (a tuple) gives one row per resample, all from the same draw.
+    """
     if len(y) == 0 or n_boot <= 0:
         return np.zeros(0)
     rng = np.random.default_rng(seed)
@@ -135,7 +140,7 @@ def bootstrap_values(
     for _ in range(n_boot):
         idx = rng.integers(0, len(y), len(y))
         v = metric(y[idx], p[idx])
-        if math.isfinite(v):
+        if np.all(np.isfinite(v)):
             values.append(v)
     return np.asarray(values if len(values) >= n_boot // 2 else [], dtype=np.float64)
 
@@ -175,8 +180,8 @@ def window_metrics(frame: pd.DataFrame, config: WindowConfig, seed: int = 0) -> 
     """ROC-AUC (with a bootstrap interval), Brier, ECE (with interval), gating recall at 10%, rates."""
     y = frame["label"].to_numpy(dtype=np.int64)
     p = frame["probability"].to_numpy(dtype=np.float64)
-    aucs = bootstrap_values(y, p, rank_auc, config.n_boot, seed)
-    gaps = bootstrap_values(y, p, _auc_gap, config.n_boot, seed)
+    both = bootstrap_values(y, p, _auc_and_gap, config.n_boot, seed)  # one rank_auc per resample for both
+    aucs, gaps = (both[:, 0], both[:, 1]) if both.ndim == 2 else (both, both)
     auc_lo, auc_hi = _percentiles(aucs, config.level)
     ece_lo, ece_hi = bootstrap_interval(y, p, expected_calibration_error, config.n_boot, seed + 1, config.level)
     return {
