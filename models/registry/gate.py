@@ -216,13 +216,14 @@ def current_champion(client: MlflowClient, name: str = MODEL_NAME) -> ChampionIn
 
 def rescore(
     model: RiskModel, frame: pd.DataFrame, y: np.ndarray, effort: np.ndarray | None
-) -> tuple[dict[str, float] | None, str]:
-    """A model's metrics on ``frame``, or None and the reason when it needs columns the frame lacks."""
+) -> tuple[dict[str, float] | None, str, np.ndarray | None]:
+    """A model's metrics and scores on ``frame``, or None and the reason when it needs columns the frame lacks."""
     clf = model.classifier_
     missing = [c for c in (*clf.numeric_, *clf.categorical_) if c not in frame.columns]
     if missing:
-        return None, f"champion needs columns missing from this feature set: {missing[:5]}"
-    return evaluate(y, model.predict_proba(frame)[:, 1], effort), ""
+        return None, f"champion needs columns missing from this feature set: {missing[:5]}", None
+    scores = model.predict_proba(frame)[:, 1]
+    return evaluate(y, scores, effort), "", scores
 
 
 def _ensure_registered(client: MlflowClient, name: str) -> None:
@@ -321,16 +322,13 @@ def judge(
             rows, period, no_common = comparison_rows(test_frame[TIME], y, ends, gate)
             if not no_common:
                 sub_effort = None if effort is None else effort[rows]
-                champion_metrics, note = rescore(champion.model, test_frame.iloc[rows], y[rows], sub_effort)
+                champion_metrics, note, theirs = rescore(champion.model, test_frame.iloc[rows], y[rows], sub_effort)
                 if challenger_scores is not None:
                     compared = evaluate(y[rows], challenger_scores[rows], sub_effort)
                 elif len(rows) != len(y):
                     raise ValueError("challenger_scores are needed to compare on part of the test period")
-                if gate.rule == "paired" and champion_metrics is not None:
-                    mine = challenger_scores[rows] if challenger_scores is not None else None
-                    if mine is not None:
-                        theirs = champion.model.predict_proba(test_frame.iloc[rows])[:, 1]
-                        paired = paired_auc_test(y[rows], mine, theirs)
+                if gate.rule == "paired" and theirs is not None and challenger_scores is not None:
+                    paired = paired_auc_test(y[rows], challenger_scores[rows], theirs)
     failure_rate = float(np.mean(y)) if len(y) else math.nan
     decision = decide(challenger_metrics, champion_metrics, failure_rate, gate, note, compared, no_common, paired)
     if champion_metrics is not None and period is not None:  # say which deploys the comparison used
