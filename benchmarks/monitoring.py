@@ -16,7 +16,9 @@ For each seed, two simulations that differ only by a change of the true hazard a
    ``--window-days`` of matured deploys, back to the onset placed on that champion's log unless
    ``--fixed-window``; ``fit_models``) and the retrain's gate (``RetrainConfig.gate``, ``--gate``)
    decides through the registry's own ``judge``; a promoted challenger serves from that day and is
-   judged from then on. Reported: the final champion, stale model and oracle on the matured
+   judged from then on, and, as the monitor's follow-ups do (``RetrainConfig.follow_change``; off
+   with ``--no-follow``), is retrained from the onset it learnt from on every check, alarm or not,
+   while that onset is under 90 days old. Reported: the final champion, stale model and oracle on the matured
    deploys after the last retrain, and prequentially (every matured post-change deploy scored by
    the champion live when it shipped).
 3. ``--capped``: the benchmark before 2026-12-06 (sixth round). The stale model's log only; on its
@@ -235,9 +237,12 @@ def _challenge(
     return table, challenger, verdict
 
 
-def _champion(result: Any, name: str, since: int, history: Any, final: pd.DataFrame, day: Any) -> dict[str, Any]:
+def _champion(
+    result: Any, name: str, since: int, history: Any, final: pd.DataFrame, day: Any, onset: Any = None
+) -> dict[str, Any]:
     """A model as the product serves it from day ``since``: its bundle, the log it writes from then on
-    (scored at ship time by it) and its own reference (its training window), which its monitor judges."""
+    (scored at ship time by it), its own reference (its training window), which its monitor judges, and
+    the onset it was retrained from (the registry's ``retrain_onset`` tag, which the follow-ups read)."""
     from models.monitoring.assess import reference_of
     from models.scoring.context import make_scoring_context
 
@@ -255,6 +260,7 @@ def _champion(result: Any, name: str, since: int, history: Any, final: pd.DataFr
         "preds": predictions_of(history, final, bundle, day(since)),
         "reference": reference,
         "first_alarm": None,
+        "onset": onset,
     }
 
 
@@ -310,7 +316,8 @@ def run_live(
     from pipelines.flows.monitor import RetrainConfig, retrain_options
 
     history = sim.history
-    retraining = RetrainConfig(window_days=args.window_days, from_onset=not args.fixed_window, gate_rule=args.gate)
+    retraining = RetrainConfig(window_days=args.window_days, from_onset=not args.fixed_window, gate_rule=args.gate,
+                               follow_change=not args.no_follow, follow_gate_alpha=args.follow_alpha)  # fmt: skip
     champions = [_champion(champion, "stale", args.train_day, history, final, day)]
     daily: list[dict[str, Any]] = []
     gates: list[dict[str, Any]] = []
@@ -336,28 +343,33 @@ def run_live(
                 "reasons": list(a.alarm.reasons),
             }
         )
-        if not a.alarm.firing:
+        if a.alarm.firing:
+            if cur["first_alarm"] is None:
+                cur["first_alarm"] = d
+                _say(f"seed {seed} {kind or 'no drift'}: {cur['name']}'s alarm on day {d}: "
+                     f"{'; '.join(a.alarm.reasons)}")  # fmt: skip
+            if first_alarm is None:
+                first_alarm = d
+        # the monitor's follow-up: a champion retrained from a young onset is retrained from it, alarm or not
+        follow = retraining.follows(cur["onset"], day(d))
+        if not (a.alarm.firing or follow):
             continue
-        if cur["first_alarm"] is None:
-            cur["first_alarm"] = d
-            _say(f"seed {seed} {kind or 'no drift'}: {cur['name']}'s alarm on day {d}: {'; '.join(a.alarm.reasons)}")
-        if first_alarm is None:
-            first_alarm = d
         retrain = kind is not None and args.retrains != 0 and d <= retrain_until
         if not retrain:
-            if args.all_days or (kind is None and args.twin_all_days):
+            if not a.alarm.firing or args.all_days or (kind is None and args.twin_all_days):
                 continue
             break
-        options = retrain_options(day(d), config=retraining)
-        # the onset on the current champion's log
-        table, challenger, verdict = _challenge(history, options, retraining, a.onset, cur["name"], cur["result"].model)
+        options = retrain_options(day(d), config=retraining, follow_up=follow)
+        onset = cur["onset"] if follow else a.onset  # the recorded onset, or the one placed on this champion's log
+        table, challenger, verdict = _challenge(history, options, retraining, onset, cur["name"], cur["result"].model)
         decision = verdict.decision
         gates.append(
             {
                 "day": d,
                 "champion": cur["name"],
-                "onset": None if a.onset is None else str(a.onset),
-                "onset_from": cur["name"],
+                "trigger": "follow-up" if follow else "alarm",
+                "onset": None if onset is None else str(onset),
+                "onset_from": "recorded" if follow else cur["name"],
                 "rows_from": str(pd.to_datetime(table.frame["created_at"], utc=True).min()),
                 "train_rows": challenger.n_train,
                 "compared": None if verdict.period is None else verdict.period.n,
@@ -365,9 +377,12 @@ def run_live(
                 "reason": decision.reason,
             }
         )
-        _say(f"retrain day {d} (judging {cur['name']}, onset {a.onset}): {challenger.n_train} rows; {decision.reason}")
+        why = "follow-up" if follow else "alarm"
+        _say(f"retrain day {d} ({why}, judging {cur['name']}, onset {onset}): {challenger.n_train} rows; "
+             f"{decision.reason}")  # fmt: skip
         if decision.promote:
-            champions.append(_champion(challenger, f"retrained day {d}", d, history, final, day))
+            recorded = onset if retraining.from_onset else None  # the registry's retrain_onset tag
+            champions.append(_champion(challenger, f"retrained day {d}", d, history, final, day, recorded))
     out: dict[str, Any] = {
         "first_alarm": first_alarm,
         "daily": daily,
@@ -552,6 +567,13 @@ def main() -> None:
         action="store_true",
         help="the drift check without the expected-AUC condition (AlarmConfig.expected_auc_check=False)",
     )
+    parser.add_argument(
+        "--no-follow",
+        action="store_true",
+        help="live: no follow-up retrains after a promotion (RetrainConfig.follow_change=False), the rule before",
+    )
+    parser.add_argument("--follow-alpha", type=float, default=0.5,
+                        help="live: a follow-up's gate alpha (RetrainConfig.follow_gate_alpha)")  # fmt: skip
     parser.add_argument("--n-boot", type=int, default=200)
     parser.add_argument("--check-every", type=int, default=1, help="days between monitor runs")
     parser.add_argument("--all-days", action="store_true", help="keep checking after the first alarm")

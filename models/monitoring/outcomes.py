@@ -220,7 +220,8 @@ def rolling_metrics(frame: pd.DataFrame, config: WindowConfig, end: pd.Timestamp
     rows = []
     stop = last
     i = 0
-    while stop > first and (config.max_windows is None or i < config.max_windows):
+    # at least the latest window, also when every matured prediction shares one planned time
+    while (stop > first or i == 0) and (config.max_windows is None or i < config.max_windows):
         inside = (t > stop - pd.Timedelta(days=config.days)) & (t <= stop)
         rows.append({"window_end": stop, **window_metrics(frame[inside.to_numpy()], config, config.seed + 7 * i)})
         stop = stop - pd.Timedelta(days=config.step_days)

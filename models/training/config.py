@@ -97,6 +97,7 @@ class GateConfig:
     #: "margin": promote when the challenger beats the champion by ``margin`` on ``metric`` (the nightly
     #: training). "paired" (the monitor's retrain): promote when a paired DeLong test on the comparison
     #: deploys says the challenger ranks better, one-sided at ``alpha``; ``metric`` must be roc_auc.
+    #: ``alpha`` 0.5 asks only for z >= 0: at least as good on the same deploys (the monitor's follow-ups).
     rule: GateRule = "margin"
     alpha: float = 0.05
 
@@ -105,8 +106,8 @@ class GateConfig:
         check_choice("gate rule", self.rule, GateRule)
         if self.rule == "paired" and self.metric != "roc_auc":
             raise ValueError(f"the gate's paired test compares roc_auc; rule 'paired' with metric {self.metric!r}")
-        if not 0 < self.alpha < 0.5:
-            raise ValueError(f"the gate's alpha must be in (0, 0.5), got {self.alpha}")
+        if not 0 < self.alpha <= 0.5:
+            raise ValueError(f"the gate's alpha must be in (0, 0.5], got {self.alpha}")
 
 
 @dataclass(frozen=True)

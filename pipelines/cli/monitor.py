@@ -33,12 +33,22 @@ def monitor(
         max=0.9999,
         help="The drift check's chance of any false fire over 180 days of daily runs (corrects for repeated looks).",
     ),
-    retrain: bool = typer.Option(False, "--retrain", help="On an alarm, run the training flow (the gate decides)."),
+    retrain: bool = typer.Option(
+        False,
+        "--retrain",
+        help="On an alarm, and while a champion retrained from a change is young, run the training flow "
+        "(the gate decides).",
+    ),
     retrain_window_days: float = typer.Option(
         30.0, "--retrain-window-days", min=1, help="Days the retrain learns at least."
     ),
     retrain_from_onset: bool = typer.Option(
         True, "--retrain-from-onset/--retrain-fixed-window", help="Learn back to the degradation's onset."
+    ),
+    retrain_follow: bool = typer.Option(
+        True,
+        "--retrain-follow/--no-retrain-follow",
+        help="Retrain a champion retrained from a change's onset again from it while the onset is under 90 days old.",
     ),
     retrain_gate: str = typer.Option(
         "paired", "--retrain-gate", help="The retrain's gate: paired (a paired DeLong test) or margin (nightly's)."
@@ -80,7 +90,12 @@ def monitor(
         lookback_days=lookback_days,
         alarm=alarm,
         retrain=retrain,
-        retraining=RetrainConfig(window_days=retrain_window_days, from_onset=retrain_from_onset, gate_rule=gate_rule),
+        retraining=RetrainConfig(
+            window_days=retrain_window_days,
+            from_onset=retrain_from_onset,
+            gate_rule=gate_rule,
+            follow_change=retrain_follow,
+        ),
         model_name=model,
     )
     try:

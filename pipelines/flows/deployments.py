@@ -275,9 +275,11 @@ def scheduled_monitor(
     retrain_window_days: float = 30.0,
     retrain_from_onset: bool = True,
     retrain_gate: str = "paired",
+    retrain_follow: bool = True,
     model_name: str = "incident-risk",
 ) -> dict[str, Any]:
-    """Judge the served model on matured outcomes (the daily monitoring deployment); ``retrain`` on an alarm.
+    """Judge the served model on matured outcomes (the daily monitoring deployment); ``retrain`` on an alarm
+    and, with ``retrain_follow``, again while a champion retrained from a change's onset is young.
 
     A firing alarm does not fail the run: it emits the ``incident-risk.monitor.decay-alarm`` event and,
     with ``retrain``, runs the training flow. Nothing to judge yet fails the run with the reason.
@@ -297,7 +299,8 @@ def scheduled_monitor(
     if retrain_gate not in ("paired", "margin"):
         raise DeploymentFlowError(f"retrain_gate must be paired or margin, got {retrain_gate!r}")
     gate_rule: Any = retrain_gate  # checked above
-    retraining = RetrainConfig(window_days=retrain_window_days, from_onset=retrain_from_onset, gate_rule=gate_rule)
+    retraining = RetrainConfig(window_days=retrain_window_days, from_onset=retrain_from_onset, gate_rule=gate_rule,
+                               follow_change=retrain_follow)  # fmt: skip
     options = MonitorOptions(lookback_days=lookback_days, alarm=alarm, retrain=retrain,
                              retraining=retraining, model_name=model_name)  # fmt: skip
     try:

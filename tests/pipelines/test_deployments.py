@@ -40,6 +40,7 @@ def test_prefect_yaml_declares_the_five_scheduled_deployments_and_each_validates
     assert by_flow["scheduled-monitor"].parameters["retrain"] is True
     assert by_flow["scheduled-monitor"].parameters["false_alarm_rate"] == 0.05  # the drift check's looks budget
     assert by_flow["scheduled-monitor"].parameters["retrain_gate"] == "paired"  # the retrain's paired DeLong gate
+    assert by_flow["scheduled-monitor"].parameters["retrain_follow"] is True  # follow-ups after a change
     assert all(c.work_pool == "incident-risk" and c.schedules for c in checks)
     assert by_flow["scheduled-ingest"].schedules == ["cron 5 * * * * UTC"]  # hourly
     assert by_flow["scheduled-train"].schedules == ["cron 30 2 * * * UTC"]  # nightly

@@ -143,6 +143,81 @@ def test_a_decayed_model_fires_the_alarm_emits_and_retrains(
 
 
 @pytest.mark.flow
+def test_a_young_retrained_champion_is_retrained_from_its_onset_alarm_or_not(
+    prefect_harness: None, served: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pipelines.flows.monitor as monitor
+
+    home, _ = served
+    calls: list[tuple[pd.Timestamp | None, bool]] = []
+
+    def fake_retrain(settings, config, as_of, onset, follow_up=False):
+        calls.append((onset, follow_up))
+        return {"follow_up": follow_up}
+
+    monkeypatch.setattr(monitor, "retrain", fake_retrain)
+    monkeypatch.setattr(monitor, "publish_summary", lambda *a, **k: None)
+    now = pd.Timestamp.now(tz="UTC")
+    young, old = now - pd.Timedelta(days=20), now - pd.Timedelta(days=200)
+    options = monitor.MonitorOptions(model_name=NAME, alarm=SMALL, retrain=True)
+
+    monkeypatch.setattr(monitor, "champion_onset", lambda: young)
+    outcome = monitor.run_monitor(resolve_settings(home), options)
+    assert calls == [(young, True)]  # a follow-up from the recorded onset
+    assert outcome.retrain == {"follow_up": True}
+    calls.clear()
+    no_follow = monitor.MonitorOptions(model_name=NAME, alarm=SMALL, retrain=True,
+                                       retraining=monitor.RetrainConfig(follow_change=False))  # fmt: skip
+    outcome = monitor.run_monitor(resolve_settings(home), no_follow)
+    assert [follow_up for _, follow_up in calls] == ([False] if outcome.firing else [])
+    calls.clear()
+    monkeypatch.setattr(monitor, "champion_onset", lambda: old)  # 200 days: the window no longer grows
+    outcome = monitor.run_monitor(resolve_settings(home), options)
+    assert [follow_up for _, follow_up in calls] == ([False] if outcome.firing else [])
+    assert all(onset != old for onset, _ in calls)
+    calls.clear()
+    outcome = monitor.run_monitor(resolve_settings(home), monitor.MonitorOptions(model_name=NAME, alarm=SMALL))
+    assert calls == [] and outcome.retrain is None  # no --retrain: never
+
+
+def test_the_retrain_tags_its_version_with_the_onset_and_the_champion_reads_it(
+    served: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow import MlflowClient
+
+    import pipelines.flows.monitor as monitor
+    import pipelines.flows.train as train_flow
+    from models.training.train import TrainingTable
+
+    home, _ = served
+    name = f"{NAME}-onset"
+    version = register(tmp_path, fitted("logreg"), name)  # the champion of its own registered model
+    monkeypatch.setattr(monitor, "MODEL_NAME", name)  # the name the training flow registers under
+    created = pd.date_range("2026-06-01", periods=60, freq="D", tz="UTC")
+    frame = pd.DataFrame({"deploy_id": range(60), "created_at": created, "x": range(60), "label": [0, 1] * 30})
+    monkeypatch.setattr(monitor, "retrain_table_task", lambda *a: TrainingTable(frame, ("x",), (), {}, "r", "v"))
+    outcome = train_flow.TrainOutcome("run", version, True, "better", {}, {})
+    seen: list[train_flow.TrainOptions] = []
+    monkeypatch.setattr(train_flow, "run_training", lambda _s, options, **_k: seen.append(options) or outcome)
+    assert monitor.champion_onset(name) is None  # not retrained from a change
+
+    onset = pd.Timestamp("2026-06-20", tz="UTC")
+    done = monitor.retrain(resolve_settings(home), monitor.RetrainConfig(), None, onset, follow_up=True)
+    assert done["trigger"] == "follow-up of the change from 2026-06-20"
+    assert done["model_version"] == version and done["onset"] == onset.isoformat()
+    assert seen[-1].train.gate.alpha == 0.5 and seen[-1].source.startswith("monitor: follow-up")  # no worse
+    assert monitor.champion_onset(name) == onset
+    client = MlflowClient()
+    client.set_model_version_tag(name, version, monitor.ONSET_TAG, "last tuesday")
+    with pytest.raises(monitor.MonitorError, match=f"v{version}: tag retrain_onset='last tuesday' is not a time"):
+        monitor.champion_onset(name)
+    client.delete_model_version_tag(name, version, monitor.ONSET_TAG)
+    monitor.retrain(resolve_settings(home), monitor.RetrainConfig(from_onset=False), None, onset)  # a fixed window
+    assert monitor.champion_onset(name) is None  # learnt from no onset: nothing to follow
+    assert seen[-1].train.gate.alpha == 0.05 and seen[-1].source.startswith("monitor: decay alarm")
+
+
+@pytest.mark.flow
 def test_nothing_to_judge_is_a_clear_error_and_nothing_is_logged(
     prefect_harness: None, served: tuple[Path, str], tmp_path: Path
 ) -> None:

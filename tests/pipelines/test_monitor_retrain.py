@@ -44,7 +44,21 @@ def test_the_retrain_trains_as_the_product_does_with_labels_as_of_the_monitor() 
     assert options.as_of == LATEST and options.source == "monitor: test"
     # the default training config, no reduced search; the retrain's gate is the paired test
     assert options.train == replace(TrainConfig(), gate=replace(GateConfig(), rule="paired"))
+    follow_up = retrain_options(LATEST, "monitor: test", RetrainConfig(), follow_up=True)
+    assert follow_up.train.gate == replace(GateConfig(), rule="paired", alpha=0.5)  # at least as good
     margin = retrain_options(LATEST, "monitor: test", RetrainConfig(gate_rule="margin"))
     assert margin.train == TrainConfig()
     with pytest.raises(ValueError, match="rule"):
         RetrainConfig(gate_rule="sometimes")  # type: ignore[arg-type]
+
+
+def test_a_champion_retrained_from_a_change_is_followed_while_the_onset_is_young() -> None:
+    config = RetrainConfig()  # follow_change, from the onset, at most 90 days
+    onset = LATEST - pd.Timedelta(days=40)
+    assert config.follows(onset, LATEST)
+    assert config.follows(onset, onset + pd.Timedelta(days=89.9))
+    assert not config.follows(onset, onset + pd.Timedelta(days=90))  # the window stops growing: no follow-up
+    assert not config.follows(None, LATEST)  # a champion not retrained from a change (nightly, first model)
+    assert not RetrainConfig(follow_change=False).follows(onset, LATEST)
+    assert not RetrainConfig(from_onset=False).follows(onset, LATEST)  # a fixed window would learn nothing new
+    assert RetrainConfig(max_window_days=30).follows(onset, LATEST) is False

@@ -125,6 +125,13 @@ def test_rolling_windows_end_every_step_and_cover_the_period() -> None:
     assert rolling["n"].iloc[-1] == pytest.approx(3000 * 28 / 70, rel=0.15)
 
 
+def test_a_first_matured_prediction_alone_still_makes_one_window() -> None:
+    # a champion promoted hours ago: its only matured predictions share one planned time
+    frame = _scored(3, 0.1).assign(planned_at=T0)
+    rolling = rolling_metrics(frame, WindowConfig(days=28, step_days=7, n_boot=10), end=T0)
+    assert len(rolling) == 1 and rolling["n"].iloc[0] == 3 and rolling["window_end"].iloc[0] == T0
+
+
 def test_realised_vs_predicted_flags_a_group_whose_rate_is_off() -> None:
     rng = np.random.default_rng(0)
     frame = pd.DataFrame(

@@ -59,6 +59,18 @@ def test_paired_rule_promotes_only_a_challenger_better_beyond_noise() -> None:
     assert not decide({**GOOD, "roc_auc": 0.55}, champion, 0.15, PAIRED, paired=(0.1, 0.01, 10.0)).promote
 
 
+def test_alpha_one_half_promotes_a_challenger_at_least_as_good_on_the_same_deploys() -> None:
+    no_worse = GateConfig(rule="paired", alpha=0.5)  # the monitor's follow-up retrains
+    champion = {"roc_auc": 0.690}
+    tie = decide(GOOD, champion, 0.15, no_worse, paired=(0.0, 0.002, 0.0))
+    assert tie.promote and "at least as good" in tie.reason
+    small = decide(GOOD, champion, 0.15, no_worse, paired=(0.004, 0.005, 0.8))
+    assert small.promote and not decide(GOOD, champion, 0.15, PAIRED, paired=(0.004, 0.005, 0.8)).promote
+    worse = decide(GOOD, champion, 0.15, no_worse, paired=(-0.001, 0.005, -0.2))
+    assert not worse.promote and "worse on the same deploys" in worse.reason
+    assert not decide({**GOOD, "roc_auc": 0.55}, champion, 0.15, no_worse, paired=(0.1, 0.01, 10.0)).promote
+
+
 def test_paired_rule_needs_roc_auc_and_a_sane_alpha() -> None:
     with pytest.raises(ValueError, match="paired"):
         GateConfig(rule="paired", metric="brier")
