@@ -93,10 +93,10 @@ def decide(
         diff, se, z = paired if paired is not None else (math.nan, math.nan, math.nan)
         said = f"{metric} {new:.4f} vs champion {old:.4f}: difference {diff:+.4f} (paired se {se:.4f}, z {z:.2f})"
         need = NormalDist().inv_cdf(1 - gate.alpha)
-        if gate.alpha == 0.5:  # need 0: at least as good, not better beyond noise
-            if not z >= need:
-                return GateDecision(False, f"{said}: worse on the same deploys (z < 0)")
-            return GateDecision(True, f"{said}: at least as good on the same deploys (z >= 0)")
+        if gate.alpha == 0.5:  # better on the same deploys, not beyond noise; a tie keeps the champion
+            if not z > 0:
+                return GateDecision(False, f"{said}: not better on the same deploys (z <= 0)")
+            return GateDecision(True, f"{said}: better on the same deploys (z > 0)")
         if not z >= need:
             return GateDecision(False, f"{said}: not better beyond noise (z < {need:.2f}, one-sided {gate.alpha})")
         return GateDecision(True, f"{said}: better (z >= {need:.2f}, one-sided {gate.alpha})")

@@ -97,7 +97,8 @@ class GateConfig:
     #: "margin": promote when the challenger beats the champion by ``margin`` on ``metric`` (the nightly
     #: training). "paired" (the monitor's retrain): promote when a paired DeLong test on the comparison
     #: deploys says the challenger ranks better, one-sided at ``alpha``; ``metric`` must be roc_auc.
-    #: ``alpha`` 0.5 asks only for z >= 0: at least as good on the same deploys (the monitor's follow-ups).
+    #: ``alpha`` 0.5 asks only for z > 0: better on the same deploys, a tie keeps the champion (the
+    #: monitor's follow-ups).
     rule: GateRule = "margin"
     alpha: float = 0.05
 

@@ -70,9 +70,10 @@ class RetrainConfig:
     #: simulated drift, seeds 0-9: the final champion at 95.0-98.1% of the oracle AUC against 92.2-98.5%
     #: without; docs/benchmarks.md, "Re-run 2026-12-06 (eighth)").
     follow_change: bool = True
-    #: A follow-up's gate alpha: 0.5 promotes a follow-up at least as good as the champion on the same
-    #: deploys (z >= 0). It learnt from the champion's rows of the new regime plus newer ones, so "no
-    #: worse" is the question, not "better beyond noise".
+    #: A follow-up's gate alpha: 0.5 promotes a follow-up that ranks the same deploys better than the
+    #: champion (z > 0; a tie, e.g. a retrain on the same rows, keeps the champion). It learnt from the
+    #: champion's rows of the new regime plus newer ones, so "not better beyond noise" is no reason to
+    #: keep the champion.
     follow_gate_alpha: float = 0.5
 
     def __post_init__(self) -> None:
@@ -411,7 +412,7 @@ def retrain(
 ) -> dict[str, Any]:
     """The training flow on the recent matured deploys (``retrain_table``) with the retrain's gate
     (``RetrainConfig.gate``: by default promoted only when a paired test finds it better on the recent
-    out-of-sample period; a ``follow_up``, when it is at least as good there). The version is tagged
+    out-of-sample period; a ``follow_up``, when it ranks those deploys better at all). The version is tagged
     with the onset it learnt from (``ONSET_TAG``), which the follow-ups read once it is the champion
     (``RetrainConfig.follow_change``).
 

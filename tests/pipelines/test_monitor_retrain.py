@@ -45,7 +45,7 @@ def test_the_retrain_trains_as_the_product_does_with_labels_as_of_the_monitor() 
     # the default training config, no reduced search; the retrain's gate is the paired test
     assert options.train == replace(TrainConfig(), gate=replace(GateConfig(), rule="paired"))
     follow_up = retrain_options(LATEST, "monitor: test", RetrainConfig(), follow_up=True)
-    assert follow_up.train.gate == replace(GateConfig(), rule="paired", alpha=0.5)  # at least as good
+    assert follow_up.train.gate == replace(GateConfig(), rule="paired", alpha=0.5)  # better at all
     margin = retrain_options(LATEST, "monitor: test", RetrainConfig(gate_rule="margin"))
     assert margin.train == TrainConfig()
     with pytest.raises(ValueError, match="rule"):

@@ -59,16 +59,18 @@ def test_paired_rule_promotes_only_a_challenger_better_beyond_noise() -> None:
     assert not decide({**GOOD, "roc_auc": 0.55}, champion, 0.15, PAIRED, paired=(0.1, 0.01, 10.0)).promote
 
 
-def test_alpha_one_half_promotes_a_challenger_at_least_as_good_on_the_same_deploys() -> None:
-    no_worse = GateConfig(rule="paired", alpha=0.5)  # the monitor's follow-up retrains
+def test_alpha_one_half_promotes_a_challenger_better_on_the_same_deploys_and_keeps_the_champion_on_a_tie() -> None:
+    any_gain = GateConfig(rule="paired", alpha=0.5)  # the monitor's follow-up retrains
     champion = {"roc_auc": 0.690}
-    tie = decide(GOOD, champion, 0.15, no_worse, paired=(0.0, 0.002, 0.0))
-    assert tie.promote and "at least as good" in tie.reason
-    small = decide(GOOD, champion, 0.15, no_worse, paired=(0.004, 0.005, 0.8))
-    assert small.promote and not decide(GOOD, champion, 0.15, PAIRED, paired=(0.004, 0.005, 0.8)).promote
-    worse = decide(GOOD, champion, 0.15, no_worse, paired=(-0.001, 0.005, -0.2))
-    assert not worse.promote and "worse on the same deploys" in worse.reason
-    assert not decide({**GOOD, "roc_auc": 0.55}, champion, 0.15, no_worse, paired=(0.1, 0.01, 10.0)).promote
+    small = decide(GOOD, champion, 0.15, any_gain, paired=(0.004, 0.005, 0.8))
+    assert small.promote and "better on the same deploys (z > 0)" in small.reason
+    assert not decide(GOOD, champion, 0.15, PAIRED, paired=(0.004, 0.005, 0.8)).promote  # not beyond noise
+    # the same rows retrained: the same model, no churn
+    y, a, _ = _scores(500, seed=3)
+    same = decide(GOOD, champion, 0.15, any_gain, paired=paired_auc_test(y, a, a))
+    assert not same.promote and "not better on the same deploys (z <= 0)" in same.reason
+    assert not decide(GOOD, champion, 0.15, any_gain, paired=(-0.001, 0.005, -0.2)).promote
+    assert not decide({**GOOD, "roc_auc": 0.55}, champion, 0.15, any_gain, paired=(0.1, 0.01, 10.0)).promote
 
 
 def test_paired_rule_needs_roc_auc_and_a_sane_alpha() -> None:
