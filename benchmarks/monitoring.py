@@ -18,9 +18,9 @@ For each seed, two simulations that differ only by a change of the true hazard a
    decides through the registry's own ``judge``; a promoted challenger serves from that day and is
    judged from then on, and, as the monitor's follow-ups do (``RetrainConfig.follow_change``; off
    with ``--no-follow``), is retrained from the onset it learnt from on every check, alarm or not,
-   while that onset is under 90 days old. Reported: the final champion, stale model and oracle on the matured
-   deploys after the last retrain, and prequentially (every matured post-change deploy scored by
-   the champion live when it shipped).
+   while that onset is under ``--follow-days`` (180) old. Reported: the final champion, stale model
+   and oracle on the matured deploys after the last retrain, and prequentially (every matured
+   post-change deploy scored by the champion live when it shipped).
 3. ``--capped``: the benchmark before 2026-12-06 (sixth round). The stale model's log only; on its
    first alarm a challenger is trained, and ``--retrains N``: weekly after it; the gate decides
    (``--gate margin --exact-baseline --no-expected-auc`` for the earlier figures); the stale model,
@@ -317,7 +317,8 @@ def run_live(
 
     history = sim.history
     retraining = RetrainConfig(window_days=args.window_days, from_onset=not args.fixed_window, gate_rule=args.gate,
-                               follow_change=not args.no_follow, follow_gate_alpha=args.follow_alpha)  # fmt: skip
+                               follow_change=not args.no_follow, follow_gate_alpha=args.follow_alpha,
+                               follow_days=args.follow_days)  # fmt: skip
     champions = [_champion(champion, "stale", args.train_day, history, final, day)]
     daily: list[dict[str, Any]] = []
     gates: list[dict[str, Any]] = []
@@ -574,6 +575,8 @@ def main() -> None:
     )
     parser.add_argument("--follow-alpha", type=float, default=0.5,
                         help="live: a follow-up's gate alpha (RetrainConfig.follow_gate_alpha)")  # fmt: skip
+    parser.add_argument("--follow-days", type=float, default=180.0,
+                        help="live: days after the onset the follow-ups run (RetrainConfig.follow_days)")  # fmt: skip
     parser.add_argument("--n-boot", type=int, default=200)
     parser.add_argument("--check-every", type=int, default=1, help="days between monitor runs")
     parser.add_argument("--all-days", action="store_true", help="keep checking after the first alarm")

@@ -48,7 +48,7 @@ def monitor(
     retrain_follow: bool = typer.Option(
         True,
         "--retrain-follow/--no-retrain-follow",
-        help="Retrain a champion retrained from a change's onset again from it while the onset is under 90 days old.",
+        help="Retrain a champion retrained from a change's onset again from it while the onset is under 180 days old.",
     ),
     retrain_gate: str = typer.Option(
         "paired", "--retrain-gate", help="The retrain's gate: paired (a paired DeLong test) or margin (nightly's)."

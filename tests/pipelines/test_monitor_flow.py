@@ -171,7 +171,7 @@ def test_a_young_retrained_champion_is_retrained_from_its_onset_alarm_or_not(
     outcome = monitor.run_monitor(resolve_settings(home), no_follow)
     assert [follow_up for _, follow_up in calls] == ([False] if outcome.firing else [])
     calls.clear()
-    monkeypatch.setattr(monitor, "champion_onset", lambda: old)  # 200 days: the window no longer grows
+    monkeypatch.setattr(monitor, "champion_onset", lambda: old)  # 200 days: past the follow-ups' 180
     outcome = monitor.run_monitor(resolve_settings(home), options)
     assert [follow_up for _, follow_up in calls] == ([False] if outcome.firing else [])
     assert all(onset != old for onset, _ in calls)

@@ -53,12 +53,17 @@ def test_the_retrain_trains_as_the_product_does_with_labels_as_of_the_monitor() 
 
 
 def test_a_champion_retrained_from_a_change_is_followed_while_the_onset_is_young() -> None:
-    config = RetrainConfig()  # follow_change, from the onset, at most 90 days
+    config = RetrainConfig()  # follow_change, from the onset, for 180 days (two 90-day windows)
     onset = LATEST - pd.Timedelta(days=40)
     assert config.follows(onset, LATEST)
-    assert config.follows(onset, onset + pd.Timedelta(days=89.9))
-    assert not config.follows(onset, onset + pd.Timedelta(days=90))  # the window stops growing: no follow-up
+    # past 90 days the window slides (the latest 90 days) and is still followed, past an early onset
+    assert config.follows(onset, onset + pd.Timedelta(days=120))
+    assert config.days(onset + pd.Timedelta(days=120), onset) == 90.0
+    assert config.follows(onset, onset + pd.Timedelta(days=179.9))
+    assert not config.follows(onset, onset + pd.Timedelta(days=180))
     assert not config.follows(None, LATEST)  # a champion not retrained from a change (nightly, first model)
     assert not RetrainConfig(follow_change=False).follows(onset, LATEST)
     assert not RetrainConfig(from_onset=False).follows(onset, LATEST)  # a fixed window would learn nothing new
-    assert RetrainConfig(max_window_days=30).follows(onset, LATEST) is False
+    assert RetrainConfig(follow_days=30).follows(onset, LATEST) is False
+    with pytest.raises(ValueError, match="follow-ups"):
+        RetrainConfig(follow_days=0)
