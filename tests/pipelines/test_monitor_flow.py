@@ -205,7 +205,7 @@ def test_the_retrain_tags_its_version_with_the_onset_and_the_champion_reads_it(
     done = monitor.retrain(resolve_settings(home), monitor.RetrainConfig(), None, onset, follow_up=True)
     assert done["trigger"] == "follow-up of the change from 2026-06-20"
     assert done["model_version"] == version and done["onset"] == onset.isoformat()
-    assert seen[-1].train.gate.alpha == 0.5 and seen[-1].source.startswith("monitor: follow-up")  # no worse
+    assert seen[-1].train.gate.alpha == 0.5 and seen[-1].source.startswith("monitor: follow-up")  # z > 0
     assert monitor.champion_onset(name) == onset
     client = MlflowClient()
     client.set_model_version_tag(name, version, monitor.ONSET_TAG, "last tuesday")
