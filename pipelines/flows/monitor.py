@@ -162,13 +162,18 @@ class MonitorOutcome:
         lines += [f"alarm: {r}" for r in s["alarm"]["reasons"]]
         lines += [f"note: {r}" for r in s["alarm"]["warnings"]]
         if self.retrain is not None:
-            r = self.retrain
-            rows = f" on {r['rows']} deploys from {r['rows_from']}" if "rows" in r else ""
-            trigger = f" ({r['trigger']})" if r.get("trigger") else ""
-            lines.append(f"retrained{rows}{trigger}: v{r['model_version']}, {r['reason']}")
+            lines.append(retrain_line(self.retrain))
         if self.run_id:
             lines.append(f"MLflow run {self.run_id} (experiment {EXPERIMENT})")
         return "\n".join(lines)
+
+
+def retrain_line(r: dict[str, Any]) -> str:
+    """What the monitor's retrain did, in one line: rows, trigger, version and the gate's reason."""
+    rows = f" on {r['rows']} deploys from {r['rows_from']}" if "rows" in r else ""
+    trigger = f" ({r['trigger']})" if r.get("trigger") else ""
+    verdict = (" promoted" if r["promoted"] else " not promoted") if "promoted" in r else ""
+    return f"retrained{rows}{trigger}: v{r.get('model_version', '?')}{verdict}, {r.get('reason', '')}"
 
 
 def _f(value: Any) -> str:
@@ -338,7 +343,7 @@ def monitor_markdown(outcome: MonitorOutcome) -> str:
     lines = [f"# Monitor: {outcome.model_name} v{outcome.model_version}", "", verdict, "", "| metric | latest window |"]
     lines += ["|---|---|", rows, "", f"MLflow run: `{outcome.run_id}` (experiment `{EXPERIMENT}`)."]
     if outcome.retrain:
-        lines.append(f"Retrain: {outcome.retrain}")
+        lines += ["", f"**Retrain**: {retrain_line(outcome.retrain)}"]
     return "\n".join(lines)
 
 

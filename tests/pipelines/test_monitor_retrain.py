@@ -10,7 +10,7 @@ import pytest
 from models.training.config import GateConfig, TrainConfig
 from models.training.train import TrainingTable
 from pipelines.flows.deployments import window_table
-from pipelines.flows.monitor import RetrainConfig, retrain_options
+from pipelines.flows.monitor import RetrainConfig, retrain_line, retrain_options
 from pipelines.flows.train import TrainingError
 
 LATEST = pd.Timestamp("2026-09-01", tz="UTC")
@@ -67,3 +67,13 @@ def test_a_champion_retrained_from_a_change_is_followed_while_the_onset_is_young
     assert RetrainConfig(follow_days=30).follows(onset, LATEST) is False
     with pytest.raises(ValueError, match="follow-ups"):
         RetrainConfig(follow_days=0)
+
+
+def test_the_retrain_is_said_in_one_line_with_its_trigger_and_verdict() -> None:
+    done = {"trigger": "follow-up of the change from 2026-06-20", "model_version": "7", "promoted": True,
+            "reason": "better on the same deploys (z > 0)", "rows": 4200, "rows_from": "2026-06-20"}  # fmt: skip
+    assert retrain_line(done) == (
+        "retrained on 4200 deploys from 2026-06-20 (follow-up of the change from 2026-06-20): "
+        "v7 promoted, better on the same deploys (z > 0)"
+    )
+    assert "v7 not promoted" in retrain_line({**done, "promoted": False})
