@@ -360,6 +360,7 @@ def run_live(
             if not a.alarm.firing or args.all_days or (kind is None and args.twin_all_days):
                 continue
             break
+        trigger = "follow-up" if follow else "alarm"
         options = retrain_options(day(d), config=retraining, follow_up=follow)
         onset = cur["onset"] if follow else a.onset  # the recorded onset, or the one placed on this champion's log
         table, challenger, verdict = _challenge(history, options, retraining, onset, cur["name"], cur["result"].model)
@@ -368,7 +369,7 @@ def run_live(
             {
                 "day": d,
                 "champion": cur["name"],
-                "trigger": "follow-up" if follow else "alarm",
+                "trigger": trigger,
                 "onset": None if onset is None else str(onset),
                 "onset_from": "recorded" if follow else cur["name"],
                 "rows_from": str(pd.to_datetime(table.frame["created_at"], utc=True).min()),
@@ -378,8 +379,7 @@ def run_live(
                 "reason": decision.reason,
             }
         )
-        why = "follow-up" if follow else "alarm"
-        _say(f"retrain day {d} ({why}, judging {cur['name']}, onset {onset}): {challenger.n_train} rows; "
+        _say(f"retrain day {d} ({trigger}, judging {cur['name']}, onset {onset}): {challenger.n_train} rows; "
              f"{decision.reason}")  # fmt: skip
         if decision.promote:
             recorded = onset if retraining.from_onset else None  # the registry's retrain_onset tag

@@ -92,14 +92,14 @@ def decide(
     if gate.rule == "paired":
         diff, se, z = paired if paired is not None else (math.nan, math.nan, math.nan)
         said = f"{metric} {new:.4f} vs champion {old:.4f}: difference {diff:+.4f} (paired se {se:.4f}, z {z:.2f})"
-        need = NormalDist().inv_cdf(1 - gate.alpha)
-        if gate.alpha == 0.5:  # better on the same deploys, not beyond noise; a tie keeps the champion
-            if not z > 0:
-                return GateDecision(False, f"{said}: not better on the same deploys (z <= 0)")
-            return GateDecision(True, f"{said}: better on the same deploys (z > 0)")
-        if not z >= need:
-            return GateDecision(False, f"{said}: not better beyond noise (z < {need:.2f}, one-sided {gate.alpha})")
-        return GateDecision(True, f"{said}: better (z >= {need:.2f}, one-sided {gate.alpha})")
+        # strictly above: a tie (the same model retrained on the same rows, z = 0) keeps the champion
+        need = NormalDist().inv_cdf(1 - gate.alpha)  # 0 at alpha 0.5: any gain on the same deploys
+        if need == 0:
+            yes, no = "better on the same deploys (z > 0)", "not better on the same deploys (z <= 0)"
+        else:
+            yes = f"better (z > {need:.2f}, one-sided {gate.alpha})"
+            no = f"not better beyond noise (z <= {need:.2f}, one-sided {gate.alpha})"
+        return GateDecision(True, f"{said}: {yes}") if z > need else GateDecision(False, f"{said}: {no}")
     if gain >= gate.margin:
         return GateDecision(True, f"{metric} {new:.4f} beats champion {old:.4f} by {gain:.4f} >= {gate.margin}")
     return GateDecision(False, f"{metric} {new:.4f} vs champion {old:.4f}: gain {gain:.4f} < margin {gate.margin}")

@@ -437,15 +437,15 @@ def retrain(
 
     from pipelines.flows.train import run_training
 
-    from_onset = config.from_onset and onset is not None
-    onset_note = f", from the onset {onset:%Y-%m-%d}" if from_onset and onset is not None else ""
+    learnt_from = onset if config.from_onset else None  # the onset the window reaches back to, if any
+    onset_note = f", from the onset {learnt_from:%Y-%m-%d}" if learnt_from is not None else ""
     trigger = f"follow-up of the change from {onset:%Y-%m-%d}" if follow_up and onset is not None else "decay alarm"
     source = f"monitor: {trigger}, window>={config.window_days:g}d{onset_note}, gate {config.gate_rule}"
     options = retrain_options(as_of, source, config, follow_up)
     table = retrain_table_task(settings, options, config, onset)
     outcome = run_training(settings, options, progress=lambda _m: None, table=table)
-    if from_onset and onset is not None:
-        MlflowClient().set_model_version_tag(MODEL_NAME, outcome.model_version, ONSET_TAG, onset.isoformat())
+    if learnt_from is not None:
+        MlflowClient().set_model_version_tag(MODEL_NAME, outcome.model_version, ONSET_TAG, learnt_from.isoformat())
     created = pd.to_datetime(table.frame["created_at"], utc=True)
     return {
         "trigger": trigger,
